@@ -1,0 +1,139 @@
+"""Held-out split, vocabularies and the tf.data pipelines that feed the two towers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from training.data import MovieLens
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training and held-out ratings; `how` and `seed` make it reproducible from the manifest alone."""
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    how: str
+
+
+@dataclass(frozen=True)
+class Vocabularies:
+    """Everything the towers adapt to, taken from the training split only (no peeking at held-out data)."""
+
+    user_ids: np.ndarray  # str [num_train_users], sorted
+    movie_ids: np.ndarray  # str [num_movies], catalogue order (= rows of movies.json)
+    titles: np.ndarray  # str [num_movies]
+    timestamp_min: int
+    timestamp_max: int
+    timestamp_mean: float
+    timestamp_variance: float
+
+
+def split_ratings(ratings: pd.DataFrame, how: str, test_fraction: float, seed: int) -> Split:
+    """Random (seeded) or temporal hold-out of `test_fraction` of the ratings.
+
+    The random split is the TFRS tutorial's protocol; the temporal one holds out the latest ratings,
+    which is closer to what a deployed recommender faces.
+    """
+    n = len(ratings)
+    n_test = max(1, round(n * test_fraction))
+    if how == "random":
+        order = np.random.default_rng(seed).permutation(n)
+    elif how == "temporal":
+        order = np.argsort(ratings["timestamp"].to_numpy(), kind="stable")
+    else:
+        raise ValueError(f"unknown split {how!r}; use 'random' or 'temporal'")
+    test_rows, train_rows = np.sort(order[n - n_test :]), np.sort(order[: n - n_test])
+    return Split(
+        train=ratings.iloc[train_rows].reset_index(drop=True),
+        test=ratings.iloc[test_rows].reset_index(drop=True),
+        how=how,
+    )
+
+
+def build_vocabularies(data: MovieLens, train: pd.DataFrame) -> Vocabularies:
+    """Vocabularies and timestamp statistics from the training ratings and the full movie catalogue."""
+    timestamps = train["timestamp"].to_numpy(dtype=np.float64)
+    return Vocabularies(
+        user_ids=np.unique(train["user_id"].to_numpy()).astype(str),
+        movie_ids=data.movies["movie_id"].to_numpy().astype(str),
+        titles=data.movies["title"].to_numpy().astype(str),
+        timestamp_min=int(timestamps.min()),
+        timestamp_max=int(timestamps.max()),
+        timestamp_mean=float(timestamps.mean()),
+        timestamp_variance=float(timestamps.var()),
+    )
+
+
+def movie_rows(data: MovieLens, ratings: pd.DataFrame) -> np.ndarray:
+    """Row of each rating's movie in the catalogue (movies are sorted by movie_id)."""
+    return np.searchsorted(data.movies["movie_id"].to_numpy(), ratings["movie_id"].to_numpy()).astype(np.int32)
+
+
+def ratings_dataset(
+    data: MovieLens,
+    ratings: pd.DataFrame,
+    vocab: Vocabularies,
+    batch_size: int,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
+    """Batches of {user_id, timestamp, movie_id, title}; ids become strings per batch, not per row in RAM."""
+    columns = {
+        "user_id": ratings["user_id"].to_numpy(dtype=np.int64),
+        "timestamp": ratings["timestamp"].to_numpy(dtype=np.int64),
+        "movie_row": movie_rows(data, ratings),
+    }
+    dataset = tf.data.Dataset.from_tensor_slices(columns)
+    if shuffle_seed is not None:
+        dataset = dataset.shuffle(min(len(ratings), 1_000_000), seed=shuffle_seed, reshuffle_each_iteration=True)
+    movie_ids = tf.constant(vocab.movie_ids)
+    titles = tf.constant(vocab.titles)
+
+    def to_features(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {
+            "user_id": tf.strings.as_string(batch["user_id"]),
+            "timestamp": batch["timestamp"],
+            "movie_id": tf.gather(movie_ids, batch["movie_row"]),
+            "title": tf.gather(titles, batch["movie_row"]),
+        }
+
+    dataset = dataset.batch(batch_size).map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def candidates_dataset(vocab: Vocabularies, batch_size: int = 128) -> tf.data.Dataset:
+    """Every movie in catalogue order, batched for the candidate tower."""
+    return tf.data.Dataset.from_tensor_slices({"movie_id": vocab.movie_ids, "title": vocab.titles}).batch(batch_size)
+
+
+@dataclass(frozen=True)
+class SeenMovies:
+    """Each training user's training movies, CSR-style: rows of user i are movie_rows[indptr[i]:indptr[i+1]].
+
+    This is what the service excludes by default, and what protocol B excludes offline.
+    """
+
+    user_ids: np.ndarray  # int64 [num_users], sorted
+    indptr: np.ndarray  # int64 [num_users + 1]
+    movie_rows: np.ndarray  # int32 [num_train_ratings]
+
+    def positions(self, user_ids: np.ndarray) -> np.ndarray:
+        """Index of each user in `user_ids`, or -1 for a user with no training ratings."""
+        where = np.searchsorted(self.user_ids, user_ids).clip(0, max(len(self.user_ids) - 1, 0))
+        found = len(self.user_ids) > 0
+        return np.where(found & (self.user_ids[where] == user_ids), where, -1)
+
+
+def build_seen(data: MovieLens, train: pd.DataFrame) -> SeenMovies:
+    """Groups the training ratings by user, vectorised (no per-user Python loop)."""
+    users = train["user_id"].to_numpy(dtype=np.int64)
+    rows = movie_rows(data, train)
+    order = np.lexsort((rows, users))
+    users, rows = users[order], rows[order]
+    unique_users, starts = np.unique(users, return_index=True)
+    indptr = np.append(starts, len(users)).astype(np.int64)
+    return SeenMovies(user_ids=unique_users, indptr=indptr, movie_rows=rows.astype(np.int32))

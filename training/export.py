@@ -1,0 +1,187 @@
+"""Writes one model version under models/ atomically, and moves the CURRENT pointer.
+
+A version is built in a hidden temporary directory beside its final place and renamed only once complete,
+with manifest.json (which lists every file's sha256) written last: a crash at any moment leaves nothing
+that looks like a version. See models/README.md for the contract the service reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from training.config import TrainConfig
+from training.dataset import SeenMovies
+from training.index import build_index
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CURRENT = "CURRENT"
+TMP_PREFIX = ".tmp-"
+LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "numpy", "pandas")
+
+
+@dataclass(frozen=True)
+class TrainedArtifacts:
+    """Everything a version holds, in memory, before it is written."""
+
+    query_tower: tf.keras.Model
+    candidate_tower: tf.keras.Model
+    candidate_embeddings: np.ndarray  # float32 [num_movies, d], rows = movies
+    index_queries: np.ndarray  # float32 [q, d], real query embeddings to measure index recall on
+    movies: pd.DataFrame  # movie_id, title, genres ("A|B")
+    seen: SeenMovies
+    popularity: np.ndarray  # int32 movie rows, most rated first
+    history: dict[str, list[float]]
+    curve_png: bytes
+    config: TrainConfig
+    data: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+def version_name(models_dir: Path, now: datetime | None = None) -> str:
+    """A UTC timestamp, so names sort in time order; a suffix keeps two versions in one second apart."""
+    base = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    name, n = base, 1
+    while (models_dir / name).exists():
+        name, n = f"{base}.{n}", n + 1
+    return name
+
+
+def export_version(models_dir: Path, artifacts: TrainedArtifacts, now: datetime | None = None) -> Path:
+    """Writes models/<version>/ and returns its path; nothing is left behind if anything fails."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    created = now or datetime.now(UTC)
+    name = version_name(models_dir, created)
+    staging = models_dir / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        _write_contents(staging, artifacts)
+        index = build_index(
+            artifacts.candidate_embeddings,
+            artifacts.index_queries,
+            artifacts.config.index,
+            artifacts.config.index_exact_max,
+            staging / "scann",
+        )
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "version": name,
+            "created_at": created.isoformat(timespec="seconds"),
+            "config": artifacts.config.model_dump(mode="json"),
+            "data": artifacts.data,
+            "library_versions": {lib.replace("-", "_"): metadata.version(lib) for lib in LIBRARIES},
+            "metrics": artifacts.metrics,
+            "index": asdict(index),
+            "embedding_dim": int(artifacts.candidate_embeddings.shape[1]),
+            "files": file_checksums(staging),
+        }
+        _write_json(staging / MANIFEST, manifest)
+        _fsync_tree(staging)
+        final = models_dir / name
+        os.rename(staging, final)
+        _fsync_dir(models_dir)
+        return final
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def promote(models_dir: Path, version: str) -> None:
+    """Points models/CURRENT at `version` with an atomic rename, so a reader never sees a partial name."""
+    if not (models_dir / version / MANIFEST).is_file():
+        raise FileNotFoundError(f"{models_dir / version} is not a complete version (no {MANIFEST})")
+    tmp = models_dir / f"{TMP_PREFIX}{CURRENT}-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(version + "\n")
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, models_dir / CURRENT)
+    _fsync_dir(models_dir)
+
+
+def file_checksums(directory: Path) -> dict[str, str]:
+    """sha256 of every file under `directory` except the manifest, keyed by POSIX relative path."""
+    sums = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        sums[path.relative_to(directory).as_posix()] = digest.hexdigest()
+    return sums
+
+
+def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
+    _save_tower(
+        artifacts.query_tower,
+        staging / "query_model",
+        {"user_id": tf.TensorSpec([None], tf.string), "timestamp": tf.TensorSpec([None], tf.int64)},
+    )
+    _save_tower(
+        artifacts.candidate_tower,
+        staging / "candidate_model",
+        {"movie_id": tf.TensorSpec([None], tf.string), "title": tf.TensorSpec([None], tf.string)},
+    )
+    np.save(staging / "candidate_embeddings.npy", artifacts.candidate_embeddings.astype(np.float32))
+    movies = [
+        {"movie_id": str(movie_id), "title": title, "genres": [g for g in genres.split("|") if g]}
+        for movie_id, title, genres in artifacts.movies[["movie_id", "title", "genres"]].itertuples(index=False)
+    ]
+    _write_json(staging / "movies.json", movies)
+    seen = artifacts.seen
+    np.savez(
+        staging / "seen.npz",
+        user_ids=seen.user_ids.astype(str),
+        indptr=seen.indptr.astype(np.int64),
+        movie_rows=seen.movie_rows.astype(np.int32),
+    )
+    np.save(staging / "popularity.npy", artifacts.popularity.astype(np.int32))
+    _write_json(staging / "history.json", artifacts.history)
+    (staging / "training_curve.png").write_bytes(artifacts.curve_png)
+
+
+def _save_tower(tower: tf.keras.Model, path: Path, inputs: dict[str, tf.TensorSpec]) -> None:
+    """SavedModel with one plain signature: named 1-D inputs -> {"embedding": float32 [batch, d]}."""
+    specs = {name: tf.TensorSpec(spec.shape, spec.dtype, name=name) for name, spec in inputs.items()}
+
+    @tf.function(input_signature=[specs])
+    def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {"embedding": tower(features, training=False)}
+
+    # A signature takes keyword tensors, so unpack the dict through a thin wrapper.
+    signature = serve.get_concrete_function()
+    module = tf.Module()
+    module.tower = tower
+    module.serve = serve
+    tf.saved_model.save(module, str(path), signatures={"serving_default": signature})
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def _fsync_tree(directory: Path) -> None:
+    for path in directory.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,108 @@
+"""The query and candidate towers and the two-tower TFRS retrieval model that trains them."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from training.config import TrainConfig
+from training.dataset import Vocabularies
+
+keras = tf.keras  # tf-keras (Keras 2), because training/__init__ sets TF_USE_LEGACY_KERAS=1
+
+METRIC_KS = (1, 5, 10, 50, 100)
+
+
+def dense_stack(layer_sizes: tuple[int, ...], name: str) -> tf.keras.Sequential:
+    """Dense layers of the given widths, ReLU on all but the last (the embedding stays unbounded)."""
+    layers = [keras.layers.Dense(size, activation="relu") for size in layer_sizes[:-1]]
+    layers.append(keras.layers.Dense(layer_sizes[-1]))
+    return keras.Sequential(layers, name=name)
+
+
+def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Model:
+    """user_id (string [batch]) and timestamp (int64 [batch]) -> query embedding [batch, layers[-1]].
+
+    As in the TFRS tutorial: a user-id embedding, an embedding of the timestamp discretised into
+    `timestamp_buckets` equal-width buckets, and the standardised timestamp itself.
+    """
+    dim = config.embedding_dim
+    user_id = keras.Input(shape=(), dtype=tf.string, name="user_id")
+    timestamp = keras.Input(shape=(), dtype=tf.int64, name="timestamp")
+
+    user_index = keras.layers.StringLookup(vocabulary=vocab.user_ids, mask_token=None, name="user_lookup")(user_id)
+    user_vector = keras.layers.Embedding(len(vocab.user_ids) + 1, dim, name="user_embedding")(user_index)
+
+    boundaries = np.linspace(vocab.timestamp_min, vocab.timestamp_max, num=config.timestamp_buckets).tolist()
+    bucket = keras.layers.Discretization(bin_boundaries=boundaries, name="timestamp_buckets")(timestamp)
+    time_vector = keras.layers.Embedding(len(boundaries) + 1, dim, name="timestamp_embedding")(bucket)
+
+    normalized = keras.layers.Normalization(
+        axis=None, mean=vocab.timestamp_mean, variance=vocab.timestamp_variance, name="timestamp_normalized"
+    )(timestamp)
+    normalized = keras.layers.Reshape((1,), name="timestamp_column")(normalized)
+
+    features = keras.layers.Concatenate(name="query_features")([user_vector, time_vector, normalized])
+    embedding = dense_stack(config.layers, "query_dense")(features)
+    return keras.Model(inputs={"user_id": user_id, "timestamp": timestamp}, outputs=embedding, name="query_tower")
+
+
+def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Model:
+    """movie_id and title (string [batch]) -> candidate embedding [batch, layers[-1]].
+
+    The id embedding is keyed by movie_id, not title: ML-100K has distinct movies with the same title.
+    The title text (tokenised, embedded, averaged) lets similar titles share signal.
+    """
+    dim = config.embedding_dim
+    movie_id = keras.Input(shape=(), dtype=tf.string, name="movie_id")
+    title = keras.Input(shape=(), dtype=tf.string, name="title")
+
+    movie_index = keras.layers.StringLookup(vocabulary=vocab.movie_ids, mask_token=None, name="movie_lookup")(movie_id)
+    id_vector = keras.layers.Embedding(len(vocab.movie_ids) + 1, dim, name="movie_embedding")(movie_index)
+
+    vectorizer = keras.layers.TextVectorization(max_tokens=config.max_title_tokens, name="title_tokens")
+    vectorizer.adapt(vocab.titles)
+    tokens = vectorizer(title)
+    token_vectors = keras.layers.Embedding(config.max_title_tokens, dim, mask_zero=True, name="title_embedding")(tokens)
+    text_vector = keras.layers.GlobalAveragePooling1D(name="title_average")(token_vectors)
+
+    features = keras.layers.Concatenate(name="candidate_features")([id_vector, text_vector])
+    embedding = dense_stack(config.layers, "candidate_dense")(features)
+    return keras.Model(inputs={"movie_id": movie_id, "title": title}, outputs=embedding, name="candidate_tower")
+
+
+class TwoTowerModel(tfrs.Model):
+    """In-batch softmax retrieval (tfrs.tasks.Retrieval) with the tutorial's factorized top-k metrics."""
+
+    def __init__(self, query_tower: tf.keras.Model, candidate_tower: tf.keras.Model, candidates: tf.data.Dataset):
+        super().__init__()
+        self.query_tower = query_tower
+        self.candidate_tower = candidate_tower
+        self.task = tfrs.tasks.Retrieval(
+            metrics=tfrs.metrics.FactorizedTopK(candidates=candidates.map(candidate_tower), ks=METRIC_KS)
+        )
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        query = self.query_tower({"user_id": features["user_id"], "timestamp": features["timestamp"]})
+        candidate = self.candidate_tower({"movie_id": features["movie_id"], "title": features["title"]})
+        # Metrics only on validation: the factorized top-k over every movie costs more than a training step.
+        return self.task(query, candidate, compute_metrics=not training)
+
+
+def build_model(
+    vocab: Vocabularies, config: TrainConfig, candidates: tf.data.Dataset
+) -> tuple[TwoTowerModel, tf.keras.Model, tf.keras.Model]:
+    """Builds and compiles the model under the current tf.distribute strategy.
+
+    Returns:
+        (model, query_tower, candidate_tower); the towers are the functional models that get exported.
+    """
+    strategy = tf.distribute.get_strategy()  # default strategy on one machine; a config change scales it out
+    with strategy.scope():
+        query_tower = build_query_tower(vocab, config)
+        candidate_tower = build_candidate_tower(vocab, config)
+        model = TwoTowerModel(query_tower, candidate_tower, candidates)
+        optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam}[config.optimizer]
+        model.compile(optimizer=optimizer(learning_rate=config.learning_rate))
+    return model, query_tower, candidate_tower
