@@ -31,7 +31,8 @@ def make_synth(num_users: int = 60, num_movies: int = 40, per_user: int = 20, se
             name = "Chasing Amy"  # two distinct movies, one title: keys must be movie ids
         if movie_id == 3:
             name = "Café, Society"  # a non-ASCII character and a comma, for the encodings and CSV quoting
-        movies.append((movie_id, f"{name} ({1990 + movie_id % 10})", genre))
+        year = 1997 if movie_id in (7, 8) else 1990 + movie_id % 10
+        movies.append((movie_id, f"{name} ({year})", genre))
     rows = []
     for user_id in range(1, num_users + 1):
         liked = [m for m, _, g in movies if g == GENRES[user_id % len(GENRES)]]

@@ -166,6 +166,9 @@ def compare(
 
     Nothing is promoted: comparing depths is a study, and the caller decides what to serve.
     """
+    split_keys = {(c.dataset, c.split, c.test_fraction, c.seed, c.eval_max_queries) for c in configs}
+    if len(split_keys) != 1:
+        raise ValueError("compared configs must share dataset, split, test_fraction, seed and eval_max_queries")
     prepared = prepare(configs[0], data_dir)
     runs = [fit(config, prepared, progress=progress) for config in configs]
     curve = validation_curve_png({f"layers={','.join(map(str, r.config.layers))}": r.history for r in runs})

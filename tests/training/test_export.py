@@ -1,0 +1,115 @@
+"""The exported version: contents, round trip, exact index, atomicity, pointer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scann
+import tensorflow as tf
+
+from training import export as export_module
+from training.config import TrainConfig
+from training.export import file_checksums, promote, version_name
+from training.index import build_searcher, recall_at_k
+from training.train import evaluate, export_run, fit, prepare
+
+KS = {"top_1", "top_5", "top_10", "top_50", "top_100"}
+
+
+def _manifest(version_dir: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((version_dir / "manifest.json").read_text())
+
+
+def test_manifest_lists_every_file_and_the_agreed_metrics(tiny_version_dir: Path) -> None:
+    manifest = _manifest(tiny_version_dir)
+    assert manifest["version"] == tiny_version_dir.name
+    assert manifest["files"] == file_checksums(tiny_version_dir)
+    for name in ("query_model/saved_model.pb", "candidate_model/saved_model.pb", "candidate_embeddings.npy",
+                 "movies.json", "seen.npz", "popularity.npy", "scann/scann_assets.pbtxt"):  # fmt: skip
+        assert name in manifest["files"]
+    metrics = manifest["metrics"]
+    for who in ("model", "most_popular"):
+        for protocol in ("A", "B"):
+            assert set(metrics[who][protocol]) == KS
+    assert metrics["split"] == "random" and metrics["test_size"] == 240
+    assert manifest["config"]["layers"] == [16, 8]
+    assert manifest["library_versions"]["scann"] == "1.4.2"
+    assert manifest["index"]["kind"] == "brute_force" and manifest["index"]["recall_at_100"] == 1.0
+    assert (tiny_version_dir.parent / "CURRENT").read_text().strip() == tiny_version_dir.name
+
+
+def test_reloaded_towers_reproduce_the_metrics(tiny_version_dir: Path, tiny_data_dir: Path) -> None:
+    """Round trip: the SavedModels alone give the same embeddings and therefore the same metrics."""
+    config = TrainConfig(**_manifest(tiny_version_dir)["config"])
+    prepared = prepare(config, tiny_data_dir)
+    query_model = tf.saved_model.load(str(tiny_version_dir / "query_model")).signatures["serving_default"]
+    candidate_model = tf.saved_model.load(str(tiny_version_dir / "candidate_model")).signatures["serving_default"]
+    movies = json.loads((tiny_version_dir / "movies.json").read_text())
+    candidates = candidate_model(
+        movie_id=tf.constant([m["movie_id"] for m in movies]), title=tf.constant([m["title"] for m in movies])
+    )["embedding"].numpy()
+    np.testing.assert_allclose(candidates, np.load(tiny_version_dir / "candidate_embeddings.npy"), atol=1e-6)
+    queries = query_model(
+        user_id=tf.constant(prepared.test["user_id"].astype(str).to_numpy()),
+        timestamp=tf.constant(prepared.test["timestamp"].to_numpy(), tf.int64),
+    )["embedding"].numpy()
+    assert evaluate(prepared, candidates, queries, config) == _manifest(tiny_version_dir)["metrics"]
+
+
+def test_exported_index_matches_numpy_brute_force(tiny_version_dir: Path) -> None:
+    searcher = scann.scann_ops_pybind.load_searcher(str(tiny_version_dir / "scann"))
+    embeddings = np.load(tiny_version_dir / "candidate_embeddings.npy")
+    queries = np.random.default_rng(0).normal(size=(20, embeddings.shape[1])).astype(np.float32)
+    found, _ = searcher.search_batched(queries, final_num_neighbors=10)
+    exact = np.argsort(-(queries @ embeddings.T), axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(found, exact)
+
+
+def test_tree_index_with_one_leaf_searched_and_full_reorder_is_exact() -> None:
+    rng = np.random.default_rng(1)
+    embeddings = rng.normal(size=(500, 16)).astype(np.float32)
+    queries = rng.normal(size=(30, 16)).astype(np.float32)
+    params = {"num_leaves": 2, "num_leaves_to_search": 2, "training_sample_size": 500,
+              "dimensions_per_block": 2, "anisotropic_quantization_threshold": 0.2, "reorder": 500}  # fmt: skip
+    assert recall_at_k(build_searcher(embeddings, "tree_ah", params), embeddings, queries) == 1.0
+
+
+def test_an_interrupted_export_leaves_nothing(
+    tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrainConfig(layers=(8,), embedding_dim=4, epochs=1, batch_size=256)
+    prepared = prepare(config, tiny_data_dir)
+    run = fit(config, prepared, progress=False)
+    models = tmp_path / "models"
+    first = export_run(run, prepared, models)
+    promote(models, first.name)
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt("killed while building the index")
+
+    monkeypatch.setattr(export_module, "build_index", crash)
+    with pytest.raises(KeyboardInterrupt):
+        export_run(run, prepared, models)
+    assert sorted(p.name for p in models.iterdir()) == sorted([first.name, "CURRENT"])
+    assert (models / "CURRENT").read_text().strip() == first.name
+
+
+def test_version_names_sort_in_time_order(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    early = version_name(tmp_path, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    (tmp_path / early).mkdir()
+    same_second = version_name(tmp_path, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
+    later = version_name(tmp_path, datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC))
+    assert early == "20260102T030405Z"
+    assert sorted([later, same_second, early]) == [early, same_second, later]
+
+
+def test_promote_refuses_an_incomplete_version(tmp_path: Path) -> None:
+    (tmp_path / "20260101T000000Z").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a complete version"):
+        promote(tmp_path, "20260101T000000Z")
+    assert not (tmp_path / "CURRENT").exists()
