@@ -77,7 +77,7 @@ def test_ratings_of_unknown_movies_are_refused(tmp_path: Path, synth: Synth) -> 
     directory = write_layout(synth, tmp_path / "d", "csv")
     with (directory / "ratings.csv").open("a") as handle:
         handle.write("1,999,4.0,880000000\n")
-    with pytest.raises(DataError, match="missing from .*movies.csv .*movie_id 999"):
+    with pytest.raises(DataError, match=r"missing from .*movies\.csv .*movie_id 999"):
         load_movielens(directory)
 
 
@@ -88,5 +88,5 @@ def test_empty_and_missing_data_say_how_to_fetch(tmp_path: Path, synth: Synth) -
         load_movielens(tmp_path)
     directory = write_layout(synth, tmp_path / "e", "ml-100k")
     (directory / "u.data").write_text("")
-    with pytest.raises(DataError, match="u.data: the file is empty"):
+    with pytest.raises(DataError, match=r"u\.data: the file is empty"):
         load_movielens(directory)
