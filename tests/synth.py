@@ -59,8 +59,8 @@ def write_layout(synth: Synth, directory: Path, layout: str) -> Path:
         (directory / "u.item").write_bytes(("\n".join(items) + "\n").encode("latin-1"))
     elif layout == "dat":
         (directory / "ratings.dat").write_text("\n".join(f"{u}::{m}::{s}::{t}" for u, m, s, t in r) + "\n")
-        movies = "\n".join(f"{m}::{t}::{g}" for m, t, g in synth.movies) + "\n"
-        (directory / "movies.dat").write_bytes(movies.encode("latin-1"))
+        dat = "\n".join(f"{m}::{t}::{g}" for m, t, g in synth.movies) + "\n"
+        (directory / "movies.dat").write_bytes(dat.encode("latin-1"))
     elif layout == "csv":
         ratings = ["userId,movieId,rating,timestamp", *(f"{u},{m},{s}.0,{t}" for u, m, s, t in r)]
         (directory / "ratings.csv").write_text("\n".join(ratings) + "\n")
