@@ -13,7 +13,7 @@ import pytest
 
 from tests.synth import Synth, make_synth, write_layout
 
-TINY_TRAINING = dict(layers=(16, 8), embedding_dim=8, epochs=4, batch_size=128, eval_every=2, learning_rate=0.1)
+TINY_TRAINING = dict(layers=(16, 8), embedding_dim=8, epochs=8, batch_size=128, eval_every=4, learning_rate=0.1)
 
 
 @pytest.fixture(scope="session")

@@ -121,6 +121,74 @@ def train(
     typer.echo(str(version_dir))
 
 
+@app.command()
+def retrain(
+    data_dir: DataDir = Path("data"),
+    models_dir: ModelsDir = Path("models"),
+    dataset: Annotated[str, typer.Option(help="Dataset label, and the data-dir subfolder to look in.")] = "ml-100k",
+    preset: Annotated[str | None, typer.Option(help="'tutorial' reproduces the TFRS deep-retrieval tutorial.")] = None,
+    layers: Annotated[str | None, typer.Option("--layers", help="Dense stack per tower, e.g. 64,32.")] = None,
+    embedding_dim: Annotated[int | None, typer.Option()] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adagrad or adam")] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option(help="Keep the current version's, so the gate can compare.")] = None,
+    split: Annotated[str | None, typer.Option(help="random (default) or temporal")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Epochs between validation passes.")] = None,
+    keep: Annotated[int, typer.Option(min=1, help="Newest versions kept besides CURRENT, PINNED, the replaced.")] = 3,
+    tolerance: Annotated[float | None, typer.Option(help="Most B top-k may drop below the current [0.01].")] = None,
+    min_recall: Annotated[float | None, typer.Option(help="Least ScaNN recall@100 against brute force [0.9].")] = None,
+    gate_k: Annotated[int | None, typer.Option(help="Which protocol-B top-k the gate compares [100].")] = None,
+    allow_incomparable: Annotated[
+        bool, typer.Option(help="Promote although the held-out data differs (a deliberate data change).")
+    ] = False,
+    every: Annotated[
+        float | None, typer.Option(help="Repeat until SIGTERM: a cycle whenever the newest version is this old (s).")
+    ] = None,
+) -> None:
+    """Train a candidate, gate it against the current version, promote it or keep it refused, prune old versions.
+
+    The last line printed is the candidate's directory; exit status 3 means the gate refused it (the reasons are
+    printed, logged and recorded in MODELS_DIR/gate/<version>.json).
+    """
+    import logging
+
+    from training.data import DataError
+    from training.gate import GateConfig
+    from training.retrain import RetrainBusyError, retrain_every
+    from training.retrain import retrain as retrain_cycle
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = dict(dataset=dataset, embedding_dim=embedding_dim, optimizer=optimizer,
+                     learning_rate=learning_rate, batch_size=batch_size, epochs=epochs, seed=seed,
+                     split=split, eval_every=eval_every)  # fmt: skip
+    config = _configs(preset, [layers] if layers else None, overrides)[0]
+    gate_values = {"tolerance": tolerance, "min_recall": min_recall, "k": gate_k}
+    try:
+        gate = GateConfig(
+            allow_incomparable=allow_incomparable,
+            **{key: value for key, value in gate_values.items() if value is not None},
+        )
+    except ValidationError as exc:
+        _fail("; ".join(f"gate {e['loc'][0]}: {e['msg']}" for e in exc.errors()))
+    if every is not None:
+        retrain_every(every, config, data_dir, models_dir, gate, keep)
+        return
+    try:
+        result = retrain_cycle(config, data_dir, models_dir, gate, keep)
+    except (DataError, RetrainBusyError) as exc:
+        _fail(str(exc))
+    for check in json.loads(result.record.read_text())["checks"]:
+        typer.echo(f"{'ok' if check['ok'] else 'FAIL':>4}  {check['name']}: {check['detail']}")
+    verdict = "promoted" if result.promoted else "refused (kept for inspection)"
+    typer.echo(f"{verdict}; serving {result.serving}; pruned {', '.join(result.pruned) or 'nothing'}")
+    typer.echo(f"gate record: {result.record}")
+    typer.echo(str(models_dir / result.candidate))
+    if not result.promoted:
+        raise typer.Exit(code=3)
+
+
 def main() -> None:
     app()
 

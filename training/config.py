@@ -18,6 +18,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "split": "random",
         "test_fraction": 0.2,
         "eval_every": 5,
+        "sampling_bias_correction": False,
     },
 }
 
@@ -34,6 +35,9 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(0.1, gt=0)
     batch_size: int = Field(2048, gt=0)  # also the number of in-batch negatives per positive
     epochs: int = Field(30, gt=0)
+    # In-batch negatives over-sample popular movies, so the plain softmax learns to demote them; subtracting
+    # log(sampling probability) from the logits (Yi et al., RecSys 2019) undoes that. The tutorial has it off.
+    sampling_bias_correction: bool = True
     seed: int = 42  # drives the split, the shuffling and the weight initialisation
     split: Literal["random", "temporal"] = "random"  # temporal holds out the latest ratings
     test_fraction: float = Field(0.2, gt=0, lt=1)

@@ -31,6 +31,7 @@ class Vocabularies:
     timestamp_max: int
     timestamp_mean: float
     timestamp_variance: float
+    movie_probability: np.ndarray  # float32 [num_movies], share of training ratings (floored above zero)
 
 
 def split_ratings(ratings: pd.DataFrame, how: str, test_fraction: float, seed: int) -> Split:
@@ -66,7 +67,13 @@ def build_vocabularies(data: MovieLens, train: pd.DataFrame) -> Vocabularies:
         timestamp_max=int(timestamps.max()),
         timestamp_mean=float(timestamps.mean()),
         timestamp_variance=float(timestamps.var()),
+        movie_probability=_movie_probability(data, train),
     )
+
+
+def _movie_probability(data: MovieLens, train: pd.DataFrame) -> np.ndarray:
+    counts = np.bincount(movie_rows(data, train), minlength=len(data.movies)).astype(np.float64)
+    return (np.maximum(counts, 1.0) / max(len(train), 1)).astype(np.float32)
 
 
 def movie_rows(data: MovieLens, ratings: pd.DataFrame) -> np.ndarray:
@@ -81,7 +88,11 @@ def ratings_dataset(
     batch_size: int,
     shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
-    """Batches of {user_id, timestamp, movie_id, title}; ids become strings per batch, not per row in RAM."""
+    """Batches of {user_id, timestamp, movie_id, title, candidate_probability}.
+
+    Ids become strings per batch, not per row in RAM. candidate_probability is each movie's share of the
+    training ratings: the chance that it shows up as an in-batch negative, for the logQ correction.
+    """
     columns = {
         "user_id": ratings["user_id"].to_numpy(dtype=np.int64),
         "timestamp": ratings["timestamp"].to_numpy(dtype=np.int64),
@@ -92,6 +103,7 @@ def ratings_dataset(
         dataset = dataset.shuffle(min(len(ratings), 1_000_000), seed=shuffle_seed, reshuffle_each_iteration=True)
     movie_ids = tf.constant(vocab.movie_ids)
     titles = tf.constant(vocab.titles)
+    probabilities = tf.constant(vocab.movie_probability, dtype=tf.float32)
 
     def to_features(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return {
@@ -99,6 +111,7 @@ def ratings_dataset(
             "timestamp": batch["timestamp"],
             "movie_id": tf.gather(movie_ids, batch["movie_row"]),
             "title": tf.gather(titles, batch["movie_row"]),
+            "candidate_probability": tf.gather(probabilities, batch["movie_row"]),
         }
 
     dataset = dataset.batch(batch_size).map(to_features, num_parallel_calls=tf.data.AUTOTUNE)

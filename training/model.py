@@ -75,8 +75,15 @@ def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.
 class TwoTowerModel(tfrs.Model):
     """In-batch softmax retrieval (tfrs.tasks.Retrieval) with the tutorial's factorized top-k metrics."""
 
-    def __init__(self, query_tower: tf.keras.Model, candidate_tower: tf.keras.Model, candidates: tf.data.Dataset):
+    def __init__(
+        self,
+        query_tower: tf.keras.Model,
+        candidate_tower: tf.keras.Model,
+        candidates: tf.data.Dataset,
+        sampling_bias_correction: bool = False,
+    ):
         super().__init__()
+        self.sampling_bias_correction = sampling_bias_correction
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self.task = tfrs.tasks.Retrieval(
@@ -87,7 +94,8 @@ class TwoTowerModel(tfrs.Model):
         query = self.query_tower({"user_id": features["user_id"], "timestamp": features["timestamp"]})
         candidate = self.candidate_tower({"movie_id": features["movie_id"], "title": features["title"]})
         # Metrics only on validation: the factorized top-k over every movie costs more than a training step.
-        return self.task(query, candidate, compute_metrics=not training)
+        probability = features["candidate_probability"] if self.sampling_bias_correction else None
+        return self.task(query, candidate, candidate_sampling_probability=probability, compute_metrics=not training)
 
 
 def build_model(
@@ -102,7 +110,7 @@ def build_model(
     with strategy.scope():
         query_tower = build_query_tower(vocab, config)
         candidate_tower = build_candidate_tower(vocab, config)
-        model = TwoTowerModel(query_tower, candidate_tower, candidates)
+        model = TwoTowerModel(query_tower, candidate_tower, candidates, config.sampling_bias_correction)
         optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam}[config.optimizer]
         model.compile(optimizer=optimizer(learning_rate=config.learning_rate))
     return model, query_tower, candidate_tower

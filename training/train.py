@@ -84,17 +84,25 @@ def fit(config: TrainConfig, prepared: PreparedData, label: str | None = None, p
     test_ds = ratings_dataset(data, prepared.test, vocab, EVAL_BATCH).cache()
     model, query_tower, candidate_tower = build_model(vocab, config, candidates_dataset(vocab))
 
-    bar = EpochProgress(config.epochs, label or f"layers={','.join(map(str, config.layers))}", enabled=progress)
-    validate_at = sorted({*range(config.eval_every, config.epochs + 1, config.eval_every), config.epochs})
+    movies_ds = candidates_dataset(vocab, 1024).cache()
+    queries_ds = test_ds.map(lambda f: {"user_id": f["user_id"], "timestamp": f["timestamp"]}).cache()
+
+    def embed() -> tuple[np.ndarray, np.ndarray]:
+        candidates = candidate_tower.predict(movies_ds, verbose=0).astype(np.float32)
+        return candidates, query_tower.predict(queries_ds, verbose=0).astype(np.float32)
+
+    def validate() -> dict[str, dict[str, float]]:
+        candidates, queries = embed()
+        return evaluate(prepared, candidates, queries, config)["model"]
+
+    validate_at = {*range(config.eval_every, config.epochs + 1, config.eval_every), config.epochs}
+    label = label or f"layers={','.join(map(str, config.layers))}"
+    bar = EpochProgress(config.epochs, label, validate, validate_at, enabled=progress)
     started = time.perf_counter()
-    model.fit(
-        train_ds, validation_data=test_ds, validation_freq=validate_at, epochs=config.epochs, verbose=0, callbacks=[bar]
-    )
+    model.fit(train_ds, epochs=config.epochs, verbose=0, callbacks=[bar])
     seconds = time.perf_counter() - started
 
-    candidate_embeddings = candidate_tower.predict(candidates_dataset(vocab, 1024), verbose=0).astype(np.float32)
-    queries = test_ds.map(lambda f: {"user_id": f["user_id"], "timestamp": f["timestamp"]})
-    query_embeddings = query_tower.predict(queries, verbose=0).astype(np.float32)
+    candidate_embeddings, query_embeddings = embed()
     metrics = evaluate(prepared, candidate_embeddings, query_embeddings, config)
     history = dict(bar.history, train_seconds=seconds, seconds_per_epoch=seconds / config.epochs)
     return TrainedRun(config, query_tower, candidate_tower, candidate_embeddings, query_embeddings, history, metrics)

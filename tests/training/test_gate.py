@@ -1,0 +1,314 @@
+"""The promotion gate and the retraining cycle, on hand-made version directories and a tiny real model."""
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from training import retrain as retrain_module
+from training.gate import (
+    Figure,
+    GateConfig,
+    SmokeError,
+    _smoke,
+    evaluate,
+    run_smoke_query,
+)
+from training.retrain import (
+    RetrainBusyError,
+    exclusive,
+    prune,
+    read_pointer,
+    retrain,
+    seconds_until_due,
+)
+
+GATE = GateConfig(k=100, tolerance=0.01, min_recall=0.9, smoke_k=10)
+
+
+def passing_smoke(version_dir: Path, k: int) -> dict[str, Figure]:
+    return {"users": 3, "embedding_dim": 4, "neighbours": k, "recall_at_100": 1.0}
+
+
+def failing_smoke(version_dir: Path, k: int) -> dict[str, Figure]:
+    raise SmokeError("smoke process exited 1: OSError: SavedModel file does not exist")
+
+
+def make_version(
+    models_dir: Path,
+    name: str,
+    *,
+    b_top_100: float = 0.40,
+    recall: float = 0.97,
+    seed: int = 42,
+    fingerprint: str = "f" * 64,
+    test_size: int = 20000,
+) -> Path:
+    """A version directory shaped like the contract in models/README.md, with placeholder artifacts."""
+    version = models_dir / name
+    (version / "query_model").mkdir(parents=True)
+    (version / "query_model" / "saved_model.pb").write_bytes(b"not a real model " + name.encode())
+    np.save(version / "candidate_embeddings.npy", np.ones((5, 4), np.float32))
+    movies = [{"movie_id": str(i), "title": f"M{i}", "genres": []} for i in range(5)]
+    (version / "movies.json").write_text(json.dumps(movies))
+    files = {
+        p.relative_to(version).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in version.rglob("*")
+        if p.is_file()
+    }
+    metrics = {"A": {"top_100": b_top_100 - 0.1}, "B": {"top_10": b_top_100 / 4, "top_100": b_top_100}}
+    manifest = {
+        "format_version": 1,
+        "version": name,
+        "config": {"layers": [64, 32], "seed": seed, "split": "random"},
+        "data": {"dataset": "ml-100k", "fingerprint": fingerprint, "timestamp_max": 893286638},
+        "metrics": {"model": metrics, "most_popular": metrics, "split": "random", "test_size": test_size},
+        "index": {"kind": "scann", "recall_at_100": recall, "num_movies": 5},
+        "embedding_dim": 4,
+        "files": files,
+    }
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    return version
+
+
+def test_first_version_is_promoted_when_its_own_checks_pass(tmp_path: Path) -> None:
+    candidate = make_version(tmp_path, "20260101T000000Z")
+    decision = evaluate(candidate, None, GATE, smoke=passing_smoke)
+    assert decision.promoted, decision.reasons
+    assert [c.name for c in decision.checks] == ["files", "smoke", "index", "metric B.top_100"]
+
+
+def test_candidate_within_tolerance_is_promoted(tmp_path: Path) -> None:
+    current = make_version(tmp_path, "20260101T000000Z", b_top_100=0.40)
+    candidate = make_version(tmp_path, "20260102T000000Z", b_top_100=0.39)
+    decision = evaluate(candidate, current, GATE, smoke=passing_smoke)
+    assert decision.promoted, decision.reasons
+    metric = decision.checks[-1]
+    assert metric.figures["candidate"] == 0.39 and metric.figures["current"] == 0.40
+
+
+def test_metric_drop_beyond_tolerance_is_refused_with_the_figures(tmp_path: Path) -> None:
+    current = make_version(tmp_path, "20260101T000000Z", b_top_100=0.40)
+    candidate = make_version(tmp_path, "20260102T000000Z", b_top_100=0.385)
+    decision = evaluate(candidate, current, GATE, smoke=passing_smoke)
+    assert not decision.promoted
+    assert decision.reasons == ["metric B.top_100: 0.3850 is more than 0.01 below 20260101T000000Z's 0.4000"]
+
+
+@pytest.mark.parametrize(("reported", "measured"), [(0.85, 1.0), (0.97, 0.5)])
+def test_low_recall_is_refused(tmp_path: Path, reported: float, measured: float) -> None:
+    candidate = make_version(tmp_path, "20260102T000000Z", recall=reported)
+
+    def smoke(version_dir: Path, k: int) -> dict[str, Figure]:
+        return {**passing_smoke(version_dir, k), "recall_at_100": measured}
+
+    decision = evaluate(candidate, None, GATE, smoke=smoke)
+    assert not decision.promoted
+    assert len(decision.reasons) == 1
+    assert decision.reasons[0].startswith("index: ScaNN recall@100")
+    assert "below the threshold 0.900" in decision.reasons[0]
+
+
+def test_failed_smoke_query_is_refused(tmp_path: Path) -> None:
+    candidate = make_version(tmp_path, "20260102T000000Z")
+    decision = evaluate(candidate, None, GATE, smoke=failing_smoke)
+    assert not decision.promoted
+    assert decision.reasons == [
+        "smoke: smoke query failed: smoke process exited 1: OSError: SavedModel file does not exist"
+    ]
+
+
+def test_files_that_do_not_match_the_manifest_are_refused_without_loading(tmp_path: Path) -> None:
+    candidate = make_version(tmp_path, "20260102T000000Z")
+    (candidate / "movies.json").write_text("[]")
+    (candidate / "gate.json").write_text("{}")
+    decision = evaluate(candidate, None, GATE, smoke=failing_smoke)
+    assert not decision.promoted
+    files, smoke = decision.checks[0], decision.checks[1]
+    assert files.detail == "not in manifest: gate.json; sha256 differs: movies.json"
+    assert smoke.detail == "skipped: files do not match the manifest"
+
+
+def test_different_held_out_data_is_refused_unless_allowed(tmp_path: Path) -> None:
+    current = make_version(tmp_path, "20260101T000000Z", seed=42)
+    candidate = make_version(tmp_path, "20260102T000000Z", seed=7, b_top_100=0.2)
+    refused = evaluate(candidate, current, GATE, smoke=passing_smoke)
+    assert not refused.promoted
+    assert "different held-out data: seed 7 != 42" in refused.reasons[0]
+    allowed = evaluate(candidate, current, GATE.model_copy(update={"allow_incomparable": True}), smoke=passing_smoke)
+    assert allowed.promoted
+    assert allowed.checks[-1].detail.startswith("skipped, allowed: not comparable")
+
+
+def test_pruning_keeps_newest_current_pinned_and_protected(tmp_path: Path) -> None:
+    names = [f"2026010{i}T000000Z" for i in range(1, 8)]
+    for name in names:
+        make_version(tmp_path, name)
+    (tmp_path / "CURRENT").write_text(names[1] + "\n")
+    (tmp_path / "PINNED").write_text(names[0] + "\n")
+    (tmp_path / "gate").mkdir()
+    stale, fresh = tmp_path / ".tmp-export-old", tmp_path / ".tmp-export-new"
+    stale.mkdir()
+    fresh.mkdir()
+    hour_ago = time.time() - 3700
+    os.utime(stale, (hour_ago, hour_ago))
+
+    pruned = prune(tmp_path, keep=2, protect={names[3]})
+
+    assert pruned == [names[2], names[4]]
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == sorted(
+        ["CURRENT", "PINNED", "gate", names[0], names[1], names[3], names[5], names[6]]
+    )
+    assert fresh.exists() and not stale.exists()
+
+
+def test_pruning_refuses_when_current_is_garbage(tmp_path: Path) -> None:
+    for name in ("20260101T000000Z", "20260102T000000Z"):
+        make_version(tmp_path, name)
+    (tmp_path / "CURRENT").write_text("../etc\n")
+    with pytest.raises(ValueError, match="not a version name"):
+        read_pointer(tmp_path, "CURRENT")
+    assert prune(tmp_path, keep=1) == []
+
+
+def fake_trainer(b_top_100: float) -> Any:
+    """Stands in for training.train.train_and_export(..., promote=False)."""
+
+    def train(config: Any, data_dir: Path, models_dir: Path) -> Path:
+        return make_version(models_dir, "20990101T000000Z", b_top_100=b_top_100)
+
+    return train
+
+
+def test_retrain_promotes_records_and_prunes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("training.gate.run_smoke_query", passing_smoke)
+    old = make_version(tmp_path, "20200101T000000Z")
+    current = make_version(tmp_path, "20200102T000000Z")
+    (tmp_path / "CURRENT").write_text(current.name + "\n")
+    monkeypatch.setattr(retrain_module, "_train_candidate", fake_trainer(0.41))
+
+    result = retrain(None, tmp_path / "data", tmp_path, GATE, keep=1)  # type: ignore[arg-type]
+
+    assert result.promoted and result.reasons == []
+    assert read_pointer(tmp_path, "CURRENT") == result.serving == result.candidate
+    assert result.pruned == [old.name]  # the replaced version stays one more cycle
+    record = json.loads(result.record.read_text())
+    assert result.record == tmp_path / "gate" / f"{result.candidate}.json"
+    assert record["promoted"] is True and record["current"] == current.name
+
+
+def test_refused_candidate_is_kept_and_current_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("training.gate.run_smoke_query", passing_smoke)
+    current = make_version(tmp_path, "20200102T000000Z", b_top_100=0.40)
+    (tmp_path / "CURRENT").write_text(current.name + "\n")
+    monkeypatch.setattr(retrain_module, "_train_candidate", fake_trainer(0.30))
+
+    result = retrain(None, tmp_path / "data", tmp_path, GATE, keep=1)  # type: ignore[arg-type]
+
+    assert not result.promoted and result.serving == current.name
+    assert (tmp_path / result.candidate / "manifest.json").exists()
+    assert "more than 0.01 below" in json.loads(result.record.read_text())["reasons"][0]
+
+
+def test_a_second_cycle_cannot_run_while_one_holds_the_lock(tmp_path: Path) -> None:
+    with exclusive(tmp_path), pytest.raises(RetrainBusyError, match="another retraining cycle"):
+        retrain(None, tmp_path / "data", tmp_path, GATE, keep=1)  # type: ignore[arg-type]
+
+
+def test_schedule_counts_from_the_newest_version(tmp_path: Path) -> None:
+    assert seconds_until_due(tmp_path, 600) == 0.0
+    version = make_version(tmp_path, "20260101T000000Z")
+    written = (version / "manifest.json").stat().st_mtime
+    assert seconds_until_due(tmp_path, 600, now=written + 100) == pytest.approx(500)
+    assert seconds_until_due(tmp_path, 600, now=written + 900) == 0.0
+
+
+# A hand-made SavedModel with the query_model signature and a brute-force ScaNN searcher: a version that loads
+# but answers NaN, which training never exports, to prove the smoke query catches it.
+
+
+def make_real_version(tmp_path: Path, *, nan: bool = False) -> Path:
+    import scann
+    import tensorflow as tf
+
+    version = tmp_path / "20260103T000000Z"
+    version.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    candidates = rng.normal(size=(50, 8)).astype(np.float32)
+    np.save(version / "candidate_embeddings.npy", candidates)
+    np.savez(
+        version / "seen.npz",
+        user_ids=np.array(["1", "2", "3"]),
+        indptr=np.array([0, 1, 2, 3]),
+        movie_rows=np.array([0, 1, 2], np.int32),
+    )
+    table = tf.Variable(rng.normal(size=(16, 8)).astype(np.float32))
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, name="user_id"),
+            tf.TensorSpec([None], tf.int64, name="timestamp"),
+        ]
+    )
+    def serve(user_id: Any, timestamp: Any) -> dict[str, Any]:
+        rows = tf.gather(table, tf.strings.to_hash_bucket_fast(user_id, 16))
+        scale = tf.cast(timestamp, tf.float32) * 0.0 + (float("nan") if nan else 1.0)
+        return {"embedding": rows * scale[:, None]}
+
+    module = tf.Module()
+    module.table = table
+    tf.saved_model.save(module, str(version / "query_model"), signatures={"serving_default": serve})
+    searcher = scann.scann_ops_pybind.builder(candidates, 10, "dot_product").score_brute_force().build()
+    (version / "scann").mkdir()
+    searcher.serialize(str(version / "scann"))
+    (version / "manifest.json").write_text(json.dumps({"data": {"timestamp_max": 893286638}}))
+    return version
+
+
+def test_smoke_query_fails_on_nan_embeddings_and_on_a_missing_model(tmp_path: Path) -> None:
+    with pytest.raises(SmokeError, match="not all finite"):
+        _smoke(make_real_version(tmp_path / "nan", nan=True), 10)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text("{}")
+    with pytest.raises(SmokeError, match="smoke process exited 1"):
+        run_smoke_query(broken, 10)
+
+
+# The real pipeline: the session's tiny trained version (tests/conftest.py), and one real retraining cycle.
+
+
+def test_gate_passes_a_real_exported_version(tiny_version_dir: Path) -> None:
+    decision = evaluate(tiny_version_dir, None, GATE)
+    assert decision.promoted, decision.reasons
+    smoke = decision.checks[1]
+    assert smoke.figures["neighbours"] == 10 and smoke.figures["recall_at_100"] == 1.0  # exact index
+
+
+def test_a_real_cycle_trains_gates_promotes_and_prunes(
+    tmp_path: Path, tiny_data_dir: Path, tiny_models_dir: Path
+) -> None:
+    from tests.conftest import TINY_TRAINING
+    from training.config import TrainConfig
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, models)
+    first = read_pointer(models, "CURRENT")
+    # Same data, seed and split as the current version, so the metric check compares like with like; the
+    # tolerance is wide because 4 epochs on synthetic data say nothing about quality.
+    gate = GateConfig(tolerance=1.0, min_recall=0.9)
+
+    result = retrain(TrainConfig(**TINY_TRAINING), tiny_data_dir, models, gate, keep=1)
+
+    assert result.promoted, result.reasons
+    assert read_pointer(models, "CURRENT") == result.candidate != first
+    record = json.loads(result.record.read_text())
+    assert [check["name"] for check in record["checks"]] == ["files", "smoke", "index", "metric B.top_100"]
+    assert "against" in record["checks"][-1]["detail"]  # compared, not skipped: same held-out data
+    assert result.pruned == []  # the replaced version is kept one more cycle

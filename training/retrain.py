@@ -1,0 +1,283 @@
+"""Retraining job: train a candidate version, gate it, promote it by rewriting models/CURRENT, prune old ones.
+
+One cycle (``retrain``) holds models/.retrain.lock so that two jobs never race on CURRENT or on pruning.
+The candidate is exported without promotion, so servers never see it until the gate passes; they poll
+CURRENT and hot-swap by themselves. Every decision, promoted or refused, is written to
+models/gate/<version>.json: outside the version directory, whose file set its manifest fixes.
+``retrain_every`` repeats cycles on an interval, each in a fresh process.
+"""
+
+import fcntl
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from training.gate import MANIFEST, GateConfig, GateDecision, evaluate
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+CURRENT = "CURRENT"
+PINNED = "PINNED"
+GATE_RECORDS = "gate"
+LOCK_FILE = ".retrain.lock"
+TEMP_PREFIX = ".tmp"
+# A half-written export or an interrupted prune older than this belongs to no live process.
+STALE_TEMP_SECONDS = 3600
+
+
+class RetrainBusyError(RuntimeError):
+    """Another retraining cycle holds the lock on this models directory."""
+
+
+class RetrainResult(BaseModel):
+    """The outcome of one cycle."""
+
+    model_config = ConfigDict(frozen=True)
+
+    candidate: str
+    promoted: bool
+    serving: str | None  # CURRENT after the cycle
+    reasons: list[str]
+    record: Path
+    pruned: list[str]
+
+
+def read_pointer(models_dir: Path, name: str) -> str | None:
+    """The version a pointer file (CURRENT or PINNED) names, or None when the file is absent or empty.
+
+    Raises:
+        ValueError: the file names something that is not a plain directory name.
+    """
+    try:
+        version = (models_dir / name).read_text().strip()
+    except FileNotFoundError:
+        return None
+    if version and (version.startswith(".") or "/" in version or os.sep in version):
+        raise ValueError(f"{models_dir / name} holds {version!r}, not a version name")
+    return version or None
+
+
+def write_record(models_dir: Path, decision: GateDecision) -> Path:
+    """Write the gate decision to models/gate/<candidate>.json atomically (temp file, then rename)."""
+    records = models_dir / GATE_RECORDS
+    records.mkdir(exist_ok=True)
+    path = records / f"{decision.candidate}.json"
+    temp = records / f"{TEMP_PREFIX}-{decision.candidate}-{os.getpid()}.json"
+    temp.write_text(decision.model_dump_json(indent=2) + "\n")
+    os.replace(temp, path)
+    return path
+
+
+def list_versions(models_dir: Path) -> list[str]:
+    """Complete versions (directories with a manifest), oldest first: names are UTC timestamps."""
+    return sorted(
+        entry.name
+        for entry in models_dir.iterdir()
+        if entry.is_dir() and not entry.name.startswith(".") and (entry / MANIFEST).is_file()
+    )
+
+
+def prune(
+    models_dir: Path, keep: int, protect: set[str] | frozenset[str] = frozenset(), now: float | None = None
+) -> list[str]:
+    """Delete all but the newest ``keep`` versions, never CURRENT, PINNED or ``protect``; clear stale temps.
+
+    A version is first renamed to a temp name and then deleted, so a crash mid-delete never leaves a directory
+    that still has its manifest but lacks files. Refused candidates count among the newest, so the latest
+    ones stay for inspection. Gate records are kept: they are the audit trail and a few KB each.
+
+    Returns:
+        the names of the versions deleted.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    try:
+        kept = {read_pointer(models_dir, CURRENT), read_pointer(models_dir, PINNED), *protect}
+    except ValueError as error:
+        log.warning("not pruning: %s", error)  # deleting without knowing what is served is never safe
+        return []
+    versions = list_versions(models_dir)
+    kept.update(versions[-keep:])
+    pruned = []
+    for version in versions:
+        if version in kept:
+            continue
+        doomed = models_dir / f"{TEMP_PREFIX}-prune-{version}"
+        os.replace(models_dir / version, doomed)
+        shutil.rmtree(doomed)
+        pruned.append(version)
+    now = time.time() if now is None else now
+    for entry in models_dir.iterdir():
+        if entry.name.startswith(TEMP_PREFIX) and now - entry.lstat().st_mtime > STALE_TEMP_SECONDS:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            log.info("removed stale %s", entry.name)
+    if pruned:
+        log.info("pruned %s (keeping %s)", ", ".join(pruned), ", ".join(sorted(v for v in kept if v)))
+    return pruned
+
+
+@contextmanager
+def exclusive(models_dir: Path) -> Iterator[None]:
+    """Hold models/.retrain.lock; released by the kernel even if the process dies."""
+    with (models_dir / LOCK_FILE).open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise RetrainBusyError(
+                f"another retraining cycle is running on {models_dir} (it holds {LOCK_FILE}); wait for it to finish"
+            ) from error
+        yield
+
+
+def _train_candidate(config: "TrainConfig", data_dir: Path, models_dir: Path) -> Path:
+    # Imported here: TensorFlow loads with it, and the scheduler process should stay small.
+    from training.train import train_and_export
+
+    return Path(train_and_export(config, data_dir, models_dir, promote_version=False, progress=False))
+
+
+def _promote(models_dir: Path, version: str) -> None:
+    from training.export import promote  # the one place that moves CURRENT (atomic rename)
+
+    promote(models_dir, version)
+
+
+def retrain(config: "TrainConfig", data_dir: Path, models_dir: Path, gate: GateConfig, keep: int) -> RetrainResult:
+    """Run one cycle: train and export a candidate, gate it, promote it or keep it refused, prune.
+
+    Args:
+        config: training settings for the candidate; keep the seed and split of the current version so that
+            the gate can compare the two on the same held-out ratings.
+        data_dir: MovieLens files (already fetched).
+        models_dir: the version directories and the CURRENT/PINNED pointers.
+        gate: the promotion thresholds.
+        keep: how many newest versions to keep besides CURRENT, PINNED and the version this cycle replaced.
+    Returns:
+        the decision, the version served afterwards, the gate record's path and what was pruned.
+    Raises:
+        RetrainBusyError: another cycle holds the lock. Training errors propagate; nothing is promoted then.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be at least 1, got {keep}")
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(models_dir):
+        previous = read_pointer(models_dir, CURRENT)
+        candidate_dir = _train_candidate(config, data_dir, models_dir)
+        log.info("gating candidate %s against %s", candidate_dir.name, previous or "no current version")
+        decision = evaluate(candidate_dir, models_dir / previous if previous else None, gate)
+        now_current = read_pointer(models_dir, CURRENT)
+        if decision.promoted and now_current != previous:
+            # Someone rolled back or promoted by hand during training: their choice wins.
+            decision = decision.model_copy(
+                update={
+                    "promoted": False,
+                    "reasons": [f"CURRENT changed during the cycle ({previous} -> {now_current}); not overwriting it"],
+                }
+            )
+        record = write_record(models_dir, decision)
+        if decision.promoted:
+            _promote(models_dir, candidate_dir.name)
+            log.info("promoted %s (was %s); record %s", candidate_dir.name, previous, record)
+        else:
+            log.warning(
+                "refused %s, kept for inspection: %s; record %s",
+                candidate_dir.name,
+                " | ".join(decision.reasons),
+                record,
+            )
+        # The replaced version stays one more cycle: a replica that has not swapped yet may be loading it.
+        pruned = prune(models_dir, keep, protect={previous} if previous else set())
+        return RetrainResult(
+            candidate=candidate_dir.name,
+            promoted=decision.promoted,
+            serving=read_pointer(models_dir, CURRENT),
+            reasons=decision.reasons,
+            record=record,
+            pruned=pruned,
+        )
+
+
+def seconds_until_due(models_dir: Path, interval_seconds: float, now: float | None = None) -> float:
+    """Time left until the newest version (promoted or refused) is ``interval_seconds`` old.
+
+    Scheduling from the newest version rather than from process start means a restarted retrainer neither
+    retrains at once after the trainer just did, nor waits a whole interval after a week switched off.
+    """
+    now = time.time() if now is None else now
+    versions = list_versions(models_dir) if models_dir.is_dir() else []
+    if not versions:
+        return 0.0
+    newest = (models_dir / versions[-1] / MANIFEST).stat().st_mtime
+    return max(0.0, newest + interval_seconds - now)
+
+
+def _cycle(config: "TrainConfig", data_dir: Path, models_dir: Path, gate: GateConfig, keep: int) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    retrain(config, data_dir, models_dir, gate, keep)
+
+
+def retrain_every(
+    interval_seconds: float,
+    config: "TrainConfig",
+    data_dir: Path,
+    models_dir: Path,
+    gate: GateConfig,
+    keep: int,
+    cycles: int | None = None,
+) -> None:
+    """Run a cycle whenever the newest version is ``interval_seconds`` old, until SIGTERM/SIGINT.
+
+    Each cycle runs in a fresh spawned process: TensorFlow's memory from training is returned when it exits,
+    so the scheduler idles small, and a crash in one cycle is logged without ending the schedule.
+    """
+    if interval_seconds <= 0:
+        raise ValueError(f"interval must be positive, got {interval_seconds}")
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after the running cycle is ended", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    spawn = multiprocessing.get_context("spawn")
+    done = 0
+    while cycles is None or done < cycles:
+        wait = seconds_until_due(models_dir, interval_seconds)
+        log.info("next retraining cycle in %.0f s", wait)
+        if stop.wait(wait):
+            break
+        worker = spawn.Process(target=_cycle, args=(config, data_dir, models_dir, gate, keep), name="retrain-cycle")
+        worker.start()
+        while worker.is_alive():
+            worker.join(timeout=1.0)
+            if stop.is_set() and worker.is_alive():
+                worker.terminate()  # its half-written export starts with .tmp and is pruned later
+                worker.join()
+        if worker.exitcode != 0:
+            log.error(
+                "retraining cycle failed (exit code %s); the next one is due in %.0f s",
+                worker.exitcode,
+                interval_seconds,
+            )
+            # A failed cycle leaves no version, so back off a full interval rather than retry at once.
+            if stop.wait(interval_seconds):
+                break
+        done += 1
