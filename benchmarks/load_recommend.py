@@ -1,0 +1,249 @@
+"""Load benchmark: /recommend against a bare FastAPI endpoint (the ceiling), driven by wrk on loopback.
+
+Starts both servers as subprocesses on 127.0.0.1 (one uvicorn worker each, uvloop + httptools), drives
+each at several concurrencies with a rotating set of known user_ids, and reports req/s, p50, p99, errors
+(non-2xx and socket errors), server CPU per request and mean batch size. Writes
+benchmarks/results/load_recommend.json and a Markdown table beside it. Needs `wrk` (apt-get install -y wrk).
+
+    python benchmarks/load_recommend.py [--models-dir models] [--duration 10] [--concurrency 1,8,64]
+                                        [--compare-thread]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMESTAMP = 879024327  # inside ML-100K's rating period
+TARGET_RATIO_AT_64 = 0.70
+TARGET_P99_MS_AT_8 = 20.0
+
+LUA = """
+local ids = {%(ids)s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", "/recommend?user_id=" .. ids[(i %% #ids) + 1] .. "&timestamp=%(ts)d&k=10")
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %%d, "duration_us": %%d, "p50_us": %%d, "p99_us": %%d, ' ..
+    '"socket_errors": %%d, "non_2xx": %%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)  # fmt: skip
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "wrk": wrk[0] if wrk else "unknown",
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process: req/s moves with whatever else runs on the box, this much less."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def batch_stats(base_url: str) -> tuple[float, float] | None:
+    """(sum, count) of the service's batch-size histogram; None for the bare app."""
+    try:
+        text = urllib.request.urlopen(f"{base_url}/metrics", timeout=5).read().decode()
+    except OSError:
+        return None
+    found = dict(re.findall(r"^recsys_batch_size_(sum|count) (\S+)$", text, re.MULTILINE))
+    return (float(found["sum"]), float(found["count"])) if len(found) == 2 else None
+
+
+@contextmanager
+def server(name: str, command: list[str], env: dict[str, str], port: int, log_dir: Path) -> Any:
+    """A server subprocess on 127.0.0.1:port, yielded once /readyz answers 200."""
+    log = (log_dir / f"{name}.log").open("w")
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see {log.name}")
+            try:
+                if urllib.request.urlopen(f"{base_url}/readyz", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} was not ready within 180 s; see {log.name}")
+            time.sleep(0.25)
+        yield process, base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def run_wrk(base_url: str, script: Path, concurrency: int, duration: int) -> dict[str, Any]:
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(script), base_url]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr or done.stdout}")
+    out = done.stdout
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT ")).split(" ", 1)[1])
+    seconds = result["duration_us"] / 1e6
+    return {
+        "concurrency": concurrency,
+        "requests": result["requests"],
+        "req_per_s": round(result["requests"] / seconds, 1),
+        "p50_ms": round(result["p50_us"] / 1000, 2),
+        "p99_ms": round(result["p99_us"] / 1000, 2),
+        "errors": result["socket_errors"] + result["non_2xx"],
+        "non_2xx": result["non_2xx"],
+        "socket_errors": result["socket_errors"],
+    }
+
+
+def measure(
+    process: subprocess.Popen[bytes], base_url: str, script: Path, levels: list[int], duration: int
+) -> list[dict[str, Any]]:
+    run_wrk(base_url, script, 8, min(duration, 2))  # warm-up, discarded
+    rows = []
+    for concurrency in levels:
+        cpu, batches = cpu_seconds(process.pid), batch_stats(base_url)
+        row = run_wrk(base_url, script, concurrency, duration)
+        row["server_cpu_us_per_req"] = round((cpu_seconds(process.pid) - cpu) / max(row["requests"], 1) * 1e6, 1)
+        after = batch_stats(base_url)
+        if batches and after and after[1] > batches[1]:
+            row["mean_batch"] = round((after[0] - batches[0]) / (after[1] - batches[1]), 1)
+        rows.append(row)
+        print(f"  c={concurrency:<3} {row['req_per_s']:>8.0f} req/s  p50 {row['p50_ms']:>7.2f} ms  "
+              f"p99 {row['p99_ms']:>7.2f} ms  errors {row['errors']}", flush=True)  # fmt: skip
+    return rows
+
+
+def markdown(results: dict[str, list[dict[str, Any]]], bare: str) -> str:
+    lines = [
+        "| server | concurrency | req/s | % of bare | p50 ms | p99 ms | errors | server CPU µs/req | mean batch |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    ceiling = {row["concurrency"]: row["req_per_s"] for row in results[bare]}
+    for name, rows in results.items():
+        for row in rows:
+            share = row["req_per_s"] / ceiling[row["concurrency"]] * 100 if ceiling.get(row["concurrency"]) else 0
+            lines.append(
+                f"| {name} | {row['concurrency']} | {row['req_per_s']:.0f} | {share:.0f}% | {row['p50_ms']:.2f} "
+                f"| {row['p99_ms']:.2f} | {row['errors']} | {row['server_cpu_us_per_req']:.0f} "
+                f"| {row.get('mean_batch', '')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def verdict(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    by_c = {name: {row["concurrency"]: row for row in rows} for name, rows in results.items()}
+    bare, service = by_c["bare"], by_c["recommend"]
+    checks: dict[str, Any] = {"zero_errors": all(row["errors"] == 0 for rows in results.values() for row in rows)}
+    if 64 in bare and 64 in service:
+        ratio = service[64]["req_per_s"] / bare[64]["req_per_s"]
+        checks["ratio_at_64"] = round(ratio, 3)
+        checks["ratio_at_64_ok"] = ratio >= TARGET_RATIO_AT_64
+    if 8 in service:
+        checks["p99_ms_at_8"] = service[8]["p99_ms"]
+        checks["p99_at_8_ok"] = service[8]["p99_ms"] <= TARGET_P99_MS_AT_8
+    return checks
+
+
+def main(
+    models_dir: Annotated[Path, typer.Option(help="A models dir whose CURRENT is an ML-100K version")] = Path("models"),
+    duration: Annotated[int, typer.Option(help="Seconds per concurrency level")] = 10,
+    concurrency: Annotated[str, typer.Option(help="Comma-separated connection counts")] = "1,8,64",
+    compare_thread: Annotated[bool, typer.Option(help="Also run the service with batches in a worker thread")] = False,
+    out: Annotated[Path, typer.Option(help="Results JSON")] = ROOT / "benchmarks" / "results" / "load_recommend.json",
+) -> None:
+    """Measure /recommend against a bare FastAPI endpoint on this machine, in one run."""
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: `apt-get install -y wrk` (Debian/Ubuntu) or `brew install wrk` (macOS)")
+    current = models_dir / "CURRENT"
+    if not current.is_file():
+        sys.exit(f"no {current}: train a version first (`make train`)")
+    version = current.read_text().strip()
+    user_ids = np.load(models_dir / version / "seen.npz")["user_ids"].tolist()[:500]
+    levels = [int(c) for c in concurrency.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="load_recommend_") as tmp:
+        script = Path(tmp) / "recommend.lua"
+        script.write_text(LUA % {"ids": ", ".join(f'"{u}"' for u in user_ids), "ts": TIMESTAMP})
+        uvicorn_options = ["--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+        bare = [sys.executable, "-m", "uvicorn", "--app-dir", "benchmarks", "load_bare_app:app",
+                "--log-level", "warning", *uvicorn_options]  # fmt: skip
+        service = [sys.executable, "-m", "service", "--models-dir", str(models_dir)]
+        service_env = {"RECSYS_LOG_LEVEL": "warning", "RECSYS_POLL_SECONDS": "0"}
+        targets = [("bare", bare, {}), ("recommend", service, service_env)]
+        if compare_thread:
+            targets.append(("recommend-thread", service, {**service_env, "RECSYS_BATCH_IN_THREAD": "true"}))
+
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        info = machine()
+        results: dict[str, list[dict[str, Any]]] = {}
+        for name, command, env in targets:
+            port = free_port()
+            print(f"{name}:", flush=True)
+            with server(name, [*command, "--port", str(port)], env, port, Path(tmp)) as (process, base_url):
+                results[name] = measure(process, base_url, script, levels, duration)
+
+    report = {
+        "started_at": started,
+        "machine": info,
+        "model_version": version,
+        "duration_s": duration,
+        "wrk": "1 thread, keep-alive, GET /recommend?user_id=<rotating known user>&timestamp=879024327&k=10",
+        "results": results,
+        "targets": {"ratio_at_64": TARGET_RATIO_AT_64, "p99_ms_at_8": TARGET_P99_MS_AT_8},
+        "verdict": verdict(results),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(results, "bare")
+    out.with_suffix(".md").write_text(table)
+    print("\n" + table + "\n" + json.dumps(report["verdict"]) + f"\nwrote {out} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

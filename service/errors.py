@@ -1,0 +1,41 @@
+"""The closed set of errors the service raises; app.py maps each to one HTTP status, once."""
+
+
+class ServiceError(Exception):
+    """Base of every error a client can be told about; the message says what to fix."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequestError(ServiceError):
+    """The request is well-formed JSON but asks for something impossible (k too large, unknown genre)."""
+
+
+class UnknownUserError(ServiceError):
+    """The user has no training history and the service is configured to say so (404)."""
+
+
+class UnknownMovieError(ServiceError):
+    """The movie_id is not in the served version's catalogue."""
+
+
+class NoModelError(ServiceError):
+    """No version has been loaded yet, so nothing can be recommended."""
+
+
+class VersionNotFoundError(ServiceError):
+    """A named version has no directory under the models dir."""
+
+
+class VersionRejectedError(ServiceError):
+    """A version failed verification or loading; the previously served version stays."""
+
+
+class AdminDisabledError(ServiceError):
+    """Admin endpoints are off because no admin token is configured."""
+
+
+class AdminAuthError(ServiceError):
+    """The admin bearer token is missing or wrong."""

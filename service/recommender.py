@@ -1,0 +1,178 @@
+"""Turn a request into top-k movies: exclusions, genre filter, popularity for unknown users, similar movies."""
+
+import asyncio
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from service.artifacts import ModelVersion
+from service.batcher import Batcher, Neighbours
+from service.config import Settings
+from service.errors import InvalidRequestError, ServiceError, UnknownMovieError, UnknownUserError
+from service.schemas import RecommendRequest
+
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+def check_k(k: int, max_k: int) -> None:
+    """Schemas bound k from below; the upper bound is a setting, so it is checked here."""
+    if k > max_k:
+        raise InvalidRequestError(f"k={k} is above the maximum of {max_k} (RECSYS_MAX_K)")
+
+
+def _genre_mask(version: ModelVersion, genres: list[str]) -> np.ndarray | None:
+    if not genres:
+        return None
+    unknown = sorted(set(genres) - version.genre_masks.keys())
+    if unknown:
+        raise InvalidRequestError(f"unknown genre(s) {unknown}; known genres: {sorted(version.genre_masks)}")
+    mask = np.zeros(version.num_movies, dtype=bool)  # new array: the caller may change it
+    for genre in genres:
+        mask |= version.genre_masks[genre]
+    return mask
+
+
+def _excluded_rows(version: ModelVersion, request: RecommendRequest, seen: np.ndarray | None) -> np.ndarray:
+    seen_rows = seen if request.exclude_seen and seen is not None else _NO_ROWS
+    if not request.exclude:
+        return seen_rows
+    # movie_ids the catalogue does not know cannot be recommended anyway, so they are simply ignored.
+    explicit = [version.movie_rows[m] for m in request.exclude if m in version.movie_rows]
+    return np.concatenate([seen_rows, np.array(explicit, dtype=np.int64)])
+
+
+def _items(version: ModelVersion, rows: np.ndarray, scores: np.ndarray | None) -> list[dict[str, Any]]:
+    movies = version.movies
+    score_list = scores.tolist() if scores is not None else [None] * len(rows)
+    return [
+        {"rank": rank, **movies[row], "score": score}
+        for rank, (row, score) in enumerate(zip(rows.tolist(), score_list, strict=True), start=1)
+    ]
+
+
+def best_allowed(hits: Neighbours, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first k allowed hits of a search, skipping ScaNN's NaN padding."""
+    keep = np.isfinite(hits.scores) & allowed[hits.rows]
+    return hits.rows[keep][:k], hits.scores[keep][:k]
+
+
+def exact_top_k(version: ModelVersion, query: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute force over the allowed movies only: the fallback when a filtered search came up short."""
+    rows = np.flatnonzero(allowed)
+    scores = version.candidate_embeddings[rows] @ query
+    if len(rows) > k:
+        top = np.argpartition(-scores, k - 1)[:k]
+        rows, scores = rows[top], scores[top]
+    order = np.argsort(-scores, kind="stable")
+    return rows[order], scores[order]
+
+
+def search_depth(k: int, num_movies: int, genre_count: int, num_excluded: int) -> int:
+    """How many neighbours to ask the index for so that k survive the filters, usually.
+
+    Excluded movies (mostly seen ones) cluster at the top of a user's ranking, so each may cost a slot;
+    genre matches are assumed spread evenly through the ranking.
+    """
+    return min(num_movies, math.ceil(k * num_movies / max(genre_count, 1)) + num_excluded)
+
+
+def _allowed(version: ModelVersion, request: RecommendRequest, seen: np.ndarray | None) -> tuple[np.ndarray, int, int]:
+    """Which movies may be answered (bool [num_movies]), how many were excluded, how many match the genres."""
+    genres = _genre_mask(version, request.genres)
+    genre_count = version.num_movies if genres is None else int(np.count_nonzero(genres))
+    allowed = version.all_movies() if genres is None else genres
+    excluded = _excluded_rows(version, request, seen)
+    allowed[excluded] = False
+    return allowed, len(excluded), genre_count
+
+
+async def _model_top_k(
+    version: ModelVersion, batcher: Batcher, request: RecommendRequest, timestamp: int, seen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None]:
+    allowed, num_excluded, genre_count = _allowed(version, request, seen)
+    available = int(np.count_nonzero(allowed))
+    if available == 0:
+        return _NO_ROWS, None
+    k = request.k
+    depth = search_depth(k, version.num_movies, genre_count, num_excluded)
+    hits = await batcher.search(version, request.user_id, timestamp, depth)
+    rows, scores = best_allowed(hits, allowed, k)
+    if len(rows) < min(k, available):  # the filters left too few hits: search all allowed movies
+        rows, scores = exact_top_k(version, hits.query, allowed, k)
+    return rows, scores
+
+
+async def recommend(
+    version: ModelVersion, batcher: Batcher, request: RecommendRequest, settings: Settings
+) -> dict[str, Any]:
+    """The top-k answer for one request, as a JSON-ready dict shaped like RecommendResponse.
+
+    Raises:
+        InvalidRequestError: k above the maximum, or an unknown genre.
+        UnknownUserError: an unknown user when RECSYS_UNKNOWN_USER=404.
+    """
+    check_k(request.k, settings.max_k)
+    timestamp = request.timestamp if request.timestamp is not None else int(time.time())
+    seen = version.seen(request.user_id)
+    if seen is not None:
+        rows, scores = await _model_top_k(version, batcher, request, timestamp, seen)
+    elif settings.unknown_user == "popular":
+        allowed, _, _ = _allowed(version, request, seen)
+        rows, scores = version.popularity[allowed[version.popularity]][: request.k], None
+    else:
+        raise UnknownUserError(
+            f"user_id {request.user_id!r} has no training ratings in version {version.name} "
+            "(this server answers unknown users with 404: RECSYS_UNKNOWN_USER=404)"
+        )
+    return {
+        "user_id": request.user_id,
+        "timestamp": timestamp,
+        "model_version": version.name,
+        "known_user": seen is not None,
+        "items": _items(version, rows, scores),
+    }
+
+
+async def recommend_batch(
+    version: ModelVersion, batcher: Batcher, requests: list[RecommendRequest], settings: Settings
+) -> dict[str, Any]:
+    """Answer several requests on one version; they share the batcher's model calls.
+
+    Raises:
+        InvalidRequestError: too many requests, or one of them is invalid (its index is in the message).
+    """
+    if len(requests) > settings.max_batch_requests:
+        raise InvalidRequestError(
+            f"{len(requests)} requests in one batch; at most {settings.max_batch_requests} (RECSYS_MAX_BATCH_REQUESTS)"
+        )
+
+    async def one(index: int, request: RecommendRequest) -> dict[str, Any]:
+        try:
+            return await recommend(version, batcher, request, settings)
+        except ServiceError as e:
+            raise type(e)(f"requests[{index}]: {e.message}") from e
+
+    results = await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
+    return {"results": results}
+
+
+def similar(version: ModelVersion, movie_id: str, k: int, settings: Settings) -> dict[str, Any]:
+    """Movies whose candidate embeddings score highest against this one's (the movie itself left out).
+
+    Raises:
+        UnknownMovieError: the movie_id is not in the catalogue.
+        InvalidRequestError: k above the maximum.
+    """
+    check_k(k, settings.max_k)
+    row = version.movie_rows.get(movie_id)
+    if row is None:
+        raise UnknownMovieError(
+            f"movie_id {movie_id!r} is not in the catalogue of version {version.name} ({version.num_movies} movies)"
+        )
+    rows, scores = version.search(version.candidate_embeddings[row : row + 1], k + 1)
+    allowed = np.ones(version.num_movies, dtype=bool)
+    allowed[row] = False
+    best_rows, best_scores = best_allowed(Neighbours(version.candidate_embeddings[row], rows[0], scores[0]), allowed, k)
+    return {**version.movies[row], "model_version": version.name, "items": _items(version, best_rows, best_scores)}

@@ -1,0 +1,249 @@
+"""Request and response bodies of the HTTP API, with the examples shown in the OpenAPI docs."""
+
+import contextlib
+import functools
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar, get_origin
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from starlette.datastructures import QueryParams
+
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last instant ISO-8601 can spell
+
+
+def _to_unix_seconds(value: Any) -> Any:
+    """Accept Unix seconds (number or digits) or an ISO-8601 date-time; a naive date-time is UTC."""
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be Unix seconds or an ISO-8601 date-time, not a boolean")
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    with contextlib.suppress(ValueError):
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(
+            f"timestamp {value!r} is neither Unix seconds nor an ISO-8601 date-time (e.g. 1997-11-09T10:45:27Z)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+Timestamp = Annotated[
+    int,
+    BeforeValidator(_to_unix_seconds),
+    Field(ge=0, le=MAX_TIMESTAMP),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "date-time"}],
+            "description": "Unix seconds, or an ISO-8601 date-time (UTC when it has no offset).",
+            "examples": [879024327, "1997-11-08T21:25:27Z"],
+        }
+    ),
+]
+
+
+class RecommendRequest(BaseModel):
+    """Who to recommend for, when, how many, and what to leave out."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        coerce_numbers_to_str=True,  # user_id 42 and "42" are the same user
+        json_schema_extra={
+            "examples": [
+                {"user_id": "42", "timestamp": 879024327, "k": 10},
+                {
+                    "user_id": "42",
+                    "timestamp": "1997-11-08T21:25:27Z",
+                    "k": 5,
+                    "exclude_seen": True,
+                    "exclude": ["50"],
+                    "genres": ["Comedy"],
+                },
+            ]
+        },
+    )
+
+    user_id: str = Field(min_length=1, max_length=64, description="MovieLens user id, as a string.")
+    timestamp: Timestamp | None = Field(default=None, description="When the user asks; defaults to now.")
+    k: int = Field(default=10, ge=1, description="How many movies; at most RECSYS_MAX_K (default 100).")
+    exclude_seen: bool = Field(default=True, description="Leave out the movies the user rated in training.")
+    exclude: list[str] = Field(default_factory=list, max_length=1000, description="movie_ids to leave out.")
+    genres: list[str] = Field(
+        default_factory=list, max_length=50, description="Keep only movies with at least one of these genres."
+    )
+
+
+class RecommendedMovie(BaseModel):
+    rank: int = Field(description="1 for the best match.")
+    movie_id: str
+    title: str
+    genres: list[str]
+    score: float | None = Field(
+        description="Dot product of the user and movie embeddings; null when the "
+        "answer comes from the popularity ranking (unknown user)."
+    )
+
+
+class RecommendResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": "42",
+                    "timestamp": 879024327,
+                    "model_version": "20261122T103000Z",
+                    "known_user": True,
+                    "items": [
+                        {
+                            "rank": 1,
+                            "movie_id": "313",
+                            "title": "Titanic (1997)",
+                            "genres": ["Action", "Drama", "Romance"],
+                            "score": 7.31,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    user_id: str
+    timestamp: int
+    model_version: str
+    known_user: bool = Field(description="False when the user had no training ratings (popularity answer).")
+    items: list[RecommendedMovie] = Field(description="Best first; k distinct movies when the catalogue allows.")
+
+
+class BatchRecommendRequest(BaseModel):
+    """Several recommendation requests answered together (at most RECSYS_MAX_BATCH_REQUESTS, default 64)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"requests": [{"user_id": "42", "k": 3}, {"user_id": "7", "k": 3}]}]},
+    )
+
+    requests: list[RecommendRequest] = Field(min_length=1, max_length=1024)
+
+
+class BatchRecommendResponse(BaseModel):
+    results: list[RecommendResponse] = Field(description="One answer per request, in request order.")
+
+
+class SimilarResponse(BaseModel):
+    movie_id: str
+    title: str
+    genres: list[str]
+    model_version: str
+    items: list[RecommendedMovie] = Field(description="Most similar first (dot product of movie embeddings).")
+
+
+class ModelInfo(BaseModel):
+    version: str = Field(description="The version served (a directory name under models/).")
+    created_at: str | None
+    loaded_at: datetime
+    pinned: str | None = Field(description="The version pinned by an admin (rollback), if any.")
+    num_movies: int
+    num_users: int
+    embedding_dim: int
+    config: dict[str, Any]
+    data: dict[str, Any]
+    metrics: dict[str, Any]
+    index: dict[str, Any] = Field(description="ScaNN index kind, parameters and measured recall@100.")
+    settings: dict[str, Any] = Field(description="The serving settings (the admin token is never shown).")
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    status: str = Field(examples=["ready"])
+    version: str | None
+
+
+class PinRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": "20261122T103000Z"}]})
+
+    version: str = Field(min_length=1, max_length=128, description="A version directory name under models/.")
+
+
+class AdminState(BaseModel):
+    version: str | None = Field(description="The version now served.")
+    pinned: str | None = Field(description="The pinned version, or null when following models/CURRENT.")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["invalid_request"])
+    message: str = Field(examples=["query.k: Input should be greater than or equal to 1"])
+
+
+class ErrorResponse(BaseModel):
+    """The one shape of every error answer."""
+
+    error: ErrorDetail
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+@functools.cache
+def _list_fields(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(name for name, f in model.model_fields.items() if get_origin(f.annotation) is list)
+
+
+def _invalid(error: ValidationError, where: str) -> RequestValidationError:
+    """Re-locate pydantic errors under 'query' or 'body', as FastAPI reports its own."""
+    return RequestValidationError([{**e, "loc": (where, *e["loc"])} for e in error.errors(include_url=False)])
+
+
+def parse_query(model: type[Model], query: QueryParams) -> Model:
+    """Validate query parameters into `model`; list fields come from repeated parameters.
+
+    Raises:
+        RequestValidationError: mapped to a 422 like any FastAPI validation error.
+    """
+    lists = _list_fields(model)
+    data = {key: query.getlist(key) if key in lists else value for key, value in query.items()}
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise _invalid(e, "query") from None
+
+
+def parse_body(model: type[Model], body: bytes) -> Model:
+    """Validate a JSON body into `model` in one pass (pydantic parses the bytes itself).
+
+    Raises:
+        RequestValidationError: mapped to a 422 like any FastAPI validation error.
+    """
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        raise _invalid(e, "body") from None
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI parameters for a route that reads `model` from the query string by hand."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", []))
+    return [
+        {
+            "name": name,
+            "in": "query",
+            "required": name in required,
+            "description": field.get("description", ""),
+            "schema": field,
+        }
+        for name, field in schema["properties"].items()
+    ]
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI request body for a route that reads `model` from the JSON body by hand."""
+    return {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}

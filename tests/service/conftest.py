@@ -1,0 +1,130 @@
+"""Service fixtures: hand-built versions (fast, exact oracles) and running apps over them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.config import Settings
+from tests.service.version_factory import Oracle, build_version, write_current
+
+V1 = "20260101T000000Z"
+V2 = "20260102T000000Z"
+TS = 885_000_000  # a timestamp inside the synthetic training range
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Oracle]]:
+    """Two different good versions, built once; tests copy them into their own models dirs."""
+    root = tmp_path_factory.mktemp("built")
+    oracles = {V1: build_version(root, V1, seed=0), V2: build_version(root, V2, seed=1)}
+    return root, oracles
+
+
+@pytest.fixture(scope="session")
+def oracles(built: tuple[Path, dict[str, Oracle]]) -> dict[str, Oracle]:
+    return built[1]
+
+
+@pytest.fixture
+def add_version(built: tuple[Path, dict[str, Oracle]]) -> Callable[[Path, str], Path]:
+    """Copy a built version into a models dir (without touching CURRENT)."""
+
+    def add(models_dir: Path, name: str) -> Path:
+        return Path(shutil.copytree(built[0] / name, models_dir / name))
+
+    return add
+
+
+@pytest.fixture
+def models_dir(tmp_path: Path, add_version: Callable[[Path, str], Path]) -> Path:
+    """A fresh models dir serving V1, for tests that change it."""
+    models = tmp_path / "models"
+    models.mkdir()
+    add_version(models, V1)
+    write_current(models, V1)
+    return models
+
+
+@pytest.fixture(scope="session")
+def shared_models_dir(tmp_path_factory: pytest.TempPathFactory, built: tuple[Path, dict[str, Oracle]]) -> Path:
+    """A models dir serving V1 that no test changes."""
+    models = tmp_path_factory.mktemp("shared") / "models"
+    shutil.copytree(built[0] / V1, models / V1)
+    write_current(models, V1)
+    return models
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def serving(models_dir: Path, **settings: Any) -> Iterator[TestClient]:
+    """A started app over models_dir, ready (a version loaded) unless the dir has none."""
+    app = create_app(Settings(models_dir=models_dir, **{"poll_seconds": 0, **settings}))
+    with TestClient(app) as client:
+        if (models_dir / "CURRENT").exists():
+            wait_until(lambda: client.get("/readyz").status_code == 200)
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def serving_async(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The app's lifespan and an async client on the same event loop, for truly concurrent requests."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
+            while (await client.get("/readyz")).status_code != 200:
+                await asyncio.sleep(0.02)
+            yield client
+
+
+def expected_items(
+    oracle: Oracle,
+    user_id: str,
+    k: int,
+    *,
+    timestamp: int = TS,
+    exclude_seen: bool = True,
+    exclude: tuple[str, ...] = (),
+    genres: tuple[str, ...] = (),
+) -> list[tuple[str, float]]:
+    """The oracle's answer to the same request (factory movie_ids are row + 1)."""
+    exclude_rows = (oracle.seen_rows(user_id) if exclude_seen else set()) | {int(m) - 1 for m in exclude}
+    return oracle.top_k(user_id, timestamp, k, exclude_rows, set(genres) if genres else None)
+
+
+def served_items(body: dict[str, Any]) -> list[tuple[str, float]]:
+    return [(item["movie_id"], item["score"]) for item in body["items"]]
+
+
+def assert_same_ranking(body: dict[str, Any], expected: list[tuple[str, float]]) -> None:
+    served = served_items(body)
+    assert [m for m, _ in served] == [m for m, _ in expected]
+    assert [s for _, s in served] == pytest.approx([s for _, s in expected], rel=1e-4, abs=1e-4)
+    assert [item["rank"] for item in body["items"]] == list(range(1, len(served) + 1))
+
+
+def assert_error(response: httpx.Response, status: int, code: str, *fragments: str) -> None:
+    """Every error has the one body shape; its message names what is wrong."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert body["error"]["code"] == code, body
+    for fragment in fragments:
+        assert fragment in body["error"]["message"], body

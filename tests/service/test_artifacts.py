@@ -1,0 +1,122 @@
+"""Reading a version directory: manifest verification, loading, and the search against a brute-force oracle."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.artifacts import SearchPlan, load_version, verify_version
+from service.batcher import Neighbours
+from service.errors import VersionRejectedError
+from service.recommender import best_allowed, exact_top_k, search_depth
+from tests.service.conftest import TS, V1
+from tests.service.version_factory import Oracle, write_manifest
+
+
+@pytest.fixture
+def version_dir(tmp_path: Path, built: tuple[Path, dict[str, Oracle]]) -> Path:
+    return Path(shutil.copytree(built[0] / V1, tmp_path / V1))
+
+
+def test_a_good_version_verifies(version_dir: Path) -> None:
+    manifest = verify_version(version_dir)
+    assert manifest["version"] == V1 and "scann/scann_assets.pbtxt" in manifest["files"]
+
+
+@pytest.mark.parametrize(
+    ("manifest_text", "reason"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"format_version": 2, "files": {"a": "b"}}', "format_version is not 1"),
+        ('{"format_version": 1}', "no 'files'"),
+    ],
+)
+def test_a_broken_manifest_is_refused(version_dir: Path, manifest_text: str, reason: str) -> None:
+    (version_dir / "manifest.json").write_text(manifest_text)
+    with pytest.raises(VersionRejectedError, match=reason):
+        verify_version(version_dir)
+
+
+def test_every_kind_of_mismatch_is_named(version_dir: Path) -> None:
+    (version_dir / "history.json").write_text("{}")
+    (version_dir / "candidate_embeddings.npy").unlink()
+    (version_dir / "notes.txt").write_text("hi")
+    with pytest.raises(VersionRejectedError) as refused:
+        verify_version(version_dir)
+    message = str(refused.value)
+    assert "missing: candidate_embeddings.npy" in message
+    assert "extra: notes.txt" in message
+    assert "checksum mismatch: history.json" in message
+
+
+def test_loaded_towers_and_index_match_the_oracle(version_dir: Path, oracles: dict[str, Oracle]) -> None:
+    oracle = oracles[V1]
+    version = load_version(version_dir, max_batch=16)
+    users = ["1", "7", "stranger"]
+    queries = version.embed(users, [TS, TS + 5_000_000, TS])
+    expected = np.stack([oracle.query(u, t) for u, t in zip(users, [TS, TS + 5_000_000, TS], strict=True)])
+    np.testing.assert_allclose(queries, expected, rtol=1e-5, atol=1e-5)
+
+    rows, scores = version.search(queries, 10)
+    exact = queries @ oracle.candidate_embeddings.T
+    np.testing.assert_array_equal(rows, np.argsort(-exact, axis=1)[:, :10])
+    np.testing.assert_allclose(scores, np.take_along_axis(exact, rows, axis=1), rtol=1e-5)
+
+    assert version.seen("stranger") is None
+    assert set(np.asarray(version.seen("1")).tolist()) == oracle.seen_rows("1")
+    assert version.popularity.tolist() == oracle.popularity.tolist()
+
+
+def test_a_search_deeper_than_the_catalogue_stops_at_the_catalogue(version_dir: Path) -> None:
+    version = load_version(version_dir, max_batch=1)
+    rows, _ = version.search(version.embed(["1"], [TS]), 500)
+    assert rows.shape == (1, 40) and sorted(rows[0].tolist()) == list(range(40))
+
+
+def test_load_refuses_inconsistent_artifacts(version_dir: Path) -> None:
+    movies = json.loads((version_dir / "movies.json").read_text())
+    (version_dir / "movies.json").write_text(json.dumps(movies[:-1]))
+    write_manifest(version_dir)
+    with pytest.raises(VersionRejectedError, match=r"candidate_embeddings.npy is \(40, 8\), expected \[39, d\]"):
+        load_version(version_dir, max_batch=1)
+
+
+def test_search_plan_scales_leaves_and_reorder_with_depth() -> None:
+    config = """
+      partitioning { num_children: 1000  query_spilling { max_spill_centers: 20 } }
+      exact_reordering { approx_num_neighbors: 500 }
+    """
+    plan = SearchPlan.from_config(config, num_movies=1_000_000)
+    assert plan.params(10) == {"final_num_neighbors": 10, "leaves_to_search": 20, "pre_reorder_num_neighbors": 500}
+    deep = plan.params(50_000)  # a heavy genre filter: look through ~100k points
+    assert deep["leaves_to_search"] == 100 and deep["pre_reorder_num_neighbors"] == 50_000
+    assert SearchPlan.from_config('distance_measure: "DotProductDistance"', 40).params(7) == {"final_num_neighbors": 7}
+
+
+def test_search_depth_covers_exclusions_and_rare_genres() -> None:
+    assert search_depth(10, 1682, 1682, 0) == 10
+    assert search_depth(10, 1682, 1682, 300) == 310  # every seen movie might rank above the rest
+    assert search_depth(10, 1682, 168, 0) == 101  # a genre with a tenth of the movies: ten times deeper
+    assert search_depth(10, 1682, 2, 50) == 1682  # never past the catalogue
+
+
+def test_a_short_filtered_search_falls_back_to_exact(version_dir: Path, oracles: dict[str, Oracle]) -> None:
+    """When the index returns too few allowed hits, exact search over the allowed movies fills the answer."""
+    oracle = oracles[V1]
+    version = load_version(version_dir, max_batch=1)
+    query = version.embed(["3"], [TS])[0]
+    rows, scores = version.search(query[None], 5)
+    allowed = np.zeros(40, dtype=bool)
+    allowed[20:] = True
+    hits = Neighbours(query, rows[0], np.where(np.arange(5) < 4, scores[0], np.nan))  # ScaNN's NaN padding
+    short_rows, _ = best_allowed(hits, allowed, 5)
+    assert len(short_rows) < 5 and all(row >= 20 for row in short_rows)
+
+    exact_rows, exact_scores = exact_top_k(version, query, allowed, 5)
+    truth = oracle.top_k("3", TS, 5, exclude_rows=set(range(20)))
+    assert [oracle.movies[row]["movie_id"] for row in exact_rows] == [movie_id for movie_id, _ in truth]
+    np.testing.assert_allclose(exact_scores, [score for _, score in truth], rtol=1e-4)

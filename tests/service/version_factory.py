@@ -1,0 +1,225 @@
+"""Hand-built version directories that follow models/README.md exactly, plus a NumPy oracle of their towers.
+
+Building one takes about a second (no training), so tests can make as many versions as they need:
+good ones to swap between, corrupted or half-written ones to be refused.
+"""
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scann  # ScaNN first, as the service does
+import tensorflow as tf
+
+import service  # noqa: F401  # sets the TensorFlow/BLAS environment before TensorFlow is imported
+
+GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance"]
+RARE_GENRE = "Documentary"  # on exactly two movies, so a filter on it exhausts the catalogue
+TIME_ORIGIN = 880_000_000
+TIME_SCALE = 1e7
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """What a built version's towers compute, in NumPy, to check served answers against."""
+
+    user_ids: list[str]
+    user_table: np.ndarray  # float32 [num_users + 1, d]; row 0 is every unknown user
+    time_direction: np.ndarray  # float32 [d]
+    candidate_embeddings: np.ndarray  # float32 [num_movies, d]
+    movies: list[dict[str, Any]]
+    seen: dict[str, list[int]]  # user_id -> movie rows rated in training
+    popularity: np.ndarray  # movie rows, most rated first
+
+    def query(self, user_id: str, timestamp: int) -> np.ndarray:
+        index = self.user_ids.index(user_id) + 1 if user_id in self.user_ids else 0
+        offset = np.float32(timestamp - TIME_ORIGIN) / np.float32(TIME_SCALE)
+        return self.user_table[index] + offset * self.time_direction
+
+    def top_k(
+        self,
+        user_id: str,
+        timestamp: int,
+        k: int,
+        exclude_rows: set[int] = frozenset(),  # type: ignore[assignment]
+        genres: set[str] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Brute-force top-k (movie_id, score) over every allowed movie."""
+        scores = self.candidate_embeddings @ self.query(user_id, timestamp)
+        allowed = [
+            row
+            for row, movie in enumerate(self.movies)
+            if row not in exclude_rows and (genres is None or genres & set(movie["genres"]))
+        ]
+        best = sorted(allowed, key=lambda row: -scores[row])[:k]
+        return [(self.movies[row]["movie_id"], float(scores[row])) for row in best]
+
+    def seen_rows(self, user_id: str) -> set[int]:
+        return set(self.seen.get(user_id, []))
+
+
+class _QueryTower(tf.Module):
+    def __init__(self, user_ids: list[str], table: np.ndarray, direction: np.ndarray) -> None:
+        super().__init__()
+        self.lookup = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(user_ids), tf.range(1, len(user_ids) + 1, dtype=tf.int64)),
+            default_value=0,
+        )
+        self.table = tf.Variable(table)
+        self.direction = tf.Variable(direction)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, "user_id"),
+            tf.TensorSpec([None], tf.int64, "timestamp"),
+        ]
+    )
+    def serve(self, user_id: tf.Tensor, timestamp: tf.Tensor) -> dict[str, tf.Tensor]:
+        offset = tf.cast(timestamp - TIME_ORIGIN, tf.float32) / TIME_SCALE
+        return {"embedding": tf.gather(self.table, self.lookup.lookup(user_id)) + offset[:, None] * self.direction}
+
+
+class _CandidateTower(tf.Module):
+    def __init__(self, movie_ids: list[str], embeddings: np.ndarray) -> None:
+        super().__init__()
+        self.lookup = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(tf.constant(movie_ids), tf.range(len(movie_ids), dtype=tf.int64)),
+            default_value=0,
+        )
+        self.table = tf.Variable(embeddings)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string, "movie_id"),
+            tf.TensorSpec([None], tf.string, "title"),
+        ]
+    )
+    def serve(self, movie_id: tf.Tensor, title: tf.Tensor) -> dict[str, tf.Tensor]:
+        del title  # part of the contract's signature; this stand-in tower ignores it
+        return {"embedding": tf.gather(self.table, self.lookup.lookup(movie_id))}
+
+
+def _make_oracle(seed: int, num_users: int, num_movies: int, dim: int) -> Oracle:
+    rng = np.random.default_rng(seed)
+    movies = []
+    for row in range(num_movies):
+        genres = sorted(set(rng.choice(GENRES, size=int(rng.integers(1, 3))).tolist()))
+        if row in (3, 7):
+            genres.append(RARE_GENRE)
+        movies.append({"movie_id": str(row + 1), "title": f"Movie {row + 1} (199{row % 10})", "genres": genres})
+    user_ids = [str(u + 1) for u in range(num_users)]
+    seen = {u: sorted(rng.choice(num_movies, size=int(rng.integers(2, 8)), replace=False).tolist()) for u in user_ids}
+    # The last user has seen all but five movies, so excluding seen movies exhausts the catalogue.
+    seen[user_ids[-1]] = list(range(5, num_movies))
+    counts = np.bincount([row for rows in seen.values() for row in rows], minlength=num_movies)
+    return Oracle(
+        user_ids=user_ids,
+        user_table=rng.normal(size=(num_users + 1, dim)).astype(np.float32),
+        time_direction=rng.normal(size=dim).astype(np.float32),
+        candidate_embeddings=rng.normal(size=(num_movies, dim)).astype(np.float32),
+        movies=movies,
+        seen=seen,
+        popularity=np.argsort(-counts, kind="stable").astype(np.int32),
+    )
+
+
+def _write_searcher(path: Path, embeddings: np.ndarray) -> None:
+    searcher = scann.scann_ops_pybind.builder(embeddings, 10, "dot_product").score_brute_force().build()
+    path.mkdir()
+    searcher.serialize(str(path), relative_path=True)
+
+
+def _write_seen(path: Path, oracle: Oracle) -> None:
+    user_ids = sorted(oracle.seen)
+    rows = [oracle.seen[u] for u in user_ids]
+    np.savez(
+        path,
+        user_ids=np.array(user_ids),
+        indptr=np.cumsum([0] + [len(r) for r in rows]).astype(np.int64),
+        movie_rows=np.array([m for r in rows for m in r], dtype=np.int32),
+    )
+
+
+def write_manifest(version_dir: Path, extra: dict[str, Any] | None = None) -> None:
+    """(Re)write manifest.json with the sha256 of every other file, as the exporter does, last."""
+    files = {
+        p.relative_to(version_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(version_dir.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+    oracle_dim = int(np.load(version_dir / "candidate_embeddings.npy").shape[1])
+    num_movies = len(json.loads((version_dir / "movies.json").read_text()))
+    manifest = {
+        "format_version": 1,
+        "version": version_dir.name,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": {
+            "layers": [oracle_dim],
+            "embedding_dim": oracle_dim,
+            "builder": "tests/service/version_factory",
+        },
+        "data": {
+            "dataset": "synthetic",
+            "num_movies": num_movies,
+            "timestamp_min": TIME_ORIGIN,
+            "timestamp_max": TIME_ORIGIN + 10_000_000,
+        },
+        "library_versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
+        "metrics": {"model": {"B": {"top_10": 0.5}}, "split": "random", "test_size": 0},
+        "index": {"kind": "brute_force", "params": {}, "recall_at_100": 1.0, "num_movies": num_movies},
+        "embedding_dim": oracle_dim,
+        "files": files,
+        **(extra or {}),
+    }
+    (version_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def build_version(
+    models_dir: Path,
+    name: str,
+    *,
+    seed: int = 0,
+    num_users: int = 20,
+    num_movies: int = 40,
+    dim: int = 8,
+    make_current: bool = True,
+) -> Oracle:
+    """Write models_dir/name/ per the contract (manifest last) and optionally point CURRENT at it."""
+    oracle = _make_oracle(seed, num_users, num_movies, dim)
+    version_dir = models_dir / name
+    version_dir.mkdir(parents=True)
+    tower = _QueryTower(oracle.user_ids, oracle.user_table, oracle.time_direction)
+    tf.saved_model.save(tower, str(version_dir / "query_model"), signatures={"serving_default": tower.serve})
+    candidates = _CandidateTower([m["movie_id"] for m in oracle.movies], oracle.candidate_embeddings)
+    tf.saved_model.save(
+        candidates, str(version_dir / "candidate_model"), signatures={"serving_default": candidates.serve}
+    )
+    np.save(version_dir / "candidate_embeddings.npy", oracle.candidate_embeddings)
+    _write_searcher(version_dir / "scann", oracle.candidate_embeddings)
+    (version_dir / "movies.json").write_text(json.dumps(oracle.movies))
+    _write_seen(version_dir / "seen.npz", oracle)
+    np.save(version_dir / "popularity.npy", oracle.popularity)
+    (version_dir / "history.json").write_text(json.dumps({"loss": [1.0, 0.5]}))
+    write_manifest(version_dir)
+    if make_current:
+        write_current(models_dir, name)
+    return oracle
+
+
+def copy_version(models_dir: Path, source: Path, name: str) -> Path:
+    """Copy an existing version directory under a new name (the manifest's own 'version' is left as is)."""
+    target = models_dir / name
+    shutil.copytree(source, target)
+    return target
+
+
+def write_current(models_dir: Path, name: str) -> None:
+    """Point CURRENT at a version the way the exporter does: temp file, then atomic rename."""
+    tmp = models_dir / "CURRENT.tmp"
+    tmp.write_text(name + "\n")
+    tmp.replace(models_dir / "CURRENT")
