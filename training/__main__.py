@@ -177,7 +177,7 @@ def retrain(
         return
     try:
         result = retrain_cycle(config, data_dir, models_dir, gate, keep)
-    except (DataError, RetrainBusyError) as exc:
+    except (DataError, FileNotFoundError, RetrainBusyError) as exc:
         _fail(str(exc))
     for check in json.loads(result.record.read_text())["checks"]:
         typer.echo(f"{'ok' if check['ok'] else 'FAIL':>4}  {check['name']}: {check['detail']}")

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -172,10 +172,13 @@ def retrain(config: "TrainConfig", data_dir: Path, models_dir: Path, gate: GateC
     Returns:
         the decision, the version served afterwards, the gate record's path and what was pruned.
     Raises:
+        FileNotFoundError: ``data_dir`` does not exist.
         RetrainBusyError: another cycle holds the lock. Training errors propagate; nothing is promoted then.
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
+    if not data_dir.is_dir():  # before the lock and TensorFlow's import: fail in a second, not after ten
+        raise FileNotFoundError(f"no data in {data_dir}: run `python -m training fetch --data-dir {data_dir}` first")
     models_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(models_dir):
         previous = read_pointer(models_dir, CURRENT)
@@ -252,11 +255,20 @@ def retrain_every(
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping after the running cycle is ended", signum)
+        log.info("signal %d: stopping (a running cycle is terminated)", signum)
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        _schedule(interval_seconds, (config, data_dir, models_dir, gate, keep), models_dir, stop, cycles)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _schedule(
+    interval_seconds: float, cycle_args: tuple[Any, ...], models_dir: Path, stop: threading.Event, cycles: int | None
+) -> None:
     spawn = multiprocessing.get_context("spawn")
     done = 0
     while cycles is None or done < cycles:
@@ -264,13 +276,15 @@ def retrain_every(
         log.info("next retraining cycle in %.0f s", wait)
         if stop.wait(wait):
             break
-        worker = spawn.Process(target=_cycle, args=(config, data_dir, models_dir, gate, keep), name="retrain-cycle")
+        worker = spawn.Process(target=_cycle, args=cycle_args, name="retrain-cycle")
         worker.start()
         while worker.is_alive():
             worker.join(timeout=1.0)
             if stop.is_set() and worker.is_alive():
                 worker.terminate()  # its half-written export starts with .tmp and is pruned later
                 worker.join()
+        if stop.is_set():
+            break
         if worker.exitcode != 0:
             log.error(
                 "retraining cycle failed (exit code %s); the next one is due in %.0f s",

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -26,6 +27,7 @@ from training.retrain import (
     prune,
     read_pointer,
     retrain,
+    retrain_every,
     seconds_until_due,
 )
 
@@ -193,7 +195,7 @@ def test_retrain_promotes_records_and_prunes(tmp_path: Path, monkeypatch: pytest
     (tmp_path / "CURRENT").write_text(current.name + "\n")
     monkeypatch.setattr(retrain_module, "_train_candidate", fake_trainer(0.41))
 
-    result = retrain(None, tmp_path / "data", tmp_path, GATE, keep=1)  # type: ignore[arg-type]
+    result = retrain(None, tmp_path, tmp_path, GATE, keep=1)  # type: ignore[arg-type]
 
     assert result.promoted and result.reasons == []
     assert read_pointer(tmp_path, "CURRENT") == result.serving == result.candidate
@@ -209,7 +211,7 @@ def test_refused_candidate_is_kept_and_current_unchanged(tmp_path: Path, monkeyp
     (tmp_path / "CURRENT").write_text(current.name + "\n")
     monkeypatch.setattr(retrain_module, "_train_candidate", fake_trainer(0.30))
 
-    result = retrain(None, tmp_path / "data", tmp_path, GATE, keep=1)  # type: ignore[arg-type]
+    result = retrain(None, tmp_path, tmp_path, GATE, keep=1)  # type: ignore[arg-type]
 
     assert not result.promoted and result.serving == current.name
     assert (tmp_path / result.candidate / "manifest.json").exists()
@@ -218,7 +220,7 @@ def test_refused_candidate_is_kept_and_current_unchanged(tmp_path: Path, monkeyp
 
 def test_a_second_cycle_cannot_run_while_one_holds_the_lock(tmp_path: Path) -> None:
     with exclusive(tmp_path), pytest.raises(RetrainBusyError, match="another retraining cycle"):
-        retrain(None, tmp_path / "data", tmp_path, GATE, keep=1)  # type: ignore[arg-type]
+        retrain(None, tmp_path, tmp_path, GATE, keep=1)  # type: ignore[arg-type]
 
 
 def test_schedule_counts_from_the_newest_version(tmp_path: Path) -> None:
@@ -281,7 +283,7 @@ def test_smoke_query_fails_on_nan_embeddings_and_on_a_missing_model(tmp_path: Pa
         run_smoke_query(broken, 10)
 
 
-# The real pipeline: the session's tiny trained version (tests/conftest.py), and one real retraining cycle.
+# The real pipeline: the session's tiny trained version (tests/conftest.py), and real scheduled cycles.
 
 
 def test_gate_passes_a_real_exported_version(tiny_version_dir: Path) -> None:
@@ -291,24 +293,31 @@ def test_gate_passes_a_real_exported_version(tiny_version_dir: Path) -> None:
     assert smoke.figures["neighbours"] == 10 and smoke.figures["recall_at_100"] == 1.0  # exact index
 
 
-def test_a_real_cycle_trains_gates_promotes_and_prunes(
-    tmp_path: Path, tiny_data_dir: Path, tiny_models_dir: Path
+def test_the_schedule_survives_a_failed_cycle_and_runs_the_next(
+    tmp_path: Path, tiny_data_dir: Path, tiny_models_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from tests.conftest import TINY_TRAINING
     from training.config import TrainConfig
 
+    config = TrainConfig(**TINY_TRAINING)
+    # Same data, seed and split as the current version; the tolerance is wide because 4 epochs on synthetic
+    # data say nothing about quality (the metric rule is tested above on hand-made manifests).
+    gate = GateConfig(tolerance=1.0)
+    with caplog.at_level(logging.INFO, logger="training.retrain"):
+        # Each cycle runs in its own spawned process: one without data fails there, not here.
+        retrain_every(0.1, config, tmp_path / "no-data", tmp_path / "empty", gate, keep=1, cycles=1)
+    assert "retraining cycle failed (exit code 1)" in caplog.text
+
     models = tmp_path / "models"
     shutil.copytree(tiny_models_dir, models)
     first = read_pointer(models, "CURRENT")
-    # Same data, seed and split as the current version, so the metric check compares like with like; the
-    # tolerance is wide because 4 epochs on synthetic data say nothing about quality.
-    gate = GateConfig(tolerance=1.0, min_recall=0.9)
+    os.utime(models / str(first) / "manifest.json", (0, 0))  # the current version is long overdue
+    retrain_every(3600, config, tiny_data_dir, models, gate, keep=1, cycles=1)
 
-    result = retrain(TrainConfig(**TINY_TRAINING), tiny_data_dir, models, gate, keep=1)
-
-    assert result.promoted, result.reasons
-    assert read_pointer(models, "CURRENT") == result.candidate != first
-    record = json.loads(result.record.read_text())
+    candidate = read_pointer(models, "CURRENT")
+    assert candidate != first
+    record = json.loads((models / "gate" / f"{candidate}.json").read_text())
+    assert record["promoted"] and record["current"] == first
     assert [check["name"] for check in record["checks"]] == ["files", "smoke", "index", "metric B.top_100"]
-    assert "against" in record["checks"][-1]["detail"]  # compared, not skipped: same held-out data
-    assert result.pruned == []  # the replaced version is kept one more cycle
+    assert " against " in record["checks"][-1]["detail"]  # compared, not skipped: the same held-out data
+    assert (models / str(first)).is_dir()  # the replaced version is kept one more cycle
