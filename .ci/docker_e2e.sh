@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The Docker part of CI, on a real engine (../shared/docker/engine.sh): lint (hadolint, compose config), build,
+# `docker compose up -d --wait` with several api replicas behind nginx, a real /recommend answer through the
+# published port on 127.0.0.1, one gated retraining cycle while a bounded client loop keeps calling /recommend
+# (the served version must change on every replica and no request may fail), `docker compose down -v`, engine
+# stopped. If the engine cannot start, this fails with that message: never a silent skip.
+#
+# Env: TRAIN_EPOCHS (3: CI proves the pipeline, not the model), API_REPLICAS (2), HTTP_PORT (a free port),
+#      KEEP_ENGINE=1 leaves the engine running (for iterating locally), COMPOSE_PROJECT_NAME (movie-retrieval-ci).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ENGINE=${ENGINE:-../shared/docker/engine.sh}
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-movie-retrieval-ci}
+export TRAIN_EPOCHS=${TRAIN_EPOCHS:-3}
+export RETRAIN_INTERVAL_SECONDS=${RETRAIN_INTERVAL_SECONDS:-86400}  # CI runs its one cycle explicitly
+export HTTP_PORT=${HTTP_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+REPLICAS=${API_REPLICAS:-2}
+BASE=http://127.0.0.1:$HTTP_PORT
+SWAP_TIMEOUT_SECONDS=${SWAP_TIMEOUT_SECONDS:-90}
+WORK=$(mktemp -d)
+engine_up=0
+client_pid=
+
+log() { echo "[docker-e2e $(date +%H:%M:%S)] $*"; }
+pass() { echo "PASS: $*"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+seconds_since() { echo $(($(date +%s) - $1)); }
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -n "$client_pid" ]; then touch "$WORK/stop"; wait "$client_pid" 2>/dev/null; fi
+  if [ "$engine_up" = 1 ]; then
+    if [ "$rc" != 0 ]; then
+      docker compose ps -a
+      docker compose logs --no-color --tail 40
+    fi
+    docker compose down -v --remove-orphans >/dev/null 2>&1 && log "docker compose down -v: done"
+    [ "${KEEP_ENGINE:-}" = 1 ] || bash "$ENGINE" stop
+  fi
+  rm -rf "$WORK"
+  if [ "$rc" = 0 ]; then echo "PASS: docker end-to-end"; else echo "FAIL: docker end-to-end (exit $rc)" >&2; fi
+}
+trap cleanup EXIT
+
+log "starting the Docker engine ($ENGINE start)"
+t0=$(date +%s)
+if ! bash "$ENGINE" start; then
+  fail "the Docker engine could not start (bash $ENGINE start failed, see above): the Docker checks did not run"
+fi
+engine_up=1
+pass "engine started in $(seconds_since "$t0") s"
+
+docker compose config -q || fail "docker compose config -q"
+hadolint Dockerfile || fail "hadolint Dockerfile"
+pass "docker-compose.yml is valid and the Dockerfile is hadolint clean"
+
+t0=$(date +%s)
+docker compose build trainer || fail "docker compose build"
+size=$(docker image inspect movie-retrieval:latest --format '{{.Size}}')
+pass "image built in $(seconds_since "$t0") s, $((size / 1000000)) MB"
+
+t0=$(date +%s)
+log "docker compose up -d --wait (trainer: fetch + $TRAIN_EPOCHS epochs; $REPLICAS api replicas; 127.0.0.1:$HTTP_PORT)"
+docker compose up -d --wait --wait-timeout 1800 --scale "api=$REPLICAS" || fail "docker compose up --wait"
+pass "stack up and healthy in $(seconds_since "$t0") s"
+
+python3 deploy/probe.py recommend "$BASE" --user 1 --k 10 || fail "/recommend through 127.0.0.1:$HTTP_PORT"
+before=$(python3 deploy/probe.py version "$BASE") || fail "/model"
+pass "/recommend answers with version $before through nginx on 127.0.0.1:$HTTP_PORT"
+
+log "client loop on /recommend, then one retraining cycle"
+python3 deploy/probe.py loop "$BASE" --out "$WORK/loop.json" --stop-file "$WORK/stop" \
+  --max-requests 50000 --max-seconds 1500 &
+client_pid=$!
+t0=$(date +%s)
+set +e
+docker compose run --rm --no-deps -T retrainer jobs.sh retrain | tee "$WORK/retrain.out"
+retrain_rc=${PIPESTATUS[0]}
+set -e
+[ "$retrain_rc" = 0 ] || fail "the retraining cycle did not promote its candidate (exit $retrain_rc, 3 means refused)"
+candidate=$(basename "$(tail -n 1 "$WORK/retrain.out")")
+pass "retraining cycle promoted $candidate in $(seconds_since "$t0") s"
+
+t0=$(date +%s)
+for i in $(seq "$REPLICAS"); do
+  until served=$(docker compose exec -T --index "$i" api python -c \
+      "import json, urllib.request; m = json.load(urllib.request.urlopen('http://127.0.0.1:8000/model')); print(m.get('version') or m.get('model_version'))") \
+      && [ "$served" = "$candidate" ]; do
+    [ "$(seconds_since "$t0")" -lt "$SWAP_TIMEOUT_SECONDS" ] || fail "api replica $i still serves ${served:-nothing}, not $candidate"
+    sleep 1
+  done
+done
+[ "$candidate" != "$before" ] || fail "the served version did not change ($before)"
+pass "every api replica swapped $before -> $candidate in $(seconds_since "$t0") s"
+
+sleep 5  # traffic after the swap, through the proxy
+touch "$WORK/stop"
+wait "$client_pid"
+client_pid=
+summary=$(cat "$WORK/loop.json")
+log "client loop: $summary"
+python3 - "$WORK/loop.json" "$before" "$candidate" <<'PY' || fail "client loop: $summary"
+import json, sys
+summary, before, after = json.load(open(sys.argv[1])), sys.argv[2], sys.argv[3]
+assert summary["requests"] > 0, "no requests were sent"
+assert summary["failures"] == 0, f"{summary['failures']} of {summary['requests']} requests failed"
+assert summary["versions"].get(before) and summary["versions"].get(after), "traffic did not span the swap"
+PY
+pass "no failed request among $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"])' "$WORK/loop.json") during retraining and the swap"

@@ -1,0 +1,40 @@
+# Deployment verbs; included by the top-level Makefile (`include deploy/Makefile.deploy.mk`).
+#   make up             natively, in one command: fetch if missing, train if no current version, serve
+#   make retrain        one gated retraining cycle (train a candidate, gate, promote or refuse, prune)
+#   make docker-lint    hadolint + `docker compose config -q`
+#   make docker-up      build and start the stack, return once it serves (docker-down stops it, volumes kept)
+#   make docker-e2e     the Docker part of CI on a real engine (.ci/docker_e2e.sh)
+# Settings (environment or make VAR=...): PYTHON, DATA_DIR, MODELS_DIR, HOST, PORT, and the TRAIN_*, RETRAIN_*
+# and GATE_* variables that deploy/jobs.sh reads.
+
+PYTHON ?= .venv/bin/python
+DATA_DIR ?= data
+MODELS_DIR ?= models
+HOST ?= 127.0.0.1
+PORT ?= 8000
+JOBS = PYTHON=$(PYTHON) DATA_DIR=$(DATA_DIR) MODELS_DIR=$(MODELS_DIR) sh deploy/jobs.sh
+
+.PHONY: up retrain docker-lint docker-build docker-up docker-down docker-e2e
+
+up:
+	$(JOBS) ensure-model
+	$(PYTHON) -m service --models-dir $(MODELS_DIR) --host $(HOST) --port $(PORT)
+
+retrain:
+	$(JOBS) retrain
+
+docker-lint:
+	hadolint Dockerfile
+	docker compose config -q
+
+docker-build:
+	docker compose build
+
+docker-up:
+	docker compose up -d --wait
+
+docker-down:
+	docker compose down
+
+docker-e2e:
+	bash .ci/docker_e2e.sh

@@ -1,0 +1,51 @@
+#!/bin/sh
+# The two model jobs, for docker-compose.yml and for the Makefile alike; TRAIN_* settings mean the same in both.
+#
+#   jobs.sh ensure-model        fetch MovieLens if missing; train and promote a version if none is current
+#   jobs.sh retrain [OPTIONS]   fetch if missing; one gated retraining cycle (add --every SECONDS to repeat)
+#
+# Environment (unset: the CLI's defaults): PYTHON, DATA_DIR, MODELS_DIR, DATASET,
+#   TRAIN_EPOCHS, TRAIN_LAYERS, TRAIN_PRESET, TRAIN_SEED (the retrainer must train like the trainer, so that the
+#   gate compares both on the same held-out ratings), RETRAIN_KEEP, GATE_TOLERANCE, GATE_MIN_RECALL, GATE_K.
+set -eu
+
+PYTHON=${PYTHON:-python}
+DATA_DIR=${DATA_DIR:-data}
+MODELS_DIR=${MODELS_DIR:-models}
+DATASET=${DATASET:-ml-100k}
+
+fetch() {
+  "$PYTHON" -m training fetch --dataset "$DATASET" --data-dir "$DATA_DIR" >/dev/null
+}
+
+job=${1:-}
+[ $# -gt 0 ] && shift
+case "$job" in
+  ensure-model)
+    fetch
+    current=$(cat "$MODELS_DIR/CURRENT" 2>/dev/null || true)
+    if [ -n "$current" ] && [ -f "$MODELS_DIR/$current/manifest.json" ]; then
+      echo "version $current is current: not training"
+      exit 0
+    fi
+    set -- train --promote --no-progress
+    ;;
+  retrain)
+    fetch
+    set -- retrain "$@"
+    [ -n "${RETRAIN_KEEP:-}" ] && set -- "$@" --keep "$RETRAIN_KEEP"
+    [ -n "${GATE_TOLERANCE:-}" ] && set -- "$@" --tolerance "$GATE_TOLERANCE"
+    [ -n "${GATE_MIN_RECALL:-}" ] && set -- "$@" --min-recall "$GATE_MIN_RECALL"
+    [ -n "${GATE_K:-}" ] && set -- "$@" --gate-k "$GATE_K"
+    ;;
+  *)
+    echo "usage: $0 ensure-model | retrain [--every SECONDS] [retrain options]" >&2
+    exit 2
+    ;;
+esac
+[ -n "${TRAIN_EPOCHS:-}" ] && set -- "$@" --epochs "$TRAIN_EPOCHS"
+[ -n "${TRAIN_LAYERS:-}" ] && set -- "$@" --layers "$TRAIN_LAYERS"
+[ -n "${TRAIN_PRESET:-}" ] && set -- "$@" --preset "$TRAIN_PRESET"
+[ -n "${TRAIN_SEED:-}" ] && set -- "$@" --seed "$TRAIN_SEED"
+# exec: the Python process receives the container's SIGTERM itself.
+exec "$PYTHON" -m training "$@" --dataset "$DATASET" --data-dir "$DATA_DIR" --models-dir "$MODELS_DIR"
