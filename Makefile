@@ -42,7 +42,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench-tutorial: data
-	$(PYTHON) benchmarks/tutorial_depths.py --epochs 300
+	$(PYTHON) benchmarks/tutorial_depths.py --preset tutorial
+	$(PYTHON) benchmarks/tutorial_depths.py --preset default
 
 bench-load: $(STAMP)
 	$(PYTHON) benchmarks/load_recommend.py
