@@ -189,6 +189,22 @@ def retrain(
         raise typer.Exit(code=3)
 
 
+@app.command("promote")
+def promote_command(
+    version: Annotated[str, typer.Argument(help="A version name under MODELS_DIR, e.g. 20261122T103000Z.")],
+    models_dir: ModelsDir = Path("models"),
+    pin: Annotated[bool, typer.Option(help="Also write models/PINNED, so the retrainer never prunes it.")] = False,
+) -> None:
+    """Point models/CURRENT at VERSION: every server polling it switches (this is the rollback)."""
+    from training.export import promote
+
+    try:
+        promote(models_dir, version, pin=pin)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    typer.echo(f"CURRENT -> {version}" + (" (pinned)" if pin else ""))
+
+
 def main() -> None:
     app()
 

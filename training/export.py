@@ -29,6 +29,7 @@ from training.index import build_index
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
+PINNED = "PINNED"
 TMP_PREFIX = ".tmp-"
 LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "numpy", "pandas")
 
@@ -99,15 +100,25 @@ def export_version(models_dir: Path, artifacts: TrainedArtifacts, now: datetime 
         raise
 
 
-def promote(models_dir: Path, version: str) -> None:
-    """Points models/CURRENT at `version` with an atomic rename, so a reader never sees a partial name."""
+def promote(models_dir: Path, version: str, pin: bool = False) -> None:
+    """Points models/CURRENT (and with `pin`, models/PINNED) at `version` with an atomic rename.
+
+    Servers poll CURRENT, so this is also the fleet-wide rollback; PINNED keeps the retrainer from pruning it.
+    """
     if not (models_dir / version / MANIFEST).is_file():
         raise FileNotFoundError(f"{models_dir / version} is not a complete version (no {MANIFEST})")
-    tmp = models_dir / f"{TMP_PREFIX}{CURRENT}-{uuid.uuid4().hex[:8]}"
+    if pin:
+        _write_pointer(models_dir, PINNED, version)
+    _write_pointer(models_dir, CURRENT, version)
+
+
+def _write_pointer(models_dir: Path, name: str, version: str) -> None:
+    """A reader sees the old name or the new one, never a partial file."""
+    tmp = models_dir / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
     tmp.write_text(version + "\n")
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
-    os.replace(tmp, models_dir / CURRENT)
+    os.replace(tmp, models_dir / name)
     _fsync_dir(models_dir)
 
 

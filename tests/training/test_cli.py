@@ -47,3 +47,17 @@ def test_bad_options_fail_with_a_message(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown preset" in result.output
     result = runner.invoke(app, ["train", "--data-dir", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "python -m training fetch" in result.output
+
+
+def test_promote_rolls_back_and_pins(tiny_models_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    models = tmp_path / "models"
+    version = (tiny_models_dir / "CURRENT").read_text().strip()
+    shutil.copytree(tiny_models_dir / version, models / version)
+    result = runner.invoke(app, ["promote", version, "--models-dir", str(models), "--pin"])
+    assert result.exit_code == 0, result.output
+    assert (models / "CURRENT").read_text().strip() == version == (models / "PINNED").read_text().strip()
+    result = runner.invoke(app, ["promote", "19990101T000000Z", "--models-dir", str(models)])
+    assert result.exit_code == 2 and "not a complete version" in result.output
+    assert (models / "CURRENT").read_text().strip() == version
