@@ -15,6 +15,15 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Folder with MovieLens files (or a dataset subfolder).")]
 ModelsDir = Annotated[Path, typer.Option("--models-dir", help="Where versions are exported.")]
+Dataset = Annotated[str, typer.Option(help="Dataset label, and the data-dir subfolder to look in.")]
+Preset = Annotated[str | None, typer.Option(help="'tutorial' reproduces the TFRS deep-retrieval tutorial.")]
+EmbeddingDim = Annotated[int | None, typer.Option()]
+Optimizer = Annotated[str | None, typer.Option(help="adagrad or adam")]
+LearningRate = Annotated[float | None, typer.Option()]
+BatchSize = Annotated[int | None, typer.Option()]
+Epochs = Annotated[int | None, typer.Option()]
+Split = Annotated[str | None, typer.Option(help="random (default) or temporal")]
+EvalEvery = Annotated[int | None, typer.Option(help="Epochs between validation passes.")]
 Layers = Annotated[
     list[str] | None,
     typer.Option("--layers", help="Dense stack per tower, e.g. 64,32. Repeat to train and compare several."),
@@ -72,17 +81,17 @@ def fetch(
 def train(
     data_dir: DataDir = Path("data"),
     models_dir: ModelsDir = Path("models"),
-    dataset: Annotated[str, typer.Option(help="Dataset label, and the data-dir subfolder to look in.")] = "ml-100k",
-    preset: Annotated[str | None, typer.Option(help="'tutorial' reproduces the TFRS deep-retrieval tutorial.")] = None,
+    dataset: Dataset = "ml-100k",
+    preset: Preset = None,
     layers: Layers = None,
-    embedding_dim: Annotated[int | None, typer.Option()] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adagrad or adam")] = None,
-    learning_rate: Annotated[float | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
+    embedding_dim: EmbeddingDim = None,
+    optimizer: Optimizer = None,
+    learning_rate: LearningRate = None,
+    batch_size: BatchSize = None,
+    epochs: Epochs = None,
     seed: Annotated[int | None, typer.Option()] = None,
-    split: Annotated[str | None, typer.Option(help="random (default) or temporal")] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Epochs between validation passes.")] = None,
+    split: Split = None,
+    eval_every: EvalEvery = None,
     promote: Annotated[bool, typer.Option(help="Point models/CURRENT at the new version.")] = True,
     progress: Annotated[bool, typer.Option(help="Show the per-epoch progress bar.")] = True,
 ) -> None:
@@ -125,17 +134,17 @@ def train(
 def retrain(
     data_dir: DataDir = Path("data"),
     models_dir: ModelsDir = Path("models"),
-    dataset: Annotated[str, typer.Option(help="Dataset label, and the data-dir subfolder to look in.")] = "ml-100k",
-    preset: Annotated[str | None, typer.Option(help="'tutorial' reproduces the TFRS deep-retrieval tutorial.")] = None,
+    dataset: Dataset = "ml-100k",
+    preset: Preset = None,
     layers: Annotated[str | None, typer.Option("--layers", help="Dense stack per tower, e.g. 64,32.")] = None,
-    embedding_dim: Annotated[int | None, typer.Option()] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adagrad or adam")] = None,
-    learning_rate: Annotated[float | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
+    embedding_dim: EmbeddingDim = None,
+    optimizer: Optimizer = None,
+    learning_rate: LearningRate = None,
+    batch_size: BatchSize = None,
+    epochs: Epochs = None,
     seed: Annotated[int | None, typer.Option(help="Keep the current version's, so the gate can compare.")] = None,
-    split: Annotated[str | None, typer.Option(help="random (default) or temporal")] = None,
-    eval_every: Annotated[int | None, typer.Option(help="Epochs between validation passes.")] = None,
+    split: Split = None,
+    eval_every: EvalEvery = None,
     keep: Annotated[int, typer.Option(min=1, help="Newest versions kept besides CURRENT, PINNED, the replaced.")] = 3,
     tolerance: Annotated[float | None, typer.Option(help="Most B top-k may drop below the current [0.01].")] = None,
     min_recall: Annotated[float | None, typer.Option(help="Least ScaNN recall@100 against brute force [0.9].")] = None,
