@@ -7,7 +7,6 @@ that looks like a version. See models/README.md for the contract the service rea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,12 +21,12 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from training.checksums import MANIFEST, file_checksums
 from training.config import TrainConfig
 from training.dataset import SeenMovies
 from training.index import build_index
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 PINNED = "PINNED"
 TMP_PREFIX = ".tmp-"
@@ -120,18 +119,6 @@ def _write_pointer(models_dir: Path, name: str, version: str) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, models_dir / name)
     _fsync_dir(models_dir)
-
-
-def file_checksums(directory: Path) -> dict[str, str]:
-    """sha256 of every file under `directory` except the manifest, keyed by POSIX relative path."""
-    sums = {}
-    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
-        digest = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        sums[path.relative_to(directory).as_posix()] = digest.hexdigest()
-    return sums
 
 
 def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:

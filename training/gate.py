@@ -21,13 +21,10 @@ An operator who changes the data on purpose passes ``allow_incomparable`` for th
 then skipped (recorded as such) and every other check still applies.
 """
 
-import argparse
-import hashlib
 import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,12 +32,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MANIFEST = "manifest.json"
+from training.checksums import MANIFEST, sha256_file
+
 # Loading TensorFlow and a SavedModel takes ~5-15 s on 2 busy cores; a hang beyond this is a failure.
 SMOKE_TIMEOUT_SECONDS = 300
-# Users per smoke batch: enough for a stable recall figure, small enough to stay well under a second.
-SMOKE_USERS = 256
-RECALL_DEPTH = 100
 # Manifest fields that must be equal for two versions' metrics to describe the same held-out ratings.
 SAME_HELD_OUT: dict[str, tuple[str, ...]] = {
     "data fingerprint": ("data", "fingerprint"),
@@ -119,20 +114,12 @@ def lookup(manifest: dict[str, Any], *keys: str) -> Any:
     return value
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_files(version_dir: Path, manifest: dict[str, Any]) -> Check:
     """Compare the files on disk with the manifest's ``files`` (relative path -> sha256)."""
     listed = manifest.get("files")
     if not isinstance(listed, dict) or not listed:
         return Check(name="files", ok=False, detail="manifest has no 'files' table")
-    # Same rule as training/export.py's file_checksums: every file but the manifest(s) is listed.
+    # Same rule as training/checksums.py: every file but the manifest is listed.
     on_disk = {
         path.relative_to(version_dir).as_posix()
         for path in version_dir.rglob("*")
@@ -158,7 +145,7 @@ def check_files(version_dir: Path, manifest: dict[str, Any]) -> Check:
 
 
 def run_smoke_query(version_dir: Path, k: int) -> dict[str, Figure]:
-    """Load the version in a fresh interpreter (``python -m training.gate``) and query it.
+    """Load the version in a fresh interpreter (``python -m training.smoke``) and query it.
 
     A separate process loads the version the way a starting server does, with nothing cached from training,
     and a crash inside TensorFlow or ScaNN cannot take the retraining job down with it.
@@ -173,7 +160,7 @@ def run_smoke_query(version_dir: Path, k: int) -> dict[str, Figure]:
     env = {**os.environ, "PYTHONPATH": path}
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "training.gate", str(version_dir), "--k", str(k)],
+            [sys.executable, "-m", "training.smoke", str(version_dir), "--k", str(k)],
             capture_output=True,
             text=True,
             timeout=SMOKE_TIMEOUT_SECONDS,
@@ -319,71 +306,3 @@ def evaluate(
         gate=config,
         decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-
-
-def _smoke(version_dir: Path, k: int) -> dict[str, Figure]:
-    """Load query_model and the ScaNN searcher, query a batch of training users, check every answer."""
-    started = time.perf_counter()
-    import numpy as np
-    import scann  # registers ScaNN's TensorFlow ops before anything loads them
-    import tensorflow as tf
-
-    manifest = read_manifest(version_dir)
-    candidates = np.load(version_dir / "candidate_embeddings.npy")
-    num_movies, dim = candidates.shape
-    known = np.load(version_dir / "seen.npz")["user_ids"]
-    users = known[np.unique(np.linspace(0, len(known) - 1, min(len(known), SMOKE_USERS)).astype(int))]
-    timestamp = int(lookup(manifest, "data", "timestamp_max") or time.time())
-
-    serve = tf.saved_model.load(str(version_dir / "query_model")).signatures["serving_default"]
-    out = serve(
-        user_id=tf.constant([str(u) for u in users]), timestamp=tf.constant([timestamp] * len(users), dtype=tf.int64)
-    )
-    embeddings = out["embedding"].numpy().astype(np.float32)
-    if embeddings.shape != (len(users), dim):
-        raise SmokeError(f"query embeddings have shape {embeddings.shape}, expected {(len(users), dim)}")
-    if not np.isfinite(embeddings).all():
-        raise SmokeError("query embeddings are not all finite")
-
-    searcher = scann.scann_ops_pybind.load_searcher(str(version_dir / "scann"))
-    neighbours, distances = searcher.search_batched(embeddings, final_num_neighbors=k)
-    if neighbours.shape != (len(users), k):
-        raise SmokeError(f"searcher returned {neighbours.shape} neighbours, expected {(len(users), k)}")
-    if not np.isfinite(distances).all():
-        raise SmokeError("searcher returned non-finite scores")
-    if neighbours.min() < 0 or neighbours.max() >= num_movies:
-        raise SmokeError(f"neighbour ids outside [0, {num_movies})")
-    if any(len(set(row.tolist())) != k for row in neighbours):
-        raise SmokeError("a user got the same movie twice")
-
-    depth = min(RECALL_DEPTH, num_movies)
-    exact = np.argsort(-(embeddings @ candidates.T), axis=1, kind="stable")[:, :depth]
-    approx, _ = searcher.search_batched(embeddings, final_num_neighbors=depth)
-    overlaps = [len(set(a.tolist()) & set(e.tolist())) for a, e in zip(approx, exact, strict=True)]
-    recall = float(np.mean(overlaps)) / depth
-    return {
-        "users": len(users),
-        "embedding_dim": int(dim),
-        "neighbours": k,
-        "recall_at_100": round(recall, 4),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Smoke-query one version directory; print its figures as JSON, or the failure on stderr and exit 1."""
-    parser = argparse.ArgumentParser(prog="python -m training.gate", description=main.__doc__)
-    parser.add_argument("version_dir", type=Path)
-    parser.add_argument("--k", type=int, default=10)
-    args = parser.parse_args(argv)
-    try:
-        figures = _smoke(args.version_dir, args.k)
-    except Exception as error:
-        print(f"{type(error).__name__}: {error}", file=sys.stderr)
-        return 1
-    print(json.dumps(figures))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,8 +11,9 @@ import scann
 import tensorflow as tf
 
 from training import export as export_module
+from training.checksums import file_checksums
 from training.config import TrainConfig
-from training.export import file_checksums, promote, version_name
+from training.export import promote, version_name
 from training.index import build_searcher, recall_at_k
 from training.train import evaluate, export_run, fit, prepare
 

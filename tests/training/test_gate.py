@@ -17,7 +17,6 @@ from training.gate import (
     Figure,
     GateConfig,
     SmokeError,
-    _smoke,
     evaluate,
     run_smoke_query,
 )
@@ -30,6 +29,7 @@ from training.retrain import (
     retrain_every,
     seconds_until_due,
 )
+from training.smoke import smoke
 
 GATE = GateConfig(k=100, tolerance=0.01, min_recall=0.9, smoke_k=10)
 
@@ -275,7 +275,7 @@ def make_real_version(tmp_path: Path, *, nan: bool = False) -> Path:
 
 def test_smoke_query_fails_on_nan_embeddings_and_on_a_missing_model(tmp_path: Path) -> None:
     with pytest.raises(SmokeError, match="not all finite"):
-        _smoke(make_real_version(tmp_path / "nan", nan=True), 10)
+        smoke(make_real_version(tmp_path / "nan", nan=True), 10)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "manifest.json").write_text("{}")
