@@ -48,6 +48,10 @@ def machine() -> dict[str, object]:
 def main(
     preset: Annotated[str, typer.Option(help="tutorial (the published protocol) or default (ours)")] = "tutorial",
     epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs (e.g. for a smoke run).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the training; 42 is the reference run.")] = 42,
+    layers: Annotated[
+        list[str] | None, typer.Option(help="Depths to train, e.g. 128,64,32 (default: all three).")
+    ] = None,
     data_dir: Annotated[Path, typer.Option()] = Path("data"),
     out: Annotated[Path, typer.Option(help="Results folder.")] = Path("benchmarks/results"),
     models_dir: Annotated[Path, typer.Option(help="Scratch folder for the exported versions.")] = Path(
@@ -56,12 +60,14 @@ def main(
 ) -> None:
     fetch("ml-100k", data_dir, log=lambda m: print(m, file=sys.stderr))
     out.mkdir(parents=True, exist_ok=True)
-    configs = [build_config(None if preset == "default" else preset, layers=layers, epochs=epochs) for layers in DEPTHS]
-    name = f"{preset}_depths"
+    depths = [tuple(int(size) for size in text.split(",")) for text in layers] if layers else list(DEPTHS)
+    base = None if preset == "default" else preset
+    configs = [build_config(base, layers=depth, epochs=epochs, seed=seed) for depth in depths]
+    name = f"{preset}_depths" + ("" if seed == 42 else f"_seed{seed}")
     prepared = prepare(configs[0], data_dir)
     results: dict[str, object] = {
         "benchmark": f"tfrs-deep-retrieval-tutorial, preset {preset}",
-        "protocol": "random 80/20 split (seed 42), top-k accuracy on the 20,000 held-out ratings",
+        "protocol": f"random 80/20 split (seed {seed}), top-k accuracy on the 20,000 held-out ratings",
         "config": configs[0].model_dump(mode="json", exclude={"layers"}),
         "dataset": "ml-100k (RecBole wheel copy of the GroupLens data)",
         "epochs": configs[0].epochs,
