@@ -8,10 +8,9 @@ import tensorflow_recommenders as tfrs
 
 from training.config import TrainConfig
 from training.dataset import Vocabularies
+from training.evaluate import KS
 
 keras = tf.keras  # tf-keras (Keras 2), because training/__init__ sets TF_USE_LEGACY_KERAS=1
-
-METRIC_KS = (1, 5, 10, 50, 100)
 
 
 def dense_stack(layer_sizes: tuple[int, ...], name: str) -> tf.keras.Sequential:
@@ -87,7 +86,7 @@ class TwoTowerModel(tfrs.Model):
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self.task = tfrs.tasks.Retrieval(
-            metrics=tfrs.metrics.FactorizedTopK(candidates=candidates.map(candidate_tower), ks=METRIC_KS)
+            metrics=tfrs.metrics.FactorizedTopK(candidates=candidates.map(candidate_tower), ks=KS)
         )
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
