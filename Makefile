@@ -7,7 +7,7 @@ BIN = $(VENV)/bin
 PYTHON = $(BIN)/python
 STAMP = $(VENV)/.installed-stamp
 
-.PHONY: install data train compare serve test test-slow lint bench-tutorial bench-load clean
+.PHONY: install data train compare serve test test-slow lint bench-tutorial bench-load bench-data clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -46,7 +46,10 @@ bench-tutorial: data
 	$(PYTHON) benchmarks/tutorial_depths.py --preset default
 
 bench-load: $(STAMP)
-	$(PYTHON) benchmarks/load_recommend.py
+	$(PYTHON) benchmarks/load_recommend.py --models-dir models --duration 10
+
+bench-data: $(STAMP)
+	$(PYTHON) benchmarks/load_data.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
