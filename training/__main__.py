@@ -100,7 +100,7 @@ def train(
     The last line printed is the new version directory (one line per version when comparing).
     """
     from training.data import DataError
-    from training.export import promote as promote_version
+    from training.pointers import promote as promote_version
     from training.train import compare as compare_runs
     from training.train import export_run, fit, prepare
 
@@ -205,7 +205,7 @@ def promote_command(
     pin: Annotated[bool, typer.Option(help="Also write models/PINNED, so the retrainer never prunes it.")] = False,
 ) -> None:
     """Point models/CURRENT at VERSION: every server polling it switches (this is the rollback)."""
-    from training.export import promote
+    from training.pointers import promote
 
     try:
         promote(models_dir, version, pin=pin)

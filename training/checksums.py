@@ -12,12 +12,9 @@ MANIFEST = "manifest.json"
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of one file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
+    """Hex sha256 of one file, streamed (model files can be large)."""
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def file_checksums(directory: Path) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""Writes one model version under models/ atomically, and moves the CURRENT pointer.
+"""Writes one model version under models/ atomically.
 
 A version is built in a hidden temporary directory beside its final place and renamed only once complete,
 with manifest.json (which lists every file's sha256) written last: a crash at any moment leaves nothing
@@ -25,11 +25,9 @@ from training.checksums import MANIFEST, file_checksums
 from training.config import TrainConfig
 from training.dataset import SeenMovies
 from training.index import build_index
+from training.pointers import TMP_PREFIX, fsync_dir
 
 FORMAT_VERSION = 1
-CURRENT = "CURRENT"
-PINNED = "PINNED"
-TMP_PREFIX = ".tmp-"
 LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "numpy", "pandas")
 
 
@@ -92,33 +90,11 @@ def export_version(models_dir: Path, artifacts: TrainedArtifacts, now: datetime 
         _fsync_tree(staging)
         final = models_dir / name
         os.rename(staging, final)
-        _fsync_dir(models_dir)
+        fsync_dir(models_dir)
         return final
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def promote(models_dir: Path, version: str, pin: bool = False) -> None:
-    """Points models/CURRENT (and with `pin`, models/PINNED) at `version` with an atomic rename.
-
-    Servers poll CURRENT, so this is also the fleet-wide rollback; PINNED keeps the retrainer from pruning it.
-    """
-    if not (models_dir / version / MANIFEST).is_file():
-        raise FileNotFoundError(f"{models_dir / version} is not a complete version (no {MANIFEST})")
-    if pin:
-        _write_pointer(models_dir, PINNED, version)
-    _write_pointer(models_dir, CURRENT, version)
-
-
-def _write_pointer(models_dir: Path, name: str, version: str) -> None:
-    """A reader sees the old name or the new one, never a partial file."""
-    tmp = models_dir / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-    tmp.write_text(version + "\n")
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, models_dir / name)
-    _fsync_dir(models_dir)
 
 
 def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
@@ -175,11 +151,3 @@ def _fsync_tree(directory: Path) -> None:
         if path.is_file():
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

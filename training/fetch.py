@@ -141,8 +141,5 @@ def _replace_dir(source: Path, target: Path) -> None:
 
 
 def _digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, algorithm).hexdigest()

@@ -24,17 +24,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from training.gate import MANIFEST, GateConfig, GateDecision, evaluate
+from training.pointers import CURRENT, PINNED, TMP_PREFIX, promote, read_pointer
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-CURRENT = "CURRENT"
-PINNED = "PINNED"
 GATE_RECORDS = "gate"
 LOCK_FILE = ".retrain.lock"
-TEMP_PREFIX = ".tmp"
 # A half-written export or an interrupted prune older than this belongs to no live process.
 STALE_TEMP_SECONDS = 3600
 
@@ -56,27 +54,12 @@ class RetrainResult(BaseModel):
     pruned: list[str]
 
 
-def read_pointer(models_dir: Path, name: str) -> str | None:
-    """The version a pointer file (CURRENT or PINNED) names, or None when the file is absent or empty.
-
-    Raises:
-        ValueError: the file names something that is not a plain directory name.
-    """
-    try:
-        version = (models_dir / name).read_text().strip()
-    except FileNotFoundError:
-        return None
-    if version and (version.startswith(".") or "/" in version or os.sep in version):
-        raise ValueError(f"{models_dir / name} holds {version!r}, not a version name")
-    return version or None
-
-
 def write_record(models_dir: Path, decision: GateDecision) -> Path:
     """Write the gate decision to models/gate/<candidate>.json atomically (temp file, then rename)."""
     records = models_dir / GATE_RECORDS
     records.mkdir(exist_ok=True)
     path = records / f"{decision.candidate}.json"
-    temp = records / f"{TEMP_PREFIX}-{decision.candidate}-{os.getpid()}.json"
+    temp = records / f"{TMP_PREFIX}{decision.candidate}-{os.getpid()}.json"
     temp.write_text(decision.model_dump_json(indent=2) + "\n")
     os.replace(temp, path)
     return path
@@ -116,13 +99,13 @@ def prune(
     for version in versions:
         if version in kept:
             continue
-        doomed = models_dir / f"{TEMP_PREFIX}-prune-{version}"
+        doomed = models_dir / f"{TMP_PREFIX}prune-{version}"
         os.replace(models_dir / version, doomed)
         shutil.rmtree(doomed)
         pruned.append(version)
     now = time.time() if now is None else now
     for entry in models_dir.iterdir():
-        if entry.name.startswith(TEMP_PREFIX) and now - entry.lstat().st_mtime > STALE_TEMP_SECONDS:
+        if entry.name.startswith(TMP_PREFIX) and now - entry.lstat().st_mtime > STALE_TEMP_SECONDS:
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
             else:
@@ -151,12 +134,6 @@ def _train_candidate(config: "TrainConfig", data_dir: Path, models_dir: Path) ->
     from training.train import train_and_export
 
     return Path(train_and_export(config, data_dir, models_dir, promote_version=False, progress=False))
-
-
-def _promote(models_dir: Path, version: str) -> None:
-    from training.export import promote  # the one place that moves CURRENT (atomic rename)
-
-    promote(models_dir, version)
 
 
 def retrain(config: "TrainConfig", data_dir: Path, models_dir: Path, gate: GateConfig, keep: int) -> RetrainResult:
@@ -196,7 +173,7 @@ def retrain(config: "TrainConfig", data_dir: Path, models_dir: Path, gate: GateC
             )
         record = write_record(models_dir, decision)
         if decision.promoted:
-            _promote(models_dir, candidate_dir.name)
+            promote(models_dir, candidate_dir.name)
             log.info("promoted %s (was %s); record %s", candidate_dir.name, previous, record)
         else:
             log.warning(

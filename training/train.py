@@ -25,9 +25,10 @@ from training.dataset import (
     split_ratings,
 )
 from training.evaluate import evaluate_embeddings, evaluate_popularity, popularity_ranking
-from training.export import TrainedArtifacts, export_version, promote
+from training.export import TrainedArtifacts, export_version
 from training.model import build_model
 from training.plot import validation_curve_png
+from training.pointers import promote
 from training.progress import EpochProgress
 
 EVAL_BATCH = 4096

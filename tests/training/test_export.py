@@ -13,8 +13,9 @@ import tensorflow as tf
 from training import export as export_module
 from training.checksums import file_checksums
 from training.config import TrainConfig
-from training.export import promote, version_name
+from training.export import version_name
 from training.index import build_searcher, recall_at_k
+from training.pointers import promote
 from training.train import evaluate, export_run, fit, prepare
 
 KS = {"top_1", "top_5", "top_10", "top_50", "top_100"}

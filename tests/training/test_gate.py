@@ -20,11 +20,11 @@ from training.gate import (
     evaluate,
     run_smoke_query,
 )
+from training.pointers import read_pointer
 from training.retrain import (
     RetrainBusyError,
     exclusive,
     prune,
-    read_pointer,
     retrain,
     retrain_every,
     seconds_until_due,
