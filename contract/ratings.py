@@ -1,0 +1,232 @@
+"""The ratings store: ratings the service takes over HTTP, kept durably for the retraining job to read.
+
+SQLAlchemy Core over SQLite in WAL mode (several API processes on one host) or PostgreSQL (a bigger deployment).
+The autoincrement `id` is the store's clock: a retraining cutoff means "every stored rating with id <= cutoff",
+so ids are handed out in commit order on both backends (see `_serialize_writers`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for another process's write lock before failing
+FETCH_CHUNK = 50_000  # rows per round trip when retraining streams millions of ratings
+_WRITE_LOCK = 0x5241_5447  # PostgreSQL advisory lock key ("RATG") that serializes writers
+URL_EXAMPLES = "sqlite:///path/to/ratings.db or postgresql+psycopg://user@host:5432/db"
+
+metadata = sa.MetaData()
+ratings_table = sa.Table(
+    "ratings",
+    metadata,
+    # A rowid alias on SQLite; AUTOINCREMENT so an id is never reused, even after the newest rows are deleted.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.String(64), nullable=False),
+    sa.Column("movie_id", sa.String(64), nullable=False),
+    sa.Column("rating", sa.Float, nullable=False),
+    sa.Column("timestamp", sa.BigInteger, nullable=False),  # Unix seconds: when the user rated
+    sa.Column("received_at", sa.BigInteger, nullable=False),  # Unix seconds: when the server stored it
+    sa.Index("ix_ratings_user_id_timestamp", "user_id", "timestamp"),
+    sqlite_autoincrement=True,
+)
+
+
+class RatingsStoreError(Exception):
+    """The store cannot do its job (bad URL, unreachable database); the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    user_id: str
+    movie_id: str
+    rating: float
+    timestamp: int  # Unix seconds: when the user rated
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRating(Rating):
+    id: int  # monotonic in commit order: what a retraining cutoff refers to
+    received_at: int  # Unix seconds: when the server stored it
+
+
+@dataclass(frozen=True)
+class RatingColumns:
+    """Ratings as columns ordered by id: retraining reads millions, which Python objects would not hold well."""
+
+    id: npt.NDArray[np.int64]
+    user_id: npt.NDArray[np.object_]  # Python str
+    movie_id: npt.NDArray[np.object_]  # Python str
+    rating: npt.NDArray[np.float32]
+    timestamp: npt.NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+
+class RatingsStore:
+    """Appends ratings and reads them back; safe to share between threads and between processes."""
+
+    def __init__(self, url: str) -> None:
+        self._url: sa.URL | None = None
+        with self._errors("open the ratings database"):
+            self._url = sa.make_url(url)
+            if self._url.get_backend_name() == "sqlite" and self._url.database not in (None, "", ":memory:"):
+                Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
+            # hide_parameters: a failed statement's message would otherwise carry users' ratings.
+            self._engine = sa.create_engine(self._url, pool_pre_ping=True, hide_parameters=True)
+            if self._url.get_backend_name() == "sqlite":
+                sa.event.listen(self._engine, "connect", _tune_sqlite)
+            with self._engine.connect():  # fail at startup rather than on the first request
+                pass
+
+    def create_schema(self) -> None:
+        """Creates the table and its index unless present; several replicas may call this at once."""
+        with self._errors("create the ratings table"), self._engine.begin() as conn:
+            self._serialize_writers(conn)
+            # IF NOT EXISTS rather than create_all's check-then-create, which races between processes on SQLite.
+            conn.execute(CreateTable(ratings_table, if_not_exists=True))
+            for index in ratings_table.indexes:
+                conn.execute(CreateIndex(index, if_not_exists=True))
+
+    def add(self, ratings: Sequence[Rating]) -> list[int]:
+        """Stores all ratings in one transaction; returns their ids (in input order) only once committed."""
+        if not ratings:
+            return []
+        received_at = int(time.time())
+        rows = [{**asdict(r), "received_at": received_at} for r in ratings]
+        statement = sa.insert(ratings_table).returning(ratings_table.c.id, sort_by_parameter_order=True)
+        with self._errors("store ratings"), self._engine.begin() as conn:
+            self._serialize_writers(conn)
+            ids = list(conn.execute(statement, rows).scalars())
+        return ids  # the `with` has committed: the caller may acknowledge
+
+    def history(self, user_id: str, before: int | None = None, limit: int | None = None) -> list[StoredRating]:
+        """The user's ratings oldest first, only those rated before `before`, and only the newest `limit`."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        t = ratings_table
+        query = _before(sa.select(t).where(t.c.user_id == user_id), before)
+        query = query.order_by(t.c.timestamp.desc(), t.c.id.desc()).limit(limit)
+        return [_stored(row) for row in reversed(self._fetch(query, "read a user's ratings"))]
+
+    def histories(self, user_ids: Sequence[str], before: int | None = None) -> dict[str, list[StoredRating]]:
+        """`history` for many users in one query (the server batches requests); unknown users get []."""
+        result: dict[str, list[StoredRating]] = {user_id: [] for user_id in user_ids}
+        if not result:
+            return result
+        t = ratings_table
+        query = _before(sa.select(t).where(t.c.user_id.in_(list(result))), before).order_by(t.c.timestamp, t.c.id)
+        for row in self._fetch(query, "read users' ratings"):
+            result[row.user_id].append(_stored(row))
+        return result
+
+    def last_id(self) -> int:
+        """The newest committed id, 0 when empty: the cutoff a retraining run records."""
+        query = sa.select(sa.func.coalesce(sa.func.max(ratings_table.c.id), 0))
+        return int(self._fetch(query, "read the last id")[0][0])
+
+    def count(self) -> int:
+        return int(self._fetch(sa.select(sa.func.count()).select_from(ratings_table), "count ratings")[0][0])
+
+    def ratings_up_to(self, cutoff_id: int, after_id: int = 0) -> RatingColumns:
+        """Every rating with after_id < id <= cutoff_id, ordered by id, streamed in chunks into columns."""
+        t = ratings_table
+        query = (
+            sa.select(t.c.id, t.c.user_id, t.c.movie_id, t.c.rating, t.c.timestamp)
+            .where(t.c.id > after_id, t.c.id <= cutoff_id)
+            .order_by(t.c.id)
+        )
+        with self._errors("read ratings for retraining"), self._engine.connect() as conn:
+            # yield_per: a server-side cursor on PostgreSQL, chunked fetches on SQLite; never one giant list.
+            result = conn.execution_options(yield_per=FETCH_CHUNK).execute(query)
+            chunks = [_columns(part) for part in result.partitions()]
+        if not chunks:
+            return _columns([])
+        return RatingColumns(
+            **{f.name: np.concatenate([getattr(c, f.name) for c in chunks]) for f in fields(chunks[0])}
+        )
+
+    def close(self) -> None:
+        """Closes pooled connections; call on shutdown so PostgreSQL sees the sessions end."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _fetch(self, query: sa.Select[Any], doing: str) -> Sequence[sa.Row[Any]]:
+        with self._errors(doing), self._engine.connect() as conn:
+            return conn.execute(query).all()
+
+    def _serialize_writers(self, conn: sa.Connection) -> None:
+        # SQLite writers already queue on its one write lock. PostgreSQL hands out sequence values before commit,
+        # so without this a rating with a smaller id could commit after a cutoff was read, and be skipped forever.
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_WRITE_LOCK)))
+
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """Turns driver failures into RatingsStoreError, without the password or the rows being written."""
+        try:
+            yield
+        except (SQLAlchemyError, OSError, ImportError) as exc:
+            message = str(getattr(exc, "orig", None) or exc).strip()
+            reason = message.splitlines()[0] if message else "no detail"
+            where = "the given URL"
+            if self._url is not None:
+                where = self._url.render_as_string(hide_password=True)
+                if self._url.password:
+                    reason = reason.replace(str(self._url.password), "***")
+            raise RatingsStoreError(
+                f"cannot {doing} at {where} ({type(exc).__name__}: {reason}); check that the URL looks like "
+                f"{URL_EXAMPLES}, that the server is running and reachable, and that the user may connect"
+            ) from None  # the chained driver exception could carry credentials into logs
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    """Per connection: WAL lets readers run beside a writer, FULL makes an acknowledged rating survive power loss."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # first: switching to WAL may wait for a lock
+        (mode,) = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode.lower() != "wal":
+            raise RatingsStoreError(
+                f"SQLite refused WAL mode (got {mode!r}); put the database in a file on a local filesystem"
+            )
+        cursor.execute("PRAGMA synchronous = FULL")
+    finally:
+        cursor.close()
+
+
+def _before(query: sa.Select[Any], before: int | None) -> sa.Select[Any]:
+    return query if before is None else query.where(ratings_table.c.timestamp < before)
+
+
+def _stored(row: sa.Row[Any]) -> StoredRating:
+    return StoredRating(**row._mapping)
+
+
+def _columns(rows: Sequence[Sequence[Any]]) -> RatingColumns:
+    ids, user_ids, movie_ids, ratings, timestamps = zip(*rows, strict=True) if rows else ((),) * 5
+    return RatingColumns(
+        id=np.array(ids, dtype=np.int64),
+        user_id=np.array(user_ids, dtype=object),
+        movie_id=np.array(movie_ids, dtype=object),
+        rating=np.array(ratings, dtype=np.float32),
+        timestamp=np.array(timestamps, dtype=np.int64),
+    )
