@@ -24,7 +24,7 @@ train: data
 	$(PYTHON) -m training train --data-dir data --models-dir models
 
 compare: data
-	$(PYTHON) -m training train --data-dir data --models-dir models --preset tutorial \
+	$(PYTHON) -m training compare --data-dir data --models-dir models --preset tutorial \
 		--layers 32 --layers 64,32 --layers 128,64,32
 
 serve: $(STAMP)
@@ -38,7 +38,7 @@ test-slow: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check training service tests benchmarks
+	$(BIN)/ruff format --check contract training service tests benchmarks
 	$(BIN)/mypy
 
 bench-tutorial: data

@@ -16,7 +16,6 @@ import os
 import platform
 import resource
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,8 +27,7 @@ import typer
 import training  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from training.config import build_config
 from training.fetch import fetch
-from training.plot import validation_curve_png
-from training.train import export_run, fit, prepare
+from training.train import train_versions
 
 DEPTHS = ((32,), (64, 32), (128, 64, 32))
 PUBLISHED_TOP_100 = {"32": 0.27, "64,32": 0.29, "128,64,32": 0.26}
@@ -64,7 +62,6 @@ def main(
     base = None if preset == "default" else preset
     configs = [build_config(base, layers=depth, epochs=epochs, seed=seed) for depth in depths]
     name = f"{preset}_depths" + ("" if seed == 42 else f"_seed{seed}")
-    prepared = prepare(configs[0], data_dir)
     results: dict[str, object] = {
         "benchmark": f"tfrs-deep-retrieval-tutorial, preset {preset}",
         "protocol": f"random 80/20 split (seed {seed}), top-k accuracy on the 20,000 held-out ratings",
@@ -77,37 +74,27 @@ def main(
     }
     runs: list[dict[str, Any]] = []
     results["runs"] = runs
-    histories = {}
-    for config in configs:
-        label = ",".join(map(str, config.layers))
-        started = time.perf_counter()
-        cpu_started = time.process_time()
-        run = fit(config, prepared, label=f"[{label}]")
-        version = export_run(run, prepared, models_dir)
-        histories[f"[{label}]"] = run.history
+    for version in train_versions(configs, data_dir, models_dir):
+        label = ",".join(map(str, version.config.layers))
+        metrics, history = version.metrics, version.history
         runs.append(
             {
                 "layers": label,
-                "metrics": run.metrics,
-                "top_100_A": run.metrics["model"]["A"]["top_100"],
+                "metrics": metrics.model_dump(),
+                "top_100_A": metrics.model["A"]["top_100"],
                 "published_top_100": PUBLISHED_TOP_100.get(label),
-                "seconds_per_epoch": run.history["seconds_per_epoch"],
-                "wall_seconds": time.perf_counter() - started,
-                "cpu_seconds": time.process_time() - cpu_started,
-                "peak_rss_mb_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "val_epoch": run.history["val_epoch"],
-                "val_top_100": run.history["val_top_100"],
-                "version": version.name,
+                "seconds_per_epoch": history["seconds_per_epoch"],
+                "train_seconds": history["train_seconds"],
+                "train_cpu_seconds": history["train_cpu_seconds"],
+                "test_epoch": history["test_epoch"],
+                "test_A_top_100": history["test_A_top_100"],
+                "version": version.version_dir.name,
             }
         )
-        (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
-        (out / f"{name}.png").write_bytes(validation_curve_png(histories))
-        print(
-            f"[{label}] top-100 A={run.metrics['model']['A']['top_100']:.4f} "
-            f"B={run.metrics['model']['B']['top_100']:.4f} "
-            f"({run.history['seconds_per_epoch']:.2f} s/epoch)",
-            flush=True,
-        )
+        print(f"[{label}] top-100 A={metrics.model['A']['top_100']:.4f} B={metrics.model['B']['top_100']:.4f} "
+              f"({history['seconds_per_epoch']:.2f} s/epoch)", flush=True)  # fmt: skip
+        (out / f"{name}.png").write_bytes((version.version_dir / "training_curve.png").read_bytes())
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({r["layers"]: r["top_100_A"] for r in runs}))

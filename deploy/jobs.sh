@@ -34,8 +34,8 @@ case "$job" in
     fetch
     set -- retrain "$@"
     [ -n "${RETRAIN_KEEP:-}" ] && set -- "$@" --keep "$RETRAIN_KEEP"
-    [ -n "${GATE_TOLERANCE:-}" ] && set -- "$@" --tolerance "$GATE_TOLERANCE"
-    [ -n "${GATE_MIN_RECALL:-}" ] && set -- "$@" --min-recall "$GATE_MIN_RECALL"
+    [ -n "${GATE_TOLERANCE:-}" ] && set -- "$@" --gate-tolerance "$GATE_TOLERANCE"
+    [ -n "${GATE_MIN_RECALL:-}" ] && set -- "$@" --gate-min-recall "$GATE_MIN_RECALL"
     [ -n "${GATE_K:-}" ] && set -- "$@" --gate-k "$GATE_K"
     ;;
   *)

@@ -194,16 +194,16 @@ async def model_info(version: VersionDep, service: ServiceDep) -> ModelInfo:
     manifest = version.manifest
     return ModelInfo(
         version=version.name,
-        created_at=manifest.get("created_at"),
+        created_at=manifest.created_at,
         loaded_at=datetime.fromtimestamp(version.loaded_at, UTC),
         pinned=service.registry.pinned,
         num_movies=version.num_movies,
-        num_users=len(version.user_rows),
-        embedding_dim=int(version.candidate_embeddings.shape[1]),
-        config=manifest.get("config", {}),
-        data=manifest.get("data", {}),
-        metrics=manifest.get("metrics", {}),
-        index=manifest.get("index", {}),
+        num_known_users=len(version.user_rows),
+        embedding_dim=manifest.embedding_dim,
+        config=manifest.config,
+        data=manifest.data.model_dump(),
+        metrics=manifest.metrics.model_dump(),
+        index=manifest.index.model_dump(),
         settings=service.settings.public(),
     )
 

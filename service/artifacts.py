@@ -1,10 +1,7 @@
 """Turn one models/<version>/ directory into a verified, loaded, warmed-up ModelVersion."""
 
-import hashlib
-import json
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,12 +12,18 @@ import scann  # noqa: F401  # registers ScaNN's ops before TensorFlow loads anyt
 import tensorflow as tf
 from scann.scann_ops.py import scann_ops_pybind
 
+from contract import manifest as layout
+from contract.contents import (
+    read_candidate_embeddings,
+    read_movies,
+    read_popularity,
+    read_seen,
+    verified_manifest,
+)
+from contract.manifest import IndexInfo, Manifest, VersionError
 from service.errors import VersionRejectedError
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
 
 
 def configure_tensorflow(threads: int) -> None:
@@ -30,48 +33,6 @@ def configure_tensorflow(threads: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError:
         log.info("TensorFlow already initialised; keeping its thread settings")
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def verify_version(path: Path) -> dict[str, Any]:
-    """Check a version directory against its manifest: every listed file present and unchanged, no extras.
-
-    Returns:
-        The parsed manifest.
-    Raises:
-        VersionRejectedError: saying which files are missing, extra or changed.
-    """
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise VersionRejectedError(
-            f"version {path.name!r} has no {MANIFEST}: it is incomplete (the exporter writes it last)"
-        )
-    try:
-        manifest = json.loads(manifest_path.read_bytes())
-    except ValueError as e:
-        raise VersionRejectedError(f"version {path.name!r}: {MANIFEST} is not valid JSON ({e})") from e
-    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-        raise VersionRejectedError(f"version {path.name!r}: {MANIFEST} format_version is not {FORMAT_VERSION}")
-    listed = manifest.get("files")
-    if not isinstance(listed, dict) or not listed:
-        raise VersionRejectedError(f"version {path.name!r}: {MANIFEST} has no 'files' checksums")
-
-    present = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()} - {MANIFEST}
-    missing = sorted(listed.keys() - present)
-    extra = sorted(present - listed.keys())
-    changed = [name for name in sorted(listed.keys() & present) if _sha256(path / name) != listed[name]]
-    problems = [
-        f"{label}: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}"
-        for label, names in (("missing", missing), ("extra", extra), ("checksum mismatch", changed))
-        if names
-    ]
-    if problems:
-        raise VersionRejectedError(f"version {path.name!r} does not match its manifest; " + "; ".join(problems))
-    return manifest
 
 
 @dataclass(frozen=True)
@@ -84,18 +45,14 @@ class SearchPlan:
     reorder: int | None = None  # exact re-scoring budget, if the index has one
 
     @classmethod
-    def from_config(cls, config: str, num_movies: int) -> "SearchPlan":
-        """Read the partitioning and reordering settings out of a searcher's text config."""
-
-        def number(pattern: str) -> int | None:
-            found = re.search(pattern + r":\s*(\d+)", config)
-            return int(found.group(1)) if found else None
-
+    def from_index(cls, index: IndexInfo) -> "SearchPlan":
+        """The settings the index was built with, as the manifest records them."""
+        params = index.params
         return cls(
-            num_movies=num_movies,
-            num_leaves=number(r"num_children"),
-            leaves_to_search=number(r"max_spill_centers") or 1,
-            reorder=number(r"approx_num_neighbors"),
+            num_movies=index.num_movies,
+            num_leaves=params.num_leaves,
+            leaves_to_search=params.num_leaves_to_search or 1,
+            reorder=params.reorder,
         )
 
     def params(self, depth: int) -> dict[str, int]:
@@ -116,9 +73,9 @@ class ModelVersion:
     """Everything one version serves from, held in memory; immutable once loaded."""
 
     name: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     movies: list[dict[str, Any]]  # row -> {"movie_id", "title", "genres"}, as in movies.json
-    movie_rows: dict[str, int]
+    row_of_movie: dict[str, int]  # movie_id -> row
     genre_masks: dict[str, np.ndarray]  # genre -> bool [num_movies]
     user_rows: dict[str, int]  # training user_id -> index into seen_indptr
     seen_indptr: np.ndarray
@@ -167,16 +124,6 @@ class ModelVersion:
         return rows.astype(np.int64), scores
 
 
-def _read_seen(path: Path, num_movies: int) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as seen:
-        user_ids, indptr, rows = seen["user_ids"], seen["indptr"].astype(np.int64), seen["movie_rows"]
-    if len(indptr) != len(user_ids) + 1 or indptr[-1] != len(rows):
-        raise ValueError("seen.npz indptr does not match user_ids and movie_rows")
-    if len(rows) and (rows.min() < 0 or rows.max() >= num_movies):
-        raise ValueError("seen.npz movie_rows point outside movies.json")
-    return {str(u): i for i, u in enumerate(user_ids.tolist())}, indptr, rows.astype(np.int64)
-
-
 def _load_query_fn(path: Path) -> tuple[Any, Any]:
     model = tf.saved_model.load(str(path))
     if "serving_default" not in model.signatures:
@@ -196,34 +143,29 @@ def _genre_masks(movies: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return masks
 
 
-def _read(path: Path, manifest: dict[str, Any]) -> ModelVersion:
-    movies: list[dict[str, Any]] = [
-        {"movie_id": str(m["movie_id"]), "title": str(m["title"]), "genres": [str(g) for g in m["genres"]]}
-        for m in json.loads((path / "movies.json").read_bytes())
-    ]
-    embeddings = np.load(path / "candidate_embeddings.npy", allow_pickle=False).astype(np.float32)
-    if embeddings.ndim != 2 or embeddings.shape[0] != len(movies):
-        raise ValueError(f"candidate_embeddings.npy is {embeddings.shape}, expected [{len(movies)}, d]")
-    popularity = np.load(path / "popularity.npy", allow_pickle=False).astype(np.int64)
-    if sorted(popularity.tolist()) != list(range(len(movies))):
-        raise ValueError("popularity.npy is not a permutation of the movie rows")
-    user_rows, indptr, seen_rows = _read_seen(path / "seen.npz", len(movies))
+def _read(path: Path, manifest: Manifest) -> ModelVersion:
+    movies = read_movies(path)
+    embeddings = read_candidate_embeddings(path, len(movies), manifest.embedding_dim)
+    popularity = read_popularity(path, len(movies))
+    seen = read_seen(path, len(movies))
+    if manifest.index.num_movies != len(movies):
+        raise VersionError(f"the index covers {manifest.index.num_movies} movies, the catalogue {len(movies)}")
     # load_searcher's compatibility shim would write into the version directory; the contract has the file.
-    searcher = scann_ops_pybind.load_searcher(str(path / "scann"), assets_backcompat_shim=False)
-    model, fn = _load_query_fn(path / "query_model")
+    searcher = scann_ops_pybind.load_searcher(str(path / layout.SCANN), assets_backcompat_shim=False)
+    model, fn = _load_query_fn(path / layout.QUERY_MODEL)
     return ModelVersion(
         name=path.name,
         manifest=manifest,
         movies=movies,
-        movie_rows={m["movie_id"]: row for row, m in enumerate(movies)},
+        row_of_movie={m["movie_id"]: row for row, m in enumerate(movies)},
         genre_masks=_genre_masks(movies),
-        user_rows=user_rows,
-        seen_indptr=indptr,
-        seen_movie_rows=seen_rows,
+        user_rows={str(u): i for i, u in enumerate(seen.user_ids.tolist())},
+        seen_indptr=seen.indptr,
+        seen_movie_rows=seen.movie_rows,
         popularity=popularity,
         candidate_embeddings=embeddings,
         searcher=searcher,
-        search_plan=SearchPlan.from_config(searcher.config(), len(movies)),
+        search_plan=SearchPlan.from_index(manifest.index),
         query_model=model,
         query_fn=fn,
     )
@@ -236,9 +178,10 @@ def warm_up(version: ModelVersion, max_batch: int) -> None:
         ValueError: when the query embeddings do not fit the candidate embeddings.
     """
     users = [*list(version.user_rows)[: max(max_batch - 1, 0)], "__warm_up_unknown_user__"]
-    timestamp = int(version.manifest.get("data", {}).get("timestamp_max", 0))
     for size in sorted({1, len(users)}):
-        queries = version.embed(users[:size], [timestamp] * size)
+        # Half at the data's end, half at now: serving asks at now, years past MovieLens.
+        timestamps = [version.manifest.data.timestamp_max if i % 2 else int(time.time()) for i in range(size)]
+        queries = version.embed(users[:size], timestamps)
         if queries.shape != (size, version.candidate_embeddings.shape[1]):
             raise ValueError(
                 f"query_model returns {queries.shape} for {size} users; candidate embeddings are "
@@ -254,7 +197,10 @@ def load_version(path: Path, max_batch: int) -> ModelVersion:
         VersionRejectedError: for anything wrong with the directory, with the reason.
     """
     started = time.perf_counter()
-    manifest = verify_version(path)
+    try:
+        manifest = verified_manifest(path)
+    except VersionError as e:
+        raise VersionRejectedError(str(e)) from e
     try:
         version = _read(path, manifest)
         warm_up(version, max_batch)

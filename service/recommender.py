@@ -39,7 +39,7 @@ def _excluded_rows(version: ModelVersion, request: RecommendRequest, seen: np.nd
     if not request.exclude:
         return seen_rows
     # movie_ids the catalogue does not know cannot be recommended anyway, so they are simply ignored.
-    explicit = [version.movie_rows[m] for m in request.exclude if m in version.movie_rows]
+    explicit = [version.row_of_movie[m] for m in request.exclude if m in version.row_of_movie]
     return np.concatenate([seen_rows, np.array(explicit, dtype=np.int64)])
 
 
@@ -166,7 +166,7 @@ def similar(version: ModelVersion, movie_id: str, k: int, settings: Settings) ->
         InvalidRequestError: k above the maximum.
     """
     check_k(k, settings.max_k)
-    row = version.movie_rows.get(movie_id)
+    row = version.row_of_movie.get(movie_id)
     if row is None:
         raise UnknownMovieError(
             f"movie_id {movie_id!r} is not in the catalogue of version {version.name} ({version.num_movies} movies)"

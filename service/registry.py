@@ -9,16 +9,15 @@ import asyncio
 import contextlib
 import gc
 import logging
-import re
 from pathlib import Path
 
-from service.artifacts import MANIFEST, ModelVersion, load_version
+from contract.manifest import MANIFEST
+from contract.pointers import CURRENT, VERSION_NAME, PointerError, read_pointer
+from service.artifacts import ModelVersion, load_version
 from service.errors import NoModelError, ServiceError, VersionNotFoundError, VersionRejectedError
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
-
-_VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a plain directory name: no path tricks
 
 
 def _freeze_heap() -> None:
@@ -45,6 +44,7 @@ class Registry:
         self._lock = asyncio.Lock()  # one load at a time; the poller and admin calls take turns
         # name -> manifest stamp when refused: a refused version is retried only once its manifest changes.
         self._refused: dict[str, tuple[int, int] | None] = {}
+        self._pointer_problem: str | None = None  # the last unreadable-CURRENT message, logged once
 
     @property
     def current(self) -> ModelVersion | None:
@@ -62,16 +62,26 @@ class Registry:
         """
         if self._current is None:
             raise NoModelError(
-                f"no model version is loaded yet; waiting for {self.models_dir / 'CURRENT'} to name a valid version"
+                f"no model version is loaded yet; waiting for {self.models_dir / CURRENT} to name a valid version"
             )
         return self._current
 
     def read_current(self) -> str | None:
-        """The version named by models/CURRENT, or None while it is missing or empty."""
+        """The version named by models/CURRENT, or None while it is missing or empty.
+
+        Raises:
+            VersionNotFoundError: CURRENT is unreadable or names no version (logged and counted once).
+        """
         try:
-            return (self.models_dir / "CURRENT").read_text().strip() or None
-        except FileNotFoundError:
-            return None
+            name = read_pointer(self.models_dir, CURRENT)
+        except PointerError as e:
+            if str(e) != self._pointer_problem:
+                self._pointer_problem = str(e)
+                self._metrics.load_failures.inc()
+                log.error("ignoring %s, still serving %s: %s", CURRENT, self._name(), e)
+            raise VersionNotFoundError(str(e)) from e
+        self._pointer_problem = None
+        return name
 
     def _stamp(self, name: str) -> tuple[int, int] | None:
         try:
@@ -85,7 +95,7 @@ class Registry:
         path = self.models_dir / name
         stamp = self._stamp(name)
         try:
-            if not _VERSION_NAME.fullmatch(name):
+            if not VERSION_NAME.fullmatch(name):
                 raise VersionNotFoundError(f"{name!r} is not a version name (letters, digits, '.', '_', '-')")
             if not path.is_dir():
                 raise VersionNotFoundError(f"no version directory {path}")
@@ -112,7 +122,10 @@ class Registry:
     async def sync(self) -> None:
         """Serve the pinned version, else the one CURRENT names, if not served already; never raises."""
         async with self._lock:
-            target = self._pinned or self.read_current()
+            try:
+                target = self._pinned or self.read_current()
+            except VersionNotFoundError:
+                return  # logged and counted by read_current
             if target is None or target == self._name():
                 return
             if target in self._refused and self._refused[target] == self._stamp(target):
@@ -140,7 +153,7 @@ class Registry:
         async with self._lock:
             target = self._pinned or self.read_current()
             if target is None:
-                raise VersionNotFoundError(f"{self.models_dir / 'CURRENT'} is missing or empty")
+                raise VersionNotFoundError(f"{self.models_dir / CURRENT} is missing or empty")
             return await self._swap_in(target)
 
     async def pin(self, name: str) -> ModelVersion:

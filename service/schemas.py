@@ -128,7 +128,8 @@ class BatchRecommendRequest(BaseModel):
         json_schema_extra={"examples": [{"requests": [{"user_id": "42", "k": 3}, {"user_id": "7", "k": 3}]}]},
     )
 
-    requests: list[RecommendRequest] = Field(min_length=1, max_length=1024)
+    # The upper bound is the RECSYS_MAX_BATCH_REQUESTS setting, checked by the recommender.
+    requests: list[RecommendRequest] = Field(min_length=1)
 
 
 class BatchRecommendResponse(BaseModel):
@@ -149,12 +150,12 @@ class ModelInfo(BaseModel):
     loaded_at: datetime
     pinned: str | None = Field(description="The version pinned by an admin (rollback), if any.")
     num_movies: int
-    num_users: int
+    num_known_users: int = Field(description="Users with a seen list in this version (personalised answers).")
     embedding_dim: int
     config: dict[str, Any]
     data: dict[str, Any]
     metrics: dict[str, Any]
-    index: dict[str, Any] = Field(description="ScaNN index kind, parameters and measured recall@100.")
+    index: dict[str, Any] = Field(description="ScaNN index kind, parameters and measured recall.")
     settings: dict[str, Any] = Field(description="The serving settings (the admin token is never shown).")
 
 

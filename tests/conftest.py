@@ -33,10 +33,10 @@ def tiny_data_dir(tmp_path_factory: pytest.TempPathFactory, synth: Synth) -> Pat
 def tiny_models_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> Path:
     """A models dir with one tiny trained version, promoted to CURRENT. Treat it as read-only."""
     from training.config import TrainConfig
-    from training.train import train_and_export
+    from training.train import train_versions
 
     models = tmp_path_factory.mktemp("models")
-    train_and_export(TrainConfig(**TINY_TRAINING), tiny_data_dir, models, promote_version=True, progress=False)
+    train_versions([TrainConfig(**TINY_TRAINING)], tiny_data_dir, models, promote_version=True, progress=False)
     return models
 
 

@@ -16,7 +16,7 @@ from training.config import TrainConfig
 from training.data import load_movielens
 from training.dataset import split_ratings
 from training.fetch import fetch
-from training.train import train_and_export
+from training.train import train_versions
 
 
 def _wait_ready(client: TestClient, seconds: float = 60) -> None:
@@ -62,7 +62,9 @@ def test_real_movielens_100k_to_http(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     fetch("ml-100k", data_dir)
     models_dir = tmp_path / "models"
-    version_dir = train_and_export(TrainConfig(epochs=5), data_dir, models_dir, progress=False)
+    version_dir = train_versions([TrainConfig(epochs=5)], data_dir, models_dir, promote_version=True, progress=False)[
+        0
+    ].version_dir
     metrics = json.loads((version_dir / "manifest.json").read_text())["metrics"]
     assert metrics["test_size"] == 20_000
     # The baseline is deterministic given the seeded split; it matches the figure measured on this data.

@@ -1,4 +1,4 @@
-"""Every training knob in one typed, frozen place; written verbatim into each version's manifest."""
+"""Every training knob in one typed, frozen place; the command line is generated from it, the manifest records it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The TFRS tutorial "Building deep retrieval models": random 80/20 split, Adagrad 0.1, batch 2048,
-    # 32-wide embeddings, 300 epochs, validation every 5 epochs.
+    # 32-wide embeddings, 300 epochs, held-out figures every 5 epochs, no sampling-bias correction.
     "tutorial": {
         "embedding_dim": 32,
         "optimizer": "adagrad",
@@ -24,57 +24,73 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class TrainConfig(BaseModel):
-    """One training run. Defaults give a quick, sensible model; `--preset tutorial` reproduces the paper trail."""
+    """One training run. Each field's description is its --option help; `--preset tutorial` sets the tutorial's."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    dataset: str = "ml-100k"  # a label for the manifest; the data itself comes from --data-dir
-    layers: tuple[int, ...] = (64, 32)  # dense stack on top of each tower; ReLU on all but the last
-    embedding_dim: int = Field(32, gt=0)  # width of every id/text/timestamp embedding
-    optimizer: Literal["adagrad", "adam"] = "adagrad"
-    learning_rate: float = Field(0.1, gt=0)
-    batch_size: int = Field(2048, gt=0)  # also the number of in-batch negatives per positive
-    epochs: int = Field(30, gt=0)
-    # In-batch negatives over-sample popular movies, so the plain softmax learns to demote them; subtracting
-    # log(sampling probability) from the logits (Yi et al., RecSys 2019) undoes that. The tutorial has it off.
-    sampling_bias_correction: bool = True
-    seed: int = 42  # drives the split, the shuffling and the weight initialisation
-    split: Literal["random", "temporal"] = "random"  # temporal holds out the latest ratings
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    timestamp_buckets: int = Field(1000, gt=1)  # Discretization buckets over the training time range
-    max_title_tokens: int = Field(10_000, gt=1)  # TextVectorization vocabulary for titles
-    eval_every: int = Field(5, gt=0)  # epochs between validation passes (protocol A, for the curve)
-    eval_max_queries: int = Field(200_000, gt=0)  # cap on held-out ratings scored offline (ML-25M is 5M)
-    index: Literal["auto", "brute_force", "tree_ah"] = "auto"  # auto: exact below index_exact_max movies
-    index_exact_max: int = Field(20_000, gt=0)  # exact search is ~0.1 ms at this size, so no ANN needed
-    index_recall_queries: int = Field(1000, gt=0)  # queries used to measure the index's recall@100
+    dataset: str = Field("ml-100k", description="Label for the manifest, and the data-dir subfolder to look in.")
+    layers: tuple[int, ...] = Field((64, 32), description="Dense stack on each tower, e.g. 64,32; ReLU but last.")
+    embedding_dim: int = Field(32, gt=0, description="Width of every id, text and timestamp embedding.")
+    optimizer: Literal["adagrad", "adam"] = Field("adagrad", description="adagrad (the tutorial's) or adam.")
+    learning_rate: float = Field(0.1, gt=0, description="Optimizer step size.")
+    batch_size: int = Field(2048, gt=0, description="Ratings per step; also the in-batch negatives per positive.")
+    epochs: int = Field(30, gt=0, description="Passes over the training ratings.")
+    sampling_bias_correction: bool = Field(
+        True, description="Subtract log(sampling probability) from logits (Yi et al. 2019): stops demoting hits."
+    )
+    seed: int = Field(42, description="Drives the split, the shuffling and the weight initialisation.")
+    split: Literal["random", "temporal"] = Field("random", description="random, or temporal (hold out the latest).")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the ratings held out for evaluation.")
+    timestamp_buckets: int = Field(1000, gt=1, description="Equal-width timestamp buckets over the training range.")
+    max_title_tokens: int = Field(10_000, gt=1, description="Title vocabulary size (TextVectorization).")
+    eval_every: int = Field(5, gt=0, description="Epochs between held-out evaluations (the training curve).")
+    eval_max_queries: int = Field(200_000, gt=0, description="Cap on held-out ratings scored (ML-25M holds 5M).")
+    eval_batch_size: int = Field(4096, gt=0, description="Queries and movies per tower call when evaluating.")
+    eval_score_chunk: int = Field(2048, gt=0, description="Queries scored against every movie at once (memory).")
+    index: Literal["auto", "brute_force", "tree_ah"] = Field(
+        "auto", description="ScaNN searcher: auto is exact up to index_exact_max movies, tree_ah above."
+    )
+    index_exact_max: int = Field(20_000, gt=0, description="Largest catalogue searched exactly (~0.1 ms there).")
+    index_recall_queries: int = Field(1000, gt=0, description="Held-out queries that measure the index's recall.")
+    index_recall_k: int = Field(100, gt=0, description="k of the index's recall@k against brute force.")
+    index_leaves_to_search_share: float = Field(
+        0.1, gt=0, le=1, description="tree_ah: share of the sqrt(n) leaves searched per query."
+    )
+    index_training_sample: int = Field(250_000, gt=0, description="tree_ah: points that train the partitioner.")
+    index_dimensions_per_block: int = Field(2, gt=0, description="tree_ah: dimensions per hashing block.")
+    index_quantization_threshold: float = Field(0.2, description="tree_ah: anisotropic quantization threshold.")
+    index_reorder: int = Field(1000, gt=0, description="tree_ah: exact re-scoring budget; recall depends on it most.")
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _parse_layers(cls, value: Any) -> Any:
+        """Accepts `64,32` from the command line as well as a sequence."""
+        if isinstance(value, str):
+            try:
+                return tuple(int(part) for part in value.split(",") if part.strip())
+            except ValueError:
+                raise ValueError(f"expects comma-separated integers like 64,32, got {value!r}") from None
+        return value
 
     @field_validator("layers")
     @classmethod
     def _layers_positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if not value or any(size <= 0 for size in value):
-            raise ValueError("layers must be one or more positive sizes, e.g. 64,32")
+            raise ValueError("must be one or more positive sizes, e.g. 64,32")
         return value
 
     @property
-    def output_dim(self) -> int:
-        """Width of the query and candidate embeddings (the last dense layer)."""
-        return self.layers[-1]
-
-
-def parse_layers(text: str) -> tuple[int, ...]:
-    """Parses `64,32` into (64, 32), with a message a command-line user can act on."""
-    try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError as exc:
-        raise ValueError(f"--layers expects comma-separated integers like 64,32, got {text!r}") from exc
-    if not sizes or any(size <= 0 for size in sizes):
-        raise ValueError(f"--layers expects positive sizes like 64,32, got {text!r}")
-    return sizes
+    def label(self) -> str:
+        """How a run is named in progress bars, plots and benchmark rows: `layers=64,32`."""
+        return f"layers={','.join(map(str, self.layers))}"
 
 
 def build_config(preset: str | None = None, **overrides: Any) -> TrainConfig:
-    """Preset values first, then explicit overrides (None means 'not given'), validated once."""
+    """Preset values first, then explicit overrides (None means 'not given'), validated once.
+
+    Raises:
+        ValueError: an unknown preset; pydantic.ValidationError: a bad value.
+    """
     values: dict[str, Any] = {}
     if preset is not None:
         if preset not in PRESETS:

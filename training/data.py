@@ -17,8 +17,6 @@ ML100K_GENRES = (
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )  # fmt: skip
 
-LAYOUTS = ("ml-100k", "dat", "csv", "recbole")
-
 
 class DataError(ValueError):
     """The data on disk cannot be used; the message names the file (and line) and what to do."""
@@ -36,7 +34,6 @@ class MovieLens:
     movies: pd.DataFrame
     layout: str
     fingerprint: str  # sha256 over the source files, so a manifest says exactly which data it saw
-    source: Path
 
 
 def detect_layout(directory: Path) -> str | None:
@@ -108,7 +105,6 @@ def load_movielens(data_dir: Path, dataset: str = "ml-100k") -> MovieLens:
         movies=movies,
         layout=str(layout),
         fingerprint=_fingerprint([ratings_path, movies_path]),
-        source=directory,
     )
 
 

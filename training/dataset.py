@@ -13,16 +13,16 @@ from training.data import MovieLens
 
 @dataclass(frozen=True)
 class Split:
-    """Training and held-out ratings; `how` and `seed` make it reproducible from the manifest alone."""
+    """Training and held-out ratings; the config's split, test_fraction and seed reproduce it."""
 
     train: pd.DataFrame
     test: pd.DataFrame
-    how: str
 
 
 @dataclass(frozen=True)
 class Vocabularies:
-    """Everything the towers adapt to, taken from the training split only (no peeking at held-out data)."""
+    """Everything the towers adapt to: users and time from the training split only (no peeking at held-out
+    ratings), movies and titles from the whole catalogue (a movie's metadata is known before anyone rates it)."""
 
     user_ids: np.ndarray  # str [num_train_users], sorted
     movie_ids: np.ndarray  # str [num_movies], catalogue order (= rows of movies.json)
@@ -52,7 +52,6 @@ def split_ratings(ratings: pd.DataFrame, how: str, test_fraction: float, seed: i
     return Split(
         train=ratings.iloc[train_rows].reset_index(drop=True),
         test=ratings.iloc[test_rows].reset_index(drop=True),
-        how=how,
     )
 
 
@@ -72,11 +71,11 @@ def build_vocabularies(data: MovieLens, train: pd.DataFrame) -> Vocabularies:
 
 
 def _movie_probability(data: MovieLens, train: pd.DataFrame) -> np.ndarray:
-    counts = np.bincount(movie_rows(data, train), minlength=len(data.movies)).astype(np.float64)
+    counts = np.bincount(catalogue_rows(data, train), minlength=len(data.movies)).astype(np.float64)
     return (np.maximum(counts, 1.0) / max(len(train), 1)).astype(np.float32)
 
 
-def movie_rows(data: MovieLens, ratings: pd.DataFrame) -> np.ndarray:
+def catalogue_rows(data: MovieLens, ratings: pd.DataFrame) -> np.ndarray:
     """Row of each rating's movie in the catalogue (movies are sorted by movie_id)."""
     return np.searchsorted(data.movies["movie_id"].to_numpy(), ratings["movie_id"].to_numpy()).astype(np.int32)
 
@@ -90,13 +89,14 @@ def ratings_dataset(
 ) -> tf.data.Dataset:
     """Batches of {user_id, timestamp, movie_id, title, candidate_probability}.
 
-    Ids become strings per batch, not per row in RAM. candidate_probability is each movie's share of the
+    Ids stay integers in memory and become strings one batch at a time (ML-25M as Python strings is
+    gigabytes). candidate_probability is each movie's share of the
     training ratings: the chance that it shows up as an in-batch negative, for the logQ correction.
     """
     columns = {
         "user_id": ratings["user_id"].to_numpy(dtype=np.int64),
         "timestamp": ratings["timestamp"].to_numpy(dtype=np.int64),
-        "movie_row": movie_rows(data, ratings),
+        "movie_row": catalogue_rows(data, ratings),
     }
     dataset = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle_seed is not None:
@@ -144,7 +144,7 @@ class SeenMovies:
 def build_seen(data: MovieLens, train: pd.DataFrame) -> SeenMovies:
     """Groups the training ratings by user, vectorised (no per-user Python loop)."""
     users = train["user_id"].to_numpy(dtype=np.int64)
-    rows = movie_rows(data, train)
+    rows = catalogue_rows(data, train)
     order = np.lexsort((rows, users))
     users, rows = users[order], rows[order]
     unique_users, starts = np.unique(users, return_index=True)

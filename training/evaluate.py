@@ -74,17 +74,22 @@ def evaluate_embeddings(
 
 
 def evaluate_popularity(
-    popularity: np.ndarray, num_movies: int, targets: np.ndarray, user_ids: np.ndarray, seen: SeenMovies
+    popularity: np.ndarray,
+    num_movies: int,
+    targets: np.ndarray,
+    user_ids: np.ndarray,
+    seen: SeenMovies,
+    chunk: int = 2048,
 ) -> dict[str, Table]:
     """The same tables for recommending the most-rated training movies to everyone."""
     score = np.empty(num_movies, dtype=np.float32)
     score[popularity] = -np.arange(num_movies, dtype=np.float32)  # a strict order: no ties to flatter it
-    return _evaluate(lambda lo, hi: np.tile(score, (hi - lo, 1)), targets, user_ids, seen, 2048)
+    return _evaluate(lambda lo, hi: np.tile(score, (hi - lo, 1)), targets, user_ids, seen, chunk)
 
 
-def popularity_ranking(train_movie_rows: np.ndarray, num_movies: int) -> np.ndarray:
+def popularity_ranking(train_rows: np.ndarray, num_movies: int) -> np.ndarray:
     """Movie rows by training rating count, most rated first; ties broken by row for determinism."""
-    counts = np.bincount(train_movie_rows, minlength=num_movies)
+    counts = np.bincount(train_rows, minlength=num_movies)
     return np.lexsort((np.arange(num_movies), -counts)).astype(np.int32)
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -21,13 +21,14 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from training.checksums import MANIFEST, file_checksums
+from contract import manifest as layout
+from contract.checksums import file_checksums
+from contract.manifest import DataInfo, Manifest, Metrics, write_manifest
+from contract.pointers import TMP_PREFIX, fsync_dir, new_version_name
 from training.config import TrainConfig
 from training.dataset import SeenMovies
 from training.index import build_index
-from training.pointers import TMP_PREFIX, fsync_dir
 
-FORMAT_VERSION = 1
 LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "numpy", "pandas")
 
 
@@ -42,51 +43,37 @@ class TrainedArtifacts:
     movies: pd.DataFrame  # movie_id, title, genres ("A|B")
     seen: SeenMovies
     popularity: np.ndarray  # int32 movie rows, most rated first
-    history: dict[str, list[float]]
+    history: dict[str, Any]
     curve_png: bytes
     config: TrainConfig
-    data: dict[str, Any]
-    metrics: dict[str, Any]
-
-
-def version_name(models_dir: Path, now: datetime | None = None) -> str:
-    """A UTC timestamp, so names sort in time order; a suffix keeps two versions in one second apart."""
-    base = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    name, n = base, 1
-    while (models_dir / name).exists():
-        name, n = f"{base}.{n}", n + 1
-    return name
+    data: DataInfo
+    metrics: Metrics
 
 
 def export_version(models_dir: Path, artifacts: TrainedArtifacts, now: datetime | None = None) -> Path:
     """Writes models/<version>/ and returns its path; nothing is left behind if anything fails."""
     models_dir.mkdir(parents=True, exist_ok=True)
     created = now or datetime.now(UTC)
-    name = version_name(models_dir, created)
+    name = new_version_name(models_dir, created)
     staging = models_dir / f"{TMP_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
         _write_contents(staging, artifacts)
         index = build_index(
-            artifacts.candidate_embeddings,
-            artifacts.index_queries,
-            artifacts.config.index,
-            artifacts.config.index_exact_max,
-            staging / "scann",
+            artifacts.candidate_embeddings, artifacts.index_queries, artifacts.config, staging / layout.SCANN
         )
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "version": name,
-            "created_at": created.isoformat(timespec="seconds"),
-            "config": artifacts.config.model_dump(mode="json"),
-            "data": artifacts.data,
-            "library_versions": {lib.replace("-", "_"): metadata.version(lib) for lib in LIBRARIES},
-            "metrics": artifacts.metrics,
-            "index": asdict(index),
-            "embedding_dim": int(artifacts.candidate_embeddings.shape[1]),
-            "files": file_checksums(staging),
-        }
-        _write_json(staging / MANIFEST, manifest)
+        manifest = Manifest(
+            version=name,
+            created_at=created.isoformat(timespec="seconds"),
+            config=artifacts.config.model_dump(mode="json"),
+            data=artifacts.data,
+            library_versions={lib.replace("-", "_"): metadata.version(lib) for lib in LIBRARIES},
+            metrics=artifacts.metrics,
+            index=index,
+            embedding_dim=int(artifacts.candidate_embeddings.shape[1]),
+            files=file_checksums(staging),
+        )
+        write_manifest(staging, manifest)
         _fsync_tree(staging)
         final = models_dir / name
         os.rename(staging, final)
@@ -100,30 +87,30 @@ def export_version(models_dir: Path, artifacts: TrainedArtifacts, now: datetime 
 def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
     _save_tower(
         artifacts.query_tower,
-        staging / "query_model",
+        staging / layout.QUERY_MODEL,
         {"user_id": tf.TensorSpec([None], tf.string), "timestamp": tf.TensorSpec([None], tf.int64)},
     )
     _save_tower(
         artifacts.candidate_tower,
-        staging / "candidate_model",
+        staging / layout.CANDIDATE_MODEL,
         {"movie_id": tf.TensorSpec([None], tf.string), "title": tf.TensorSpec([None], tf.string)},
     )
-    np.save(staging / "candidate_embeddings.npy", artifacts.candidate_embeddings.astype(np.float32))
+    np.save(staging / layout.CANDIDATE_EMBEDDINGS, artifacts.candidate_embeddings.astype(np.float32))
     movies = [
         {"movie_id": str(movie_id), "title": title, "genres": [g for g in genres.split("|") if g]}
         for movie_id, title, genres in artifacts.movies[["movie_id", "title", "genres"]].itertuples(index=False)
     ]
-    _write_json(staging / "movies.json", movies)
+    _write_json(staging / layout.MOVIES, movies)
     seen = artifacts.seen
     np.savez(
-        staging / "seen.npz",
+        staging / layout.SEEN,
         user_ids=seen.user_ids.astype(str),
         indptr=seen.indptr.astype(np.int64),
         movie_rows=seen.movie_rows.astype(np.int32),
     )
-    np.save(staging / "popularity.npy", artifacts.popularity.astype(np.int32))
-    _write_json(staging / "history.json", artifacts.history)
-    (staging / "training_curve.png").write_bytes(artifacts.curve_png)
+    np.save(staging / layout.POPULARITY, artifacts.popularity.astype(np.int32))
+    _write_json(staging / layout.TRAINING_HISTORY, artifacts.history)
+    (staging / layout.TRAINING_CURVE).write_bytes(artifacts.curve_png)
 
 
 def _save_tower(tower: tf.keras.Model, path: Path, inputs: dict[str, tf.TensorSpec]) -> None:
@@ -134,7 +121,7 @@ def _save_tower(tower: tf.keras.Model, path: Path, inputs: dict[str, tf.TensorSp
     def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         return {"embedding": tower(features, training=False)}
 
-    # A signature takes keyword tensors, so unpack the dict through a thin wrapper.
+    # Keeping the tower on the module tracks its variables, so the SavedModel holds the weights the signature uses.
     signature = serve.get_concrete_function()
     module = tf.Module()
     module.tower = tower

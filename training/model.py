@@ -8,7 +8,6 @@ import tensorflow_recommenders as tfrs
 
 from training.config import TrainConfig
 from training.dataset import Vocabularies
-from training.evaluate import KS
 
 keras = tf.keras  # tf-keras (Keras 2), because training/__init__ sets TF_USE_LEGACY_KERAS=1
 
@@ -72,44 +71,38 @@ def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.
 
 
 class TwoTowerModel(tfrs.Model):
-    """In-batch softmax retrieval (tfrs.tasks.Retrieval) with the tutorial's factorized top-k metrics."""
+    """In-batch softmax retrieval (tfrs.tasks.Retrieval), optionally with the sampling-bias (logQ) correction.
+
+    Offline figures come from training/evaluate.py, which scores exactly what the service ranks; the task
+    carries no streaming top-k metric, which would only cost a pass over every movie per batch.
+    """
 
     def __init__(
-        self,
-        query_tower: tf.keras.Model,
-        candidate_tower: tf.keras.Model,
-        candidates: tf.data.Dataset,
-        sampling_bias_correction: bool = False,
+        self, query_tower: tf.keras.Model, candidate_tower: tf.keras.Model, sampling_bias_correction: bool = False
     ):
         super().__init__()
         self.sampling_bias_correction = sampling_bias_correction
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
-        self.task = tfrs.tasks.Retrieval(
-            metrics=tfrs.metrics.FactorizedTopK(candidates=candidates.map(candidate_tower), ks=KS)
-        )
+        self.task = tfrs.tasks.Retrieval()
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query = self.query_tower({"user_id": features["user_id"], "timestamp": features["timestamp"]})
         candidate = self.candidate_tower({"movie_id": features["movie_id"], "title": features["title"]})
-        # Metrics only on validation: the factorized top-k over every movie costs more than a training step.
         probability = features["candidate_probability"] if self.sampling_bias_correction else None
-        return self.task(query, candidate, candidate_sampling_probability=probability, compute_metrics=not training)
+        return self.task(query, candidate, candidate_sampling_probability=probability)
 
 
-def build_model(
-    vocab: Vocabularies, config: TrainConfig, candidates: tf.data.Dataset
-) -> tuple[TwoTowerModel, tf.keras.Model, tf.keras.Model]:
-    """Builds and compiles the model under the current tf.distribute strategy.
+def build_model(vocab: Vocabularies, config: TrainConfig) -> tuple[TwoTowerModel, tf.keras.Model, tf.keras.Model]:
+    """Builds and compiles the model under the tf.distribute strategy in scope (the default one on one machine).
 
     Returns:
         (model, query_tower, candidate_tower); the towers are the functional models that get exported.
     """
-    strategy = tf.distribute.get_strategy()  # default strategy on one machine; a config change scales it out
-    with strategy.scope():
+    with tf.distribute.get_strategy().scope():
         query_tower = build_query_tower(vocab, config)
         candidate_tower = build_candidate_tower(vocab, config)
-        model = TwoTowerModel(query_tower, candidate_tower, candidates, config.sampling_bias_correction)
+        model = TwoTowerModel(query_tower, candidate_tower, config.sampling_bias_correction)
         optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam}[config.optimizer]
         model.compile(optimizer=optimizer(learning_rate=config.learning_rate))
     return model, query_tower, candidate_tower

@@ -1,4 +1,4 @@
-"""The tutorial's figure: validation top-100 accuracy against epoch, one line per trained run."""
+"""The tutorial's figure: held-out top-100 accuracy against epoch, one line per trained run."""
 
 from __future__ import annotations
 
@@ -9,17 +9,17 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers or in CI
 import matplotlib.pyplot as plt
 
-VALIDATION_KEY = "val_top_100"
+CURVE_EPOCHS, CURVE_VALUES = "test_epoch", "test_A_top_100"
 
 
-def validation_curve_png(runs: dict[str, dict[str, list[float]]]) -> bytes:
-    """PNG bytes of validation top-100 accuracy per epoch; `runs` maps a label to a history dict.
+def training_curve_png(runs: dict[str, dict[str, list[float]]]) -> bytes:
+    """PNG bytes of held-out top-100 accuracy (protocol A) per epoch; `runs` maps a label to a history dict.
 
-    A history holds "val_epoch" (1-based epochs that were validated) and "val_top_100".
+    A history holds "test_epoch" (1-based epochs that were evaluated) and "test_A_top_100".
     """
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for label, history in runs.items():
-        axes.plot(history.get("val_epoch", []), history.get(VALIDATION_KEY, []), label=label)
+        axes.plot(history.get(CURVE_EPOCHS, []), history.get(CURVE_VALUES, []), label=label)
     axes.set_title("Accuracy vs epoch (protocol A, held-out ratings)")
     axes.set_xlabel("epoch")
     axes.set_ylabel("top-100 accuracy")

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from training.gate import MANIFEST, GateConfig, GateDecision, evaluate
-from training.pointers import CURRENT, PINNED, TMP_PREFIX, promote, read_pointer
+from contract.manifest import MANIFEST
+from contract.pointers import CURRENT, PINNED, TMP_PREFIX, PointerError, list_versions, promote, read_pointer
+from training.gate import GateConfig, GateDecision, decide
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
@@ -65,15 +66,6 @@ def write_record(models_dir: Path, decision: GateDecision) -> Path:
     return path
 
 
-def list_versions(models_dir: Path) -> list[str]:
-    """Complete versions (directories with a manifest), oldest first: names are UTC timestamps."""
-    return sorted(
-        entry.name
-        for entry in models_dir.iterdir()
-        if entry.is_dir() and not entry.name.startswith(".") and (entry / MANIFEST).is_file()
-    )
-
-
 def prune(
     models_dir: Path, keep: int, protect: set[str] | frozenset[str] = frozenset(), now: float | None = None
 ) -> list[str]:
@@ -90,7 +82,7 @@ def prune(
         raise ValueError(f"keep must be at least 1, got {keep}")
     try:
         kept = {read_pointer(models_dir, CURRENT), read_pointer(models_dir, PINNED), *protect}
-    except ValueError as error:
+    except PointerError as error:
         log.warning("not pruning: %s", error)  # deleting without knowing what is served is never safe
         return []
     versions = list_versions(models_dir)
@@ -131,9 +123,9 @@ def exclusive(models_dir: Path) -> Iterator[None]:
 
 def _train_candidate(config: "TrainConfig", data_dir: Path, models_dir: Path) -> Path:
     # Imported here: TensorFlow loads with it, and the scheduler process should stay small.
-    from training.train import train_and_export
+    from training.train import train_versions
 
-    return Path(train_and_export(config, data_dir, models_dir, promote_version=False, progress=False))
+    return train_versions([config], data_dir, models_dir, progress=False)[0].version_dir
 
 
 def retrain(config: "TrainConfig", data_dir: Path, models_dir: Path, gate: GateConfig, keep: int) -> RetrainResult:
@@ -161,7 +153,7 @@ def retrain(config: "TrainConfig", data_dir: Path, models_dir: Path, gate: GateC
         previous = read_pointer(models_dir, CURRENT)
         candidate_dir = _train_candidate(config, data_dir, models_dir)
         log.info("gating candidate %s against %s", candidate_dir.name, previous or "no current version")
-        decision = evaluate(candidate_dir, models_dir / previous if previous else None, gate)
+        decision = decide(candidate_dir, models_dir / previous if previous else None, gate)
         now_current = read_pointer(models_dir, CURRENT)
         if decision.promoted and now_current != previous:
             # Someone rolled back or promoted by hand during training: their choice wins.

@@ -282,8 +282,8 @@ def test_health_and_readiness(client: TestClient) -> None:
 def test_model_info_shows_version_metrics_index_and_settings(client: TestClient) -> None:
     info = client.get("/model").json()
     assert info["version"] == V1 and info["pinned"] is None
-    assert (info["num_movies"], info["num_users"], info["embedding_dim"]) == (40, 20, 8)
-    assert info["index"]["kind"] == "brute_force" and info["index"]["recall_at_100"] == 1.0
+    assert (info["num_movies"], info["num_known_users"], info["embedding_dim"]) == (40, 20, 8)
+    assert info["index"]["kind"] == "brute_force" and info["index"]["recall"] == 1.0
     assert info["metrics"]["model"]["B"]["top_10"] == 0.5
     assert info["settings"]["max_k"] == 50 and info["settings"]["admin_enabled"] is True
     assert "s3cret" not in str(info)

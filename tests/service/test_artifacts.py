@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.artifacts import SearchPlan, load_version, verify_version
+from contract.contents import verified_manifest
+from contract.manifest import IndexInfo, IndexParams, VersionError
+from service.artifacts import SearchPlan, load_version
 from service.batcher import Neighbours
 from service.errors import VersionRejectedError
 from service.recommender import best_allowed, exact_top_k, search_depth
@@ -23,34 +25,36 @@ def version_dir(tmp_path: Path, built: tuple[Path, dict[str, Oracle]]) -> Path:
 
 
 def test_a_good_version_verifies(version_dir: Path) -> None:
-    manifest = verify_version(version_dir)
-    assert manifest["version"] == V1 and "scann/scann_assets.pbtxt" in manifest["files"]
+    manifest = verified_manifest(version_dir)
+    assert manifest.version == V1 and "scann/scann_assets.pbtxt" in manifest.files
 
 
 @pytest.mark.parametrize(
     ("manifest_text", "reason"),
     [
-        ("{not json", "not valid JSON"),
-        ('{"format_version": 2, "files": {"a": "b"}}', "format_version is not 1"),
-        ('{"format_version": 1}', "no 'files'"),
+        ("{not json", "does not follow the contract .*Invalid JSON"),
+        ('{"format_version": 2, "files": {"a": "b"}}', "format_version: Input should be 1"),
+        ('{"format_version": 1}', "files: Field required"),
     ],
 )
 def test_a_broken_manifest_is_refused(version_dir: Path, manifest_text: str, reason: str) -> None:
     (version_dir / "manifest.json").write_text(manifest_text)
+    with pytest.raises(VersionError, match=reason):
+        verified_manifest(version_dir)
     with pytest.raises(VersionRejectedError, match=reason):
-        verify_version(version_dir)
+        load_version(version_dir, max_batch=1)
 
 
 def test_every_kind_of_mismatch_is_named(version_dir: Path) -> None:
-    (version_dir / "history.json").write_text("{}")
+    (version_dir / "training_history.json").write_text("{}")
     (version_dir / "candidate_embeddings.npy").unlink()
     (version_dir / "notes.txt").write_text("hi")
     with pytest.raises(VersionRejectedError) as refused:
-        verify_version(version_dir)
+        load_version(version_dir, max_batch=1)
     message = str(refused.value)
     assert "missing: candidate_embeddings.npy" in message
-    assert "extra: notes.txt" in message
-    assert "checksum mismatch: history.json" in message
+    assert "not in manifest: notes.txt" in message
+    assert "sha256 differs: training_history.json" in message
 
 
 def test_loaded_towers_and_index_match_the_oracle(version_dir: Path, oracles: dict[str, Oracle]) -> None:
@@ -81,20 +85,18 @@ def test_load_refuses_inconsistent_artifacts(version_dir: Path) -> None:
     movies = json.loads((version_dir / "movies.json").read_text())
     (version_dir / "movies.json").write_text(json.dumps(movies[:-1]))
     write_manifest(version_dir)
-    with pytest.raises(VersionRejectedError, match=r"candidate_embeddings.npy is \(40, 8\), expected \[39, d\]"):
+    with pytest.raises(VersionRejectedError, match=r"candidate_embeddings.npy is \(40, 8\), expected \(39, 8\)"):
         load_version(version_dir, max_batch=1)
 
 
 def test_search_plan_scales_leaves_and_reorder_with_depth() -> None:
-    config = """
-      partitioning { num_children: 1000  query_spilling { max_spill_centers: 20 } }
-      exact_reordering { approx_num_neighbors: 500 }
-    """
-    plan = SearchPlan.from_config(config, num_movies=1_000_000)
+    params = IndexParams(num_leaves=1000, num_leaves_to_search=20, reorder=500)
+    plan = SearchPlan.from_index(IndexInfo(kind="tree_ah", params=params, recall_k=100, recall=0.95, num_movies=10**6))
     assert plan.params(10) == {"final_num_neighbors": 10, "leaves_to_search": 20, "pre_reorder_num_neighbors": 500}
     deep = plan.params(50_000)  # a heavy genre filter: look through ~100k points
     assert deep["leaves_to_search"] == 100 and deep["pre_reorder_num_neighbors"] == 50_000
-    assert SearchPlan.from_config('distance_measure: "DotProductDistance"', 40).params(7) == {"final_num_neighbors": 7}
+    exact = IndexInfo(kind="brute_force", recall_k=100, recall=1.0, num_movies=40)
+    assert SearchPlan.from_index(exact).params(7) == {"final_num_neighbors": 7}
 
 
 def test_search_depth_covers_exclusions_and_rare_genres() -> None:

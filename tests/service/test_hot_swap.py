@@ -106,9 +106,9 @@ def _truncate_the_saved_model(version: Path) -> None:
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
-        (_corrupt_a_file, "checksum mismatch: movies.json"),
+        (_corrupt_a_file, "sha256 differs: movies.json"),
         (_drop_the_manifest, "no manifest.json"),
-        (_add_an_extra_file, "extra: scann/stray.bin"),
+        (_add_an_extra_file, "not in manifest: scann/stray.bin"),
         (_remove_a_file, "missing: popularity.npy"),
         (_break_loading_behind_a_valid_manifest, "not a permutation"),
         (_truncate_the_saved_model, "failed to load"),

@@ -4,9 +4,7 @@ Building one takes about a second (no training), so tests can make as many versi
 good ones to swap between, corrupted or half-written ones to be refused.
 """
 
-import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +15,8 @@ import scann  # ScaNN first, as the service does
 import tensorflow as tf
 
 import service  # noqa: F401  # sets the TensorFlow/BLAS environment before TensorFlow is imported
+from contract.checksums import file_checksums
+from contract.manifest import DataInfo, IndexInfo, Manifest, Metrics
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance"]
 RARE_GENRE = "Documentary"  # on exactly two movies, so a filter on it exhausts the catalogue
@@ -145,38 +145,32 @@ def _write_seen(path: Path, oracle: Oracle) -> None:
     )
 
 
-def write_manifest(version_dir: Path, extra: dict[str, Any] | None = None) -> None:
+def write_manifest(version_dir: Path) -> None:
     """(Re)write manifest.json with the sha256 of every other file, as the exporter does, last."""
-    files = {
-        p.relative_to(version_dir).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(version_dir.rglob("*"))
-        if p.is_file() and p.name != "manifest.json"
-    }
     oracle_dim = int(np.load(version_dir / "candidate_embeddings.npy").shape[1])
     num_movies = len(json.loads((version_dir / "movies.json").read_text()))
-    manifest = {
-        "format_version": 1,
-        "version": version_dir.name,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "config": {
-            "layers": [oracle_dim],
-            "embedding_dim": oracle_dim,
-            "builder": "tests/service/version_factory",
-        },
-        "data": {
-            "dataset": "synthetic",
-            "num_movies": num_movies,
-            "timestamp_min": TIME_ORIGIN,
-            "timestamp_max": TIME_ORIGIN + 10_000_000,
-        },
-        "library_versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
-        "metrics": {"model": {"B": {"top_10": 0.5}}, "split": "random", "test_size": 0},
-        "index": {"kind": "brute_force", "params": {}, "recall_at_100": 1.0, "num_movies": num_movies},
-        "embedding_dim": oracle_dim,
-        "files": files,
-        **(extra or {}),
-    }
-    (version_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    table = {"top_10": 0.5, "top_100": 0.9}
+    manifest = Manifest(
+        version=version_dir.name,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        config={"layers": [oracle_dim], "embedding_dim": oracle_dim, "builder": "tests/service/version_factory"},
+        data=DataInfo(
+            dataset="synthetic",
+            fingerprint="0" * 64,
+            layout="synthetic",
+            num_ratings=0,
+            num_users=0,
+            num_movies=num_movies,
+            timestamp_min=TIME_ORIGIN,
+            timestamp_max=TIME_ORIGIN + 10_000_000,
+        ),
+        library_versions={"tensorflow": tf.__version__, "numpy": np.__version__},
+        metrics=Metrics(model={"B": table}, most_popular={"B": table}, split="random", test_size=0),
+        index=IndexInfo(kind="brute_force", recall_k=100, recall=1.0, num_movies=num_movies),
+        embedding_dim=oracle_dim,
+        files=file_checksums(version_dir),
+    )
+    (version_dir / "manifest.json").write_text(manifest.model_dump_json(indent=2))
 
 
 def build_version(
@@ -204,18 +198,11 @@ def build_version(
     (version_dir / "movies.json").write_text(json.dumps(oracle.movies))
     _write_seen(version_dir / "seen.npz", oracle)
     np.save(version_dir / "popularity.npy", oracle.popularity)
-    (version_dir / "history.json").write_text(json.dumps({"loss": [1.0, 0.5]}))
+    (version_dir / "training_history.json").write_text(json.dumps({"loss": [1.0, 0.5]}))
     write_manifest(version_dir)
     if make_current:
         write_current(models_dir, name)
     return oracle
-
-
-def copy_version(models_dir: Path, source: Path, name: str) -> Path:
-    """Copy an existing version directory under a new name (the manifest's own 'version' is left as is)."""
-    target = models_dir / name
-    shutil.copytree(source, target)
-    return target
 
 
 def write_current(models_dir: Path, name: str) -> None:

@@ -10,13 +10,13 @@ import pytest
 import scann
 import tensorflow as tf
 
+from contract.checksums import file_checksums
+from contract.manifest import IndexParams
+from contract.pointers import new_version_name, promote
 from training import export as export_module
-from training.checksums import file_checksums
 from training.config import TrainConfig
-from training.export import version_name
-from training.index import build_searcher, recall_at_k
-from training.pointers import promote
-from training.train import evaluate, export_run, fit, prepare
+from training.index import build_searcher, searcher_recall
+from training.train import export_run, fit, prepare, score
 
 KS = {"top_1", "top_5", "top_10", "top_50", "top_100"}
 
@@ -39,7 +39,7 @@ def test_manifest_lists_every_file_and_the_agreed_metrics(tiny_version_dir: Path
     assert metrics["split"] == "random" and metrics["test_size"] == 240
     assert manifest["config"]["layers"] == [16, 8]
     assert manifest["library_versions"]["scann"] == "1.4.2"
-    assert manifest["index"]["kind"] == "brute_force" and manifest["index"]["recall_at_100"] == 1.0
+    assert manifest["index"]["kind"] == "brute_force" and manifest["index"]["recall"] == 1.0
     assert (tiny_version_dir.parent / "CURRENT").read_text().strip() == tiny_version_dir.name
 
 
@@ -58,7 +58,7 @@ def test_reloaded_towers_reproduce_the_metrics(tiny_version_dir: Path, tiny_data
         user_id=tf.constant(prepared.test["user_id"].astype(str).to_numpy()),
         timestamp=tf.constant(prepared.test["timestamp"].to_numpy(), tf.int64),
     )["embedding"].numpy()
-    assert evaluate(prepared, candidates, queries, config) == _manifest(tiny_version_dir)["metrics"]
+    assert score(prepared, candidates, queries, config).model_dump() == _manifest(tiny_version_dir)["metrics"]
 
 
 def test_exported_index_matches_numpy_brute_force(tiny_version_dir: Path) -> None:
@@ -74,9 +74,9 @@ def test_tree_index_with_one_leaf_searched_and_full_reorder_is_exact() -> None:
     rng = np.random.default_rng(1)
     embeddings = rng.normal(size=(500, 16)).astype(np.float32)
     queries = rng.normal(size=(30, 16)).astype(np.float32)
-    params = {"num_leaves": 2, "num_leaves_to_search": 2, "training_sample_size": 500,
-              "dimensions_per_block": 2, "anisotropic_quantization_threshold": 0.2, "reorder": 500}  # fmt: skip
-    assert recall_at_k(build_searcher(embeddings, "tree_ah", params), embeddings, queries) == 1.0
+    params = IndexParams(num_leaves=2, num_leaves_to_search=2, training_sample_size=500,
+                         dimensions_per_block=2, anisotropic_quantization_threshold=0.2, reorder=500)  # fmt: skip
+    assert searcher_recall(build_searcher(embeddings, "tree_ah", params), embeddings, queries, 100) == 1.0
 
 
 def test_an_interrupted_export_leaves_nothing(
@@ -86,7 +86,7 @@ def test_an_interrupted_export_leaves_nothing(
     prepared = prepare(config, tiny_data_dir)
     run = fit(config, prepared, progress=False)
     models = tmp_path / "models"
-    first = export_run(run, prepared, models)
+    first = export_run(run, prepared, models, b"png")
     promote(models, first.name)
 
     def crash(*args: object, **kwargs: object) -> None:
@@ -94,7 +94,7 @@ def test_an_interrupted_export_leaves_nothing(
 
     monkeypatch.setattr(export_module, "build_index", crash)
     with pytest.raises(KeyboardInterrupt):
-        export_run(run, prepared, models)
+        export_run(run, prepared, models, b"png")
     assert sorted(p.name for p in models.iterdir()) == sorted([first.name, "CURRENT"])
     assert (models / "CURRENT").read_text().strip() == first.name
 
@@ -102,12 +102,14 @@ def test_an_interrupted_export_leaves_nothing(
 def test_version_names_sort_in_time_order(tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    early = version_name(tmp_path, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
-    (tmp_path / early).mkdir()
-    same_second = version_name(tmp_path, datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
-    later = version_name(tmp_path, datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC))
-    assert early == "20260102T030405Z"
-    assert sorted([later, same_second, early]) == [early, same_second, later]
+    moment = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    same_second = []
+    for _ in range(12):  # past ten, where an unpadded ".10" would sort before ".2"
+        same_second.append(new_version_name(tmp_path, moment))
+        (tmp_path / same_second[-1]).mkdir()
+    later = new_version_name(tmp_path, datetime(2026, 1, 2, 3, 4, 6, tzinfo=UTC))
+    assert same_second[0] == "20260102T030405Z"
+    assert sorted([later, *reversed(same_second)]) == [*same_second, later]
 
 
 def test_promote_refuses_an_incomplete_version(tmp_path: Path) -> None:

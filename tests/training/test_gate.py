@@ -1,6 +1,5 @@
 """The promotion gate and the retraining cycle, on hand-made version directories and a tiny real model."""
 
-import hashlib
 import json
 import logging
 import os
@@ -12,15 +11,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+from contract.checksums import file_checksums
+from contract.manifest import DataInfo, IndexInfo, Manifest, Metrics
+from contract.pointers import read_pointer
 from training import retrain as retrain_module
 from training.gate import (
     Figure,
     GateConfig,
     SmokeError,
-    evaluate,
+    decide,
     run_smoke_query,
 )
-from training.pointers import read_pointer
 from training.retrain import (
     RetrainBusyError,
     exclusive,
@@ -29,16 +30,15 @@ from training.retrain import (
     retrain_every,
     seconds_until_due,
 )
-from training.smoke import smoke
 
 GATE = GateConfig(k=100, tolerance=0.01, min_recall=0.9, smoke_k=10)
 
 
-def passing_smoke(version_dir: Path, k: int) -> dict[str, Figure]:
-    return {"users": 3, "embedding_dim": 4, "neighbours": k, "recall_at_100": 1.0}
+def passing_smoke(version_dir: Path, config: GateConfig) -> dict[str, Figure]:
+    return {"users": 3, "embedding_dim": 4, "neighbours": config.smoke_k, "recall": 1.0}
 
 
-def failing_smoke(version_dir: Path, k: int) -> dict[str, Figure]:
+def failing_smoke(version_dir: Path, config: GateConfig) -> dict[str, Figure]:
     raise SmokeError("smoke process exited 1: OSError: SavedModel file does not exist")
 
 
@@ -59,29 +59,34 @@ def make_version(
     np.save(version / "candidate_embeddings.npy", np.ones((5, 4), np.float32))
     movies = [{"movie_id": str(i), "title": f"M{i}", "genres": []} for i in range(5)]
     (version / "movies.json").write_text(json.dumps(movies))
-    files = {
-        p.relative_to(version).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in version.rglob("*")
-        if p.is_file()
-    }
-    metrics = {"A": {"top_100": b_top_100 - 0.1}, "B": {"top_10": b_top_100 / 4, "top_100": b_top_100}}
-    manifest = {
-        "format_version": 1,
-        "version": name,
-        "config": {"layers": [64, 32], "seed": seed, "split": "random"},
-        "data": {"dataset": "ml-100k", "fingerprint": fingerprint, "timestamp_max": 893286638},
-        "metrics": {"model": metrics, "most_popular": metrics, "split": "random", "test_size": test_size},
-        "index": {"kind": "scann", "recall_at_100": recall, "num_movies": 5},
-        "embedding_dim": 4,
-        "files": files,
-    }
-    (version / "manifest.json").write_text(json.dumps(manifest))
+    table = {"top_10": b_top_100 / 4, "top_100": b_top_100}
+    manifest = Manifest(
+        version=name,
+        created_at="2026-01-01T00:00:00+00:00",
+        config={"layers": [64, 32], "seed": seed, "split": "random"},
+        data=DataInfo(
+            dataset="ml-100k",
+            fingerprint=fingerprint,
+            layout="recbole",
+            num_ratings=100,
+            num_users=10,
+            num_movies=5,
+            timestamp_min=874724710,
+            timestamp_max=893286638,
+        ),
+        library_versions={},
+        metrics=Metrics(model={"A": table, "B": table}, most_popular={"B": table}, split="random", test_size=test_size),
+        index=IndexInfo(kind="tree_ah", recall_k=100, recall=recall, num_movies=5),
+        embedding_dim=4,
+        files=file_checksums(version),
+    )
+    (version / "manifest.json").write_text(manifest.model_dump_json())
     return version
 
 
 def test_first_version_is_promoted_when_its_own_checks_pass(tmp_path: Path) -> None:
     candidate = make_version(tmp_path, "20260101T000000Z")
-    decision = evaluate(candidate, None, GATE, smoke=passing_smoke)
+    decision = decide(candidate, None, GATE, smoke=passing_smoke)
     assert decision.promoted, decision.reasons
     assert [c.name for c in decision.checks] == ["files", "smoke", "index", "metric B.top_100"]
 
@@ -89,7 +94,7 @@ def test_first_version_is_promoted_when_its_own_checks_pass(tmp_path: Path) -> N
 def test_candidate_within_tolerance_is_promoted(tmp_path: Path) -> None:
     current = make_version(tmp_path, "20260101T000000Z", b_top_100=0.40)
     candidate = make_version(tmp_path, "20260102T000000Z", b_top_100=0.39)
-    decision = evaluate(candidate, current, GATE, smoke=passing_smoke)
+    decision = decide(candidate, current, GATE, smoke=passing_smoke)
     assert decision.promoted, decision.reasons
     metric = decision.checks[-1]
     assert metric.figures["candidate"] == 0.39 and metric.figures["current"] == 0.40
@@ -98,7 +103,7 @@ def test_candidate_within_tolerance_is_promoted(tmp_path: Path) -> None:
 def test_metric_drop_beyond_tolerance_is_refused_with_the_figures(tmp_path: Path) -> None:
     current = make_version(tmp_path, "20260101T000000Z", b_top_100=0.40)
     candidate = make_version(tmp_path, "20260102T000000Z", b_top_100=0.385)
-    decision = evaluate(candidate, current, GATE, smoke=passing_smoke)
+    decision = decide(candidate, current, GATE, smoke=passing_smoke)
     assert not decision.promoted
     assert decision.reasons == ["metric B.top_100: 0.3850 is more than 0.01 below 20260101T000000Z's 0.4000"]
 
@@ -107,10 +112,10 @@ def test_metric_drop_beyond_tolerance_is_refused_with_the_figures(tmp_path: Path
 def test_low_recall_is_refused(tmp_path: Path, reported: float, measured: float) -> None:
     candidate = make_version(tmp_path, "20260102T000000Z", recall=reported)
 
-    def smoke(version_dir: Path, k: int) -> dict[str, Figure]:
-        return {**passing_smoke(version_dir, k), "recall_at_100": measured}
+    def smoke(version_dir: Path, config: GateConfig) -> dict[str, Figure]:
+        return {**passing_smoke(version_dir, config), "recall": measured}
 
-    decision = evaluate(candidate, None, GATE, smoke=smoke)
+    decision = decide(candidate, None, GATE, smoke=smoke)
     assert not decision.promoted
     assert len(decision.reasons) == 1
     assert decision.reasons[0].startswith("index: ScaNN recall@100")
@@ -119,7 +124,7 @@ def test_low_recall_is_refused(tmp_path: Path, reported: float, measured: float)
 
 def test_failed_smoke_query_is_refused(tmp_path: Path) -> None:
     candidate = make_version(tmp_path, "20260102T000000Z")
-    decision = evaluate(candidate, None, GATE, smoke=failing_smoke)
+    decision = decide(candidate, None, GATE, smoke=failing_smoke)
     assert not decision.promoted
     assert decision.reasons == [
         "smoke: smoke query failed: smoke process exited 1: OSError: SavedModel file does not exist"
@@ -130,7 +135,7 @@ def test_files_that_do_not_match_the_manifest_are_refused_without_loading(tmp_pa
     candidate = make_version(tmp_path, "20260102T000000Z")
     (candidate / "movies.json").write_text("[]")
     (candidate / "gate.json").write_text("{}")
-    decision = evaluate(candidate, None, GATE, smoke=failing_smoke)
+    decision = decide(candidate, None, GATE, smoke=failing_smoke)
     assert not decision.promoted
     files, smoke = decision.checks[0], decision.checks[1]
     assert files.detail == "not in manifest: gate.json; sha256 differs: movies.json"
@@ -140,10 +145,10 @@ def test_files_that_do_not_match_the_manifest_are_refused_without_loading(tmp_pa
 def test_different_held_out_data_is_refused_unless_allowed(tmp_path: Path) -> None:
     current = make_version(tmp_path, "20260101T000000Z", seed=42)
     candidate = make_version(tmp_path, "20260102T000000Z", seed=7, b_top_100=0.2)
-    refused = evaluate(candidate, current, GATE, smoke=passing_smoke)
+    refused = decide(candidate, current, GATE, smoke=passing_smoke)
     assert not refused.promoted
     assert "different held-out data: seed 7 != 42" in refused.reasons[0]
-    allowed = evaluate(candidate, current, GATE.model_copy(update={"allow_incomparable": True}), smoke=passing_smoke)
+    allowed = decide(candidate, current, GATE.model_copy(update={"allow_incomparable": True}), smoke=passing_smoke)
     assert allowed.promoted
     assert allowed.checks[-1].detail.startswith("skipped, allowed: not comparable")
 
@@ -180,7 +185,7 @@ def test_pruning_refuses_when_current_is_garbage(tmp_path: Path) -> None:
 
 
 def fake_trainer(b_top_100: float) -> Any:
-    """Stands in for training.train.train_and_export(..., promote=False)."""
+    """Stands in for training.train.train_versions([config], ...) without promotion."""
 
     def train(config: Any, data_dir: Path, models_dir: Path) -> Path:
         return make_version(models_dir, "20990101T000000Z", b_top_100=b_top_100)
@@ -231,26 +236,18 @@ def test_schedule_counts_from_the_newest_version(tmp_path: Path) -> None:
     assert seconds_until_due(tmp_path, 600, now=written + 900) == 0.0
 
 
-# A hand-made SavedModel with the query_model signature and a brute-force ScaNN searcher: a version that loads
-# but answers NaN, which training never exports, to prove the smoke query catches it.
+# A version that loads but answers NaN, which training never exports, to prove the smoke query catches it.
 
 
-def make_real_version(tmp_path: Path, *, nan: bool = False) -> Path:
-    import scann
+def test_smoke_query_fails_on_nan_embeddings_and_on_a_missing_model(tmp_path: Path) -> None:
     import tensorflow as tf
 
+    from service.smoke import smoke
+    from tests.service.version_factory import build_version, write_manifest
+
+    build_version(tmp_path, "20260103T000000Z", make_current=False)
     version = tmp_path / "20260103T000000Z"
-    version.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    candidates = rng.normal(size=(50, 8)).astype(np.float32)
-    np.save(version / "candidate_embeddings.npy", candidates)
-    np.savez(
-        version / "seen.npz",
-        user_ids=np.array(["1", "2", "3"]),
-        indptr=np.array([0, 1, 2, 3]),
-        movie_rows=np.array([0, 1, 2], np.int32),
-    )
-    table = tf.Variable(rng.normal(size=(16, 8)).astype(np.float32))
+    table = tf.Variable(np.ones((16, 8), np.float32))
 
     @tf.function(
         input_signature=[
@@ -260,37 +257,47 @@ def make_real_version(tmp_path: Path, *, nan: bool = False) -> Path:
     )
     def serve(user_id: Any, timestamp: Any) -> dict[str, Any]:
         rows = tf.gather(table, tf.strings.to_hash_bucket_fast(user_id, 16))
-        scale = tf.cast(timestamp, tf.float32) * 0.0 + (float("nan") if nan else 1.0)
-        return {"embedding": rows * scale[:, None]}
+        return {"embedding": rows * (tf.cast(timestamp, tf.float32)[:, None] * 0.0 + float("nan"))}
 
     module = tf.Module()
     module.table = table
+    shutil.rmtree(version / "query_model")
     tf.saved_model.save(module, str(version / "query_model"), signatures={"serving_default": serve})
-    searcher = scann.scann_ops_pybind.builder(candidates, 10, "dot_product").score_brute_force().build()
-    (version / "scann").mkdir()
-    searcher.serialize(str(version / "scann"))
-    (version / "manifest.json").write_text(json.dumps({"data": {"timestamp_max": 893286638}}))
-    return version
-
-
-def test_smoke_query_fails_on_nan_embeddings_and_on_a_missing_model(tmp_path: Path) -> None:
-    with pytest.raises(SmokeError, match="not all finite"):
-        smoke(make_real_version(tmp_path / "nan", nan=True), 10)
+    write_manifest(version)
+    with pytest.raises(RuntimeError, match=r"not all finite"):
+        smoke(version, 10, 8)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "manifest.json").write_text("{}")
-    with pytest.raises(SmokeError, match="smoke process exited 1"):
-        run_smoke_query(broken, 10)
+    with pytest.raises(
+        SmokeError, match=r"smoke process exited 1: VersionRejectedError: .*does not follow the contract"
+    ):
+        run_smoke_query(broken, GATE)
+
+
+def test_a_version_the_gate_passes_is_one_the_server_loads(tiny_version_dir: Path, tmp_path: Path) -> None:
+    """The gate's smoke check is the server's own loader: what it passes, a server serves, and vice versa."""
+    from service.artifacts import load_version
+    from service.errors import VersionRejectedError
+
+    decision = decide(tiny_version_dir, None, GATE)
+    assert decision.promoted, decision.reasons
+    smoke = decision.checks[1]
+    assert smoke.figures["neighbours"] == 10 and smoke.figures["recall"] == 1.0  # exact index
+    assert load_version(tiny_version_dir, max_batch=4).name == tiny_version_dir.name
+    # Checksums made to match, but popularity.npy is no ranking of the movies: the server refuses it, so must the gate.
+    broken = Path(shutil.copytree(tiny_version_dir, tmp_path / tiny_version_dir.name))
+    np.save(broken / "popularity.npy", np.zeros(40, dtype=np.int32))
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["files"] = file_checksums(broken)
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VersionRejectedError, match=r"popularity\.npy is not a permutation"):
+        load_version(broken, max_batch=4)
+    decision = decide(broken, None, GATE)
+    assert not decision.promoted and "popularity.npy is not a permutation" in decision.reasons[0]
 
 
 # The real pipeline: the session's tiny trained version (tests/conftest.py), and real scheduled cycles.
-
-
-def test_gate_passes_a_real_exported_version(tiny_version_dir: Path) -> None:
-    decision = evaluate(tiny_version_dir, None, GATE)
-    assert decision.promoted, decision.reasons
-    smoke = decision.checks[1]
-    assert smoke.figures["neighbours"] == 10 and smoke.figures["recall_at_100"] == 1.0  # exact index
 
 
 def test_the_schedule_survives_a_failed_cycle_and_runs_the_next(

@@ -41,10 +41,10 @@ def test_tower_width_is_the_last_layer(layers: tuple[int, ...]) -> None:
 
 
 def test_training_loss_decreases(tiny_version_dir: Path) -> None:
-    history = json.loads((tiny_version_dir / "history.json").read_text())
+    history = json.loads((tiny_version_dir / "training_history.json").read_text())
     assert len(history["loss"]) == 8
     assert history["loss"][-1] < history["loss"][0]
-    assert history["val_epoch"] == [4, 8]
+    assert history["test_epoch"] == [4, 8]
 
 
 def test_model_learns_the_synthetic_taste_clusters(tiny_version_dir: Path, synth) -> None:  # type: ignore[no-untyped-def]

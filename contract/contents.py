@@ -1,0 +1,112 @@
+"""Reading a version's files back with every check a server relies on, so no side trusts a file unchecked.
+
+The server's loader reads through these functions, and the promotion gate runs that loader, so a version
+the gate passes is one a server accepts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from contract.checksums import file_problems
+from contract.manifest import (
+    CANDIDATE_EMBEDDINGS,
+    MOVIES,
+    POPULARITY,
+    SEEN,
+    Manifest,
+    VersionError,
+    read_manifest,
+)
+
+
+@dataclass(frozen=True)
+class SeenTable:
+    """Each known user's rated movies, CSR-style: rows of user_ids[i] are movie_rows[indptr[i]:indptr[i+1]]."""
+
+    user_ids: np.ndarray  # str [num_users], unique
+    indptr: np.ndarray  # int64 [num_users + 1]
+    movie_rows: np.ndarray  # int64 [nnz], rows into movies.json
+
+
+def verified_manifest(version_dir: Path) -> Manifest:
+    """The manifest, once every listed file is present and unchanged and no other file is there.
+
+    Raises:
+        VersionError: naming the missing, extra or changed files.
+    """
+    manifest = read_manifest(version_dir)
+    problems = file_problems(version_dir, manifest.files)
+    if problems:
+        raise VersionError(f"version {version_dir.name!r} does not match its manifest; " + "; ".join(problems))
+    return manifest
+
+
+def read_movies(version_dir: Path) -> list[dict[str, Any]]:
+    """movies.json as [{"movie_id": str, "title": str, "genres": [str]}], in row order, ids unique."""
+    try:
+        raw = json.loads((version_dir / MOVIES).read_bytes())
+        movies = [
+            {"movie_id": str(m["movie_id"]), "title": str(m["title"]), "genres": [str(g) for g in m["genres"]]}
+            for m in raw
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise VersionError(f"{MOVIES} is not a list of movies with movie_id, title, genres ({error})") from None
+    if len({m["movie_id"] for m in movies}) != len(movies):
+        raise VersionError(f"{MOVIES} repeats a movie_id")
+    return movies
+
+
+def read_candidate_embeddings(version_dir: Path, num_movies: int, dim: int) -> np.ndarray:
+    """float32 [num_movies, dim], all finite: a NaN row would silently never be recommended."""
+    embeddings = _load_npy(version_dir / CANDIDATE_EMBEDDINGS).astype(np.float32)
+    if embeddings.shape != (num_movies, dim):
+        raise VersionError(f"{CANDIDATE_EMBEDDINGS} is {embeddings.shape}, expected ({num_movies}, {dim})")
+    if not np.isfinite(embeddings).all():
+        raise VersionError(f"{CANDIDATE_EMBEDDINGS} holds non-finite values")
+    return embeddings
+
+
+def read_popularity(version_dir: Path, num_movies: int) -> np.ndarray:
+    """int64 movie rows, most rated first: a permutation of every row, so the fallback can fill any k."""
+    popularity = _load_npy(version_dir / POPULARITY).astype(np.int64)
+    if popularity.shape != (num_movies,) or not np.array_equal(np.sort(popularity), np.arange(num_movies)):
+        raise VersionError(f"{POPULARITY} is not a permutation of the {num_movies} movie rows")
+    return popularity
+
+
+def read_seen(version_dir: Path, num_movies: int) -> SeenTable:
+    """seen.npz, with its CSR structure and movie rows checked against the catalogue."""
+    try:
+        with np.load(version_dir / SEEN, allow_pickle=False) as seen:
+            user_ids, indptr, rows = seen["user_ids"].astype(str), seen["indptr"], seen["movie_rows"]
+    except (OSError, ValueError, KeyError) as error:
+        raise VersionError(f"{SEEN} cannot be read ({error})") from None
+    indptr, rows = indptr.astype(np.int64), rows.astype(np.int64)
+    if len(indptr) != len(user_ids) + 1 or indptr[0] != 0 or indptr[-1] != len(rows) or np.any(np.diff(indptr) < 0):
+        raise VersionError(f"{SEEN} indptr does not match user_ids and movie_rows")
+    if len(rows) and (rows.min() < 0 or rows.max() >= num_movies):
+        raise VersionError(f"{SEEN} movie_rows point outside {MOVIES}")
+    if len(np.unique(user_ids)) != len(user_ids):
+        raise VersionError(f"{SEEN} repeats a user_id")
+    return SeenTable(user_ids=user_ids, indptr=indptr, movie_rows=rows)
+
+
+def recall_at_k(found: np.ndarray, embeddings: np.ndarray, queries: np.ndarray, k: int) -> float:
+    """Share of the exact dot-product top-k (NumPy brute force) that an index returned in `found` [q, >=k]."""
+    k = min(k, len(embeddings))
+    exact = np.argpartition(-(queries @ embeddings.T), k - 1, axis=1)[:, :k]
+    hits = sum(len(np.intersect1d(a[:k], b)) for a, b in zip(found, exact, strict=True))
+    return float(hits / (k * len(queries))) if len(queries) else 1.0
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise VersionError(f"{path.name} cannot be read ({error})") from None

@@ -1,0 +1,137 @@
+"""What a version directory holds and what its manifest.json says, written once for both sides.
+
+`training` writes versions with these names and this model; `service` (and the gate) read them back with the
+same model, so a field added here is added for both. models/README.md documents the same layout for people.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+# Every entry of a version directory besides the manifest; a directory entry holds several files.
+QUERY_MODEL = "query_model"  # SavedModel: user_id string [batch], timestamp int64 [batch] -> embedding
+CANDIDATE_MODEL = "candidate_model"  # SavedModel: movie_id, title string [batch] -> embedding
+CANDIDATE_EMBEDDINGS = "candidate_embeddings.npy"  # float32 [num_movies, d], row i = movies.json[i]
+SCANN = "scann"  # ScaNN searcher over candidate_embeddings (dot product), relative asset paths
+MOVIES = "movies.json"  # [{"movie_id", "title", "genres"}], the catalogue in row order
+SEEN = "seen.npz"  # each known user's rated movies, CSR: user_ids, indptr, movie_rows
+POPULARITY = "popularity.npy"  # int32 movie rows, most rated first (the unknown-user fallback)
+TRAINING_HISTORY = "training_history.json"  # per-epoch loss and held-out figures
+TRAINING_CURVE = "training_curve.png"  # held-out top-100 accuracy against epoch
+ENTRIES = (
+    QUERY_MODEL,
+    CANDIDATE_MODEL,
+    CANDIDATE_EMBEDDINGS,
+    SCANN,
+    MOVIES,
+    SEEN,
+    POPULARITY,
+    TRAINING_HISTORY,
+    TRAINING_CURVE,
+)
+
+Table = dict[str, float]  # {"top_1": 0.01, ..., "top_100": 0.4}
+
+
+class VersionError(ValueError):
+    """A version directory breaks the contract (manifest, files or contents); the message says what and where."""
+
+
+class _Part(BaseModel):
+    # Parts tolerate fields added by a later writer; the format version guards incompatible changes.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class DataInfo(_Part):
+    """Which ratings the version was trained on."""
+
+    dataset: str
+    fingerprint: str = Field(description="sha256 over the source files")
+    layout: str
+    num_ratings: int = Field(ge=0)
+    num_users: int = Field(ge=0, description="distinct users in the data (train and held-out)")
+    num_movies: int = Field(ge=0)
+    timestamp_min: int
+    timestamp_max: int
+
+
+class Metrics(_Part):
+    """Offline top-k accuracy of the model and of most-popular, per protocol ("A", "B")."""
+
+    model: dict[str, Table]
+    most_popular: dict[str, Table]
+    split: str
+    test_size: int = Field(ge=0)
+
+
+class IndexParams(_Part):
+    """ScaNN tree + asymmetric-hashing settings; empty for brute force."""
+
+    num_leaves: int | None = Field(default=None, ge=1)
+    num_leaves_to_search: int | None = Field(default=None, ge=1)
+    training_sample_size: int | None = Field(default=None, ge=1)
+    dimensions_per_block: int | None = Field(default=None, ge=1)
+    anisotropic_quantization_threshold: float | None = None
+    reorder: int | None = Field(default=None, ge=1)
+
+
+class IndexInfo(_Part):
+    """The searcher in scann/: its kind, the settings it was built with and its measured recall."""
+
+    kind: Literal["brute_force", "tree_ah"]
+    params: IndexParams = Field(default_factory=IndexParams)
+    recall_k: int = Field(ge=1, description="k of the recall figure")
+    recall: float = Field(ge=0, le=1, description="recall@recall_k against brute force on held-out queries")
+    num_movies: int = Field(ge=0)
+
+
+class Manifest(BaseModel):
+    """manifest.json: written last by the exporter, so a directory without it is not a version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format_version: Literal[1] = 1  # FORMAT_VERSION; a reader refuses any other
+    version: str
+    created_at: str
+    config: dict[str, Any] = Field(description="the training configuration, verbatim")
+    data: DataInfo
+    library_versions: dict[str, str]
+    metrics: Metrics
+    index: IndexInfo
+    embedding_dim: int = Field(ge=1)
+    files: dict[str, str] = Field(min_length=1, description="relative POSIX path -> sha256, every file but this")
+
+
+def read_manifest(version_dir: Path) -> Manifest:
+    """Parse and validate `version_dir/manifest.json`.
+
+    Raises:
+        VersionError: missing (an incomplete version), not JSON, or not this contract's shape.
+    """
+    path = version_dir / MANIFEST
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise VersionError(
+            f"version {version_dir.name!r} has no {MANIFEST}: it is incomplete (the exporter writes it last)"
+        ) from None
+    except OSError as error:
+        raise VersionError(f"version {version_dir.name!r}: cannot read {MANIFEST} ({error.strerror})") from None
+    try:
+        return Manifest.model_validate_json(raw)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'manifest'}: {e['msg']}" for e in error.errors())
+        raise VersionError(
+            f"version {version_dir.name!r}: {MANIFEST} does not follow the contract ({problems})"
+        ) from None
+
+
+def write_manifest(version_dir: Path, manifest: Manifest) -> None:
+    """Write manifest.json (the caller makes the directory visible only afterwards)."""
+    (version_dir / MANIFEST).write_text(manifest.model_dump_json(indent=2) + "\n", encoding="utf-8")
