@@ -36,6 +36,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     DATA_DIR=/data \
     MODELS_DIR=/models \
     RECSYS_MODELS_DIR=/models \
+    RECSYS_RATINGS_URL=sqlite:////data/ratings.db \
     RECSYS_HOST=0.0.0.0 \
     RECSYS_PORT=8000
 
@@ -47,6 +48,7 @@ RUN groupadd --system --gid 10001 app \
 
 COPY --from=builder /opt/venv /opt/venv
 COPY deploy/jobs.sh /usr/local/bin/jobs.sh
+COPY contract/ /app/contract/
 COPY training/ /app/training/
 COPY service/ /app/service/
 # Compiled here because the app user cannot write next to the sources.

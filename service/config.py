@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
 
 
 class Settings(BaseSettings):
@@ -14,6 +15,8 @@ class Settings(BaseSettings):
 
     # The version directory contract lives here: CURRENT, PINNED and one folder per version.
     models_dir: Path = Path("models")
+    # POST /ratings: SQLite in WAL mode is shared safely by replicas on one host; a PostgreSQL URL for more.
+    ratings_url: str = "sqlite:///data/ratings.db"
     # Loopback by default: exposing the service is a deliberate choice (Docker sets 0.0.0.0).
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -21,6 +24,8 @@ class Settings(BaseSettings):
     max_k: int = Field(default=100, ge=1, le=10_000)
     # Most requests one POST /recommend/batch body may carry.
     max_batch_requests: int = Field(default=64, ge=1, le=1024)
+    # Most ratings one POST /ratings body may carry: they are one transaction, holding the write lock while it runs.
+    max_ratings_per_request: int = Field(default=1000, ge=1, le=100_000)
     # Most queued requests the batcher sends through one query_model call and one search.
     max_batch: int = Field(default=256, ge=1, le=4096)
     # Run each batch in a worker thread instead of on the event loop; measured slower on 2 cores (GIL).
@@ -36,7 +41,8 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     def public(self) -> dict[str, Any]:
-        """The settings as JSON-ready values, without the admin token itself."""
+        """The settings as JSON-ready values, without the admin token itself or the ratings database's password."""
         shown = self.model_dump(mode="json", exclude={"admin_token"})
         shown["admin_enabled"] = self.admin_token is not None
+        shown["ratings_url"] = make_url(self.ratings_url).render_as_string(hide_password=True)
         return shown

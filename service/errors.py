@@ -39,3 +39,7 @@ class AdminDisabledError(ServiceError):
 
 class AdminAuthError(ServiceError):
     """The admin bearer token is missing or wrong."""
+
+
+class RatingsUnavailableError(ServiceError):
+    """The ratings database failed a write; nothing was acknowledged, so the client should retry."""

@@ -49,6 +49,9 @@ class Metrics:
             "Versions refused because they failed to verify, load or warm up.",
             registry=self.registry,
         )
+        self.ratings_stored = Counter(
+            "recsys_ratings_stored", "Ratings committed to the ratings store by POST /ratings.", registry=self.registry
+        )
 
     def served(self, old: str | None, new: str) -> None:
         """Move the served-version gauge from the old version to the new one."""
