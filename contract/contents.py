@@ -31,7 +31,8 @@ class SeenTable:
 
     user_ids: np.ndarray  # str [num_users], unique
     indptr: np.ndarray  # int64 [num_users + 1]
-    movie_rows: np.ndarray  # int64 [nnz], rows into movies.json
+    movie_rows: np.ndarray  # int64 [nnz], rows into movies.json, each user's oldest first
+    timestamps: np.ndarray  # int64 [nnz], when each was rated: the histories before a query time
 
 
 def verified_manifest(version_dir: Path) -> Manifest:
@@ -85,16 +86,19 @@ def read_seen(version_dir: Path, num_movies: int) -> SeenTable:
     try:
         with np.load(version_dir / SEEN, allow_pickle=False) as seen:
             user_ids, indptr, rows = seen["user_ids"].astype(str), seen["indptr"], seen["movie_rows"]
+            timestamps = seen["timestamps"].astype(np.int64)
     except (OSError, ValueError, KeyError) as error:
         raise VersionError(f"{SEEN} cannot be read ({error})") from None
     indptr, rows = indptr.astype(np.int64), rows.astype(np.int64)
     if len(indptr) != len(user_ids) + 1 or indptr[0] != 0 or indptr[-1] != len(rows) or np.any(np.diff(indptr) < 0):
         raise VersionError(f"{SEEN} indptr does not match user_ids and movie_rows")
+    if len(timestamps) != len(rows):
+        raise VersionError(f"{SEEN} has {len(timestamps)} timestamps for {len(rows)} movie_rows")
     if len(rows) and (rows.min() < 0 or rows.max() >= num_movies):
         raise VersionError(f"{SEEN} movie_rows point outside {MOVIES}")
     if len(np.unique(user_ids)) != len(user_ids):
         raise VersionError(f"{SEEN} repeats a user_id")
-    return SeenTable(user_ids=user_ids, indptr=indptr, movie_rows=rows)
+    return SeenTable(user_ids=user_ids, indptr=indptr, movie_rows=rows, timestamps=timestamps)
 
 
 def recall_at_k(found: np.ndarray, embeddings: np.ndarray, queries: np.ndarray, k: int) -> float:

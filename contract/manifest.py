@@ -15,12 +15,12 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 # Every entry of a version directory besides the manifest; a directory entry holds several files.
-QUERY_MODEL = "query_model"  # SavedModel: user_id string [batch], timestamp int64 [batch] -> embedding
+QUERY_MODEL = "query_model"  # SavedModel: user_id, timestamp [, history string [batch, H]] -> embedding
 CANDIDATE_MODEL = "candidate_model"  # SavedModel: movie_id, title string [batch] -> embedding
 CANDIDATE_EMBEDDINGS = "candidate_embeddings.npy"  # float32 [num_movies, d], row i = movies.json[i]
 SCANN = "scann"  # ScaNN searcher over candidate_embeddings (dot product), relative asset paths
 MOVIES = "movies.json"  # [{"movie_id", "title", "genres"}], the catalogue in row order
-SEEN = "seen.npz"  # each known user's rated movies, CSR: user_ids, indptr, movie_rows
+SEEN = "seen.npz"  # each known user's ratings, oldest first, CSR: user_ids, indptr, movie_rows, timestamps
 POPULARITY = "popularity.npy"  # int32 movie rows, most rated first (the unknown-user fallback)
 TRAINING_HISTORY = "training_history.json"  # per-epoch loss and held-out figures
 TRAINING_CURVE = "training_curve.png"  # held-out top-100 accuracy against epoch
@@ -59,15 +59,34 @@ class DataInfo(_Part):
     num_movies: int = Field(ge=0)
     timestamp_min: int
     timestamp_max: int
+    ratings_cutoff_id: int = Field(0, ge=0, description="stored ratings with id <= this are in the data")
+    num_stored_ratings: int = Field(0, ge=0, description="how many of num_ratings came from the ratings store")
+
+
+class QueryInfo(_Part):
+    """What the query tower takes: how much history, and the time range it clamps timestamps to."""
+
+    history_length: int = Field(ge=0, description="movie ids in the history input; 0: no history input")
+    timestamp_min: int = Field(description="earliest training timestamp; earlier queries are clamped to it")
+    timestamp_max: int = Field(description="latest training timestamp; later queries (now) are clamped to it")
+
+
+class HeldOut(_Part):
+    """Which ratings protocol T held out: the latest share by time, or the stored ratings after an id."""
+
+    how: Literal["latest", "after_id"]
+    after_id: int = Field(0, ge=0, description="with how=after_id: stored ratings with id > this")
+    test_size: int = Field(ge=0)
 
 
 class Metrics(_Part):
-    """Offline top-k accuracy of the model and of most-popular, per protocol ("A", "B")."""
+    """Offline top-k accuracy of the model and of most-popular, per protocol ("A", "B", "T")."""
 
     model: dict[str, Table]
     most_popular: dict[str, Table]
-    split: str
-    test_size: int = Field(ge=0)
+    split: str = Field(description="the split of protocols A and B")
+    test_size: int = Field(ge=0, description="held-out ratings scored under A and B")
+    temporal: HeldOut | None = Field(None, description="what protocol T held out, when it was measured")
 
 
 class IndexParams(_Part):
@@ -104,6 +123,7 @@ class Manifest(BaseModel):
     library_versions: dict[str, str]
     metrics: Metrics
     index: IndexInfo
+    query: QueryInfo
     embedding_dim: int = Field(ge=1)
     files: dict[str, str] = Field(min_length=1, description="relative POSIX path -> sha256, every file but this")
 

@@ -111,22 +111,30 @@ class RatingsStore:
             ids = list(conn.execute(statement, rows).scalars())
         return ids  # the `with` has committed: the caller may acknowledge
 
-    def history(self, user_id: str, before: int | None = None, limit: int | None = None) -> list[StoredRating]:
-        """The user's ratings oldest first, only those rated before `before`, and only the newest `limit`."""
+    def history(
+        self, user_id: str, before: int | None = None, limit: int | None = None, after_id: int = 0
+    ) -> list[StoredRating]:
+        """The user's ratings oldest first, only those rated before `before`, and only the newest `limit`.
+
+        `after_id` skips the ratings a model version already trained on (its cutoff).
+        """
         if limit is not None and limit < 0:
             raise ValueError(f"limit must be >= 0, got {limit}")
         t = ratings_table
-        query = _before(sa.select(t).where(t.c.user_id == user_id), before)
+        query = _before(sa.select(t).where(t.c.user_id == user_id, t.c.id > after_id), before)
         query = query.order_by(t.c.timestamp.desc(), t.c.id.desc()).limit(limit)
         return [_stored(row) for row in reversed(self._fetch(query, "read a user's ratings"))]
 
-    def histories(self, user_ids: Sequence[str], before: int | None = None) -> dict[str, list[StoredRating]]:
+    def histories(
+        self, user_ids: Sequence[str], before: int | None = None, after_id: int = 0
+    ) -> dict[str, list[StoredRating]]:
         """`history` for many users in one query (the server batches requests); unknown users get []."""
         result: dict[str, list[StoredRating]] = {user_id: [] for user_id in user_ids}
         if not result:
             return result
         t = ratings_table
-        query = _before(sa.select(t).where(t.c.user_id.in_(list(result))), before).order_by(t.c.timestamp, t.c.id)
+        where = sa.select(t).where(t.c.user_id.in_(list(result)), t.c.id > after_id)
+        query = _before(where, before).order_by(t.c.timestamp, t.c.id)
         for row in self._fetch(query, "read users' ratings"):
             result[row.user_id].append(_stored(row))
         return result
@@ -138,6 +146,11 @@ class RatingsStore:
 
     def count(self) -> int:
         return int(self._fetch(sa.select(sa.func.count()).select_from(ratings_table), "count ratings")[0][0])
+
+    def count_after(self, after_id: int) -> int:
+        """Ratings stored after `after_id`: the window a retrain can judge models on."""
+        query = sa.select(sa.func.count()).select_from(ratings_table).where(ratings_table.c.id > after_id)
+        return int(self._fetch(query, "count ratings")[0][0])
 
     def ratings_up_to(self, cutoff_id: int, after_id: int = 0) -> RatingColumns:
         """Every rating with after_id < id <= cutoff_id, ordered by id, streamed in chunks into columns."""

@@ -25,6 +25,8 @@ from service.errors import VersionRejectedError
 
 log = logging.getLogger(__name__)
 
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
 
 def configure_tensorflow(threads: int) -> None:
     """Pin TensorFlow's thread pools; only possible before its runtime starts, so later calls just log."""
@@ -79,7 +81,8 @@ class ModelVersion:
     genre_masks: dict[str, np.ndarray]  # genre -> bool [num_movies]
     user_rows: dict[str, int]  # training user_id -> index into seen_indptr
     seen_indptr: np.ndarray
-    seen_movie_rows: np.ndarray
+    seen_movie_rows: np.ndarray  # each user's rated movies, oldest first
+    seen_timestamps: np.ndarray  # when each was rated
     popularity: np.ndarray  # movie rows, most rated first
     candidate_embeddings: np.ndarray  # float32 [num_movies, d]
     searcher: Any
@@ -100,19 +103,44 @@ class ModelVersion:
         """A fresh bool [num_movies] mask with every movie allowed (a copy: np.ones is slower)."""
         return self._all_true.copy()
 
-    def seen(self, user_id: str) -> np.ndarray | None:
-        """Movie rows the user rated in training, or None for a user the model never saw."""
+    @property
+    def history_length(self) -> int:
+        """Movie ids the query model reads as history (0: it takes none)."""
+        return self.manifest.query.history_length
+
+    def effective_timestamp(self, timestamp: int) -> int:
+        """The timestamp the query model uses: clamped into its training range, as the model does itself."""
+        query = self.manifest.query
+        return min(max(timestamp, query.timestamp_min), query.timestamp_max)
+
+    def ratings_of(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """Movie rows the user rated in this version's data and when, oldest first (empty for an unknown user)."""
         index = self.user_rows.get(user_id)
         if index is None:
-            return None
-        return self.seen_movie_rows[self.seen_indptr[index] : self.seen_indptr[index + 1]]
+            return _NO_ROWS, _NO_ROWS
+        span = slice(self.seen_indptr[index], self.seen_indptr[index + 1])
+        return self.seen_movie_rows[span], self.seen_timestamps[span]
 
-    def embed(self, user_ids: list[str], timestamps: list[int]) -> np.ndarray:
-        """One query_model call for the whole batch: float32 [batch, d]."""
-        out = self.query_fn(
-            user_id=tf.constant(user_ids, dtype=tf.string), timestamp=tf.constant(timestamps, dtype=tf.int64)
-        )
-        return out["embedding"].numpy()
+    def history_ids(self, rows: np.ndarray) -> list[str]:
+        """The query model's history input from movie rows oldest first: the latest ids, newest first."""
+        latest = rows[::-1][: self.history_length].tolist() if self.history_length else []
+        return [self.movies[row]["movie_id"] for row in latest]
+
+    def embed(self, user_ids: list[str], timestamps: list[int], histories: list[list[str]]) -> np.ndarray:
+        """One query_model call for the whole batch: float32 [batch, d].
+
+        Args:
+            histories: per query, movie ids newest first; cut or padded with "" to the model's length.
+        """
+        inputs = {
+            "user_id": tf.constant(user_ids, dtype=tf.string),
+            "timestamp": tf.constant(timestamps, dtype=tf.int64),
+        }
+        length = self.history_length
+        if length:
+            padded = [history[:length] + [""] * (length - len(history[:length])) for history in histories]
+            inputs["history"] = tf.constant(padded, dtype=tf.string, shape=(len(user_ids), length))
+        return self.query_fn(**inputs)["embedding"].numpy()
 
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """One batched ScaNN search: movie rows and dot-product scores [batch, depth], best first.
@@ -124,14 +152,15 @@ class ModelVersion:
         return rows.astype(np.int64), scores
 
 
-def _load_query_fn(path: Path) -> tuple[Any, Any]:
+def _load_query_fn(path: Path, history_length: int) -> tuple[Any, Any]:
     model = tf.saved_model.load(str(path))
     if "serving_default" not in model.signatures:
         raise ValueError("query_model has no 'serving_default' signature")
     fn = model.signatures["serving_default"]
     inputs = set(fn.structured_input_signature[1])
-    if inputs != {"user_id", "timestamp"}:
-        raise ValueError(f"query_model signature takes {sorted(inputs)}, expected ['timestamp', 'user_id']")
+    expected = {"user_id", "timestamp", *(["history"] if history_length else [])}
+    if inputs != expected:
+        raise ValueError(f"query_model signature takes {sorted(inputs)}, the manifest says {sorted(expected)}")
     return model, fn
 
 
@@ -152,7 +181,7 @@ def _read(path: Path, manifest: Manifest) -> ModelVersion:
         raise VersionError(f"the index covers {manifest.index.num_movies} movies, the catalogue {len(movies)}")
     # load_searcher's compatibility shim would write into the version directory; the contract has the file.
     searcher = scann_ops_pybind.load_searcher(str(path / layout.SCANN), assets_backcompat_shim=False)
-    model, fn = _load_query_fn(path / layout.QUERY_MODEL)
+    model, fn = _load_query_fn(path / layout.QUERY_MODEL, manifest.query.history_length)
     return ModelVersion(
         name=path.name,
         manifest=manifest,
@@ -162,6 +191,7 @@ def _read(path: Path, manifest: Manifest) -> ModelVersion:
         user_rows={str(u): i for i, u in enumerate(seen.user_ids.tolist())},
         seen_indptr=seen.indptr,
         seen_movie_rows=seen.movie_rows,
+        seen_timestamps=seen.timestamps,
         popularity=popularity,
         candidate_embeddings=embeddings,
         searcher=searcher,
@@ -178,10 +208,11 @@ def warm_up(version: ModelVersion, max_batch: int) -> None:
         ValueError: when the query embeddings do not fit the candidate embeddings.
     """
     users = [*list(version.user_rows)[: max(max_batch - 1, 0)], "__warm_up_unknown_user__"]
+    some_movies = [movie["movie_id"] for movie in version.movies[:3]]
     for size in sorted({1, len(users)}):
         # Half at the data's end, half at now: serving asks at now, years past MovieLens.
         timestamps = [version.manifest.data.timestamp_max if i % 2 else int(time.time()) for i in range(size)]
-        queries = version.embed(users[:size], timestamps)
+        queries = version.embed(users[:size], timestamps, [some_movies[: i % 4] for i in range(size)])
         if queries.shape != (size, version.candidate_embeddings.shape[1]):
             raise ValueError(
                 f"query_model returns {queries.shape} for {size} users; candidate embeddings are "

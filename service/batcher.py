@@ -22,7 +22,7 @@ class Searchable(Protocol):
 
     name: str
 
-    def embed(self, user_ids: list[str], timestamps: list[int]) -> np.ndarray: ...
+    def embed(self, user_ids: list[str], timestamps: list[int], histories: list[list[str]]) -> np.ndarray: ...
 
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -41,6 +41,7 @@ class _Pending:
     version: Searchable
     user_id: str
     timestamp: int
+    history: list[str]  # movie ids, newest first
     depth: int
     future: asyncio.Future[Neighbours] = field(repr=False)
 
@@ -67,7 +68,9 @@ def _compute(batch: list[_Pending]) -> list[Neighbours | BaseException]:
         by_version.setdefault(pending.version, []).append(pending)
     for version, group in by_version.items():
         try:
-            queries = version.embed([p.user_id for p in group], [p.timestamp for p in group])
+            queries = version.embed(
+                [p.user_id for p in group], [p.timestamp for p in group], [p.history for p in group]
+            )
             found = _search_by_depth(version, queries, group)
         except Exception as e:  # every caller of the failed group hears about it; the batcher lives on
             log.exception("batch of %d failed on version %s", len(group), version.name)
@@ -100,12 +103,14 @@ class Batcher:
         while not self._queue.empty():
             self._queue.get_nowait().future.cancel()
 
-    async def search(self, version: Searchable, user_id: str, timestamp: int, depth: int) -> Neighbours:
-        """Queue one query and wait for the batch it lands in."""
+    async def search(
+        self, version: Searchable, user_id: str, timestamp: int, history: list[str], depth: int
+    ) -> Neighbours:
+        """Queue one query (its history: movie ids, newest first) and wait for the batch it lands in."""
         if self._worker is None:
             raise RuntimeError("Batcher.start() was not called")
         future: asyncio.Future[Neighbours] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(version, user_id, timestamp, depth, future))
+        self._queue.put_nowait(_Pending(version, user_id, timestamp, history, depth, future))
         return await future
 
     async def _run(self) -> None:

@@ -3,10 +3,13 @@
 import asyncio
 import math
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from contract.ratings import StoredRating
 from service.artifacts import ModelVersion
 from service.batcher import Batcher, Neighbours
 from service.config import Settings
@@ -34,13 +37,49 @@ def _genre_mask(version: ModelVersion, genres: list[str]) -> np.ndarray | None:
     return mask
 
 
-def _excluded_rows(version: ModelVersion, request: RecommendRequest, seen: np.ndarray | None) -> np.ndarray:
-    seen_rows = seen if request.exclude_seen and seen is not None else _NO_ROWS
+@dataclass(frozen=True)
+class UserState:
+    """What the service knows about the asking user at the asked time."""
+
+    seen: np.ndarray  # movie rows the user rated (any time): excluded by default
+    history: list[str]  # movie ids rated before the query time (and the request's own), newest first
+    known_user: bool  # the version was trained on this user_id
+
+
+def _rows(version: ModelVersion, movie_ids: Sequence[str]) -> np.ndarray:
+    # movie_ids the catalogue does not know cannot be recommended anyway, so they are simply ignored.
+    return np.array([version.row_of_movie[m] for m in movie_ids if m in version.row_of_movie], dtype=np.int64)
+
+
+def user_state(
+    version: ModelVersion, request: RecommendRequest, timestamp: int, stored: Sequence[StoredRating]
+) -> UserState:
+    """The user's seen movies and history from the version's ratings, the ratings stored since and the request.
+
+    `stored` holds the user's ratings that reached the ratings store after the version's data was taken, so a
+    rating counts the moment it is stored, on every replica, and again once a retrain has learnt from it.
+    """
+    rows, times = version.ratings_of(request.user_id)
+    if stored:
+        stored_rows = np.array([version.row_of_movie.get(r.movie_id, -1) for r in stored], dtype=np.int64)
+        stored_times = np.array([r.timestamp for r in stored], dtype=np.int64)
+        rows = np.concatenate([rows, stored_rows[stored_rows >= 0]])
+        times = np.concatenate([times, stored_times[stored_rows >= 0]])
+        order = np.argsort(times, kind="stable")
+        rows, times = rows[order], times[order]
+    history = version.history_ids(rows[times < timestamp])
+    own = _rows(version, request.history)
+    if len(own):  # ids a client sends for a user the service has never seen count as their newest ratings
+        history = [*(version.movies[row]["movie_id"] for row in own), *history][: version.history_length]
+        rows = np.concatenate([rows, own])
+    return UserState(seen=rows, history=history, known_user=request.user_id in version.user_rows)
+
+
+def _excluded_rows(version: ModelVersion, request: RecommendRequest, seen: np.ndarray) -> np.ndarray:
+    seen_rows = seen if request.exclude_seen else _NO_ROWS
     if not request.exclude:
         return seen_rows
-    # movie_ids the catalogue does not know cannot be recommended anyway, so they are simply ignored.
-    explicit = [version.row_of_movie[m] for m in request.exclude if m in version.row_of_movie]
-    return np.concatenate([seen_rows, np.array(explicit, dtype=np.int64)])
+    return np.concatenate([seen_rows, _rows(version, request.exclude)])
 
 
 def _items(version: ModelVersion, rows: np.ndarray, scores: np.ndarray | None) -> list[dict[str, Any]]:
@@ -78,7 +117,7 @@ def search_depth(k: int, num_movies: int, genre_count: int, num_excluded: int) -
     return min(num_movies, math.ceil(k * num_movies / max(genre_count, 1)) + num_excluded)
 
 
-def _allowed(version: ModelVersion, request: RecommendRequest, seen: np.ndarray | None) -> tuple[np.ndarray, int, int]:
+def _allowed(version: ModelVersion, request: RecommendRequest, seen: np.ndarray) -> tuple[np.ndarray, int, int]:
     """Which movies may be answered (bool [num_movies]), how many were excluded, how many match the genres."""
     genres = _genre_mask(version, request.genres)
     genre_count = version.num_movies if genres is None else int(np.count_nonzero(genres))
@@ -89,15 +128,15 @@ def _allowed(version: ModelVersion, request: RecommendRequest, seen: np.ndarray 
 
 
 async def _model_top_k(
-    version: ModelVersion, batcher: Batcher, request: RecommendRequest, timestamp: int, seen: np.ndarray
+    version: ModelVersion, batcher: Batcher, request: RecommendRequest, timestamp: int, state: UserState
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    allowed, num_excluded, genre_count = _allowed(version, request, seen)
+    allowed, num_excluded, genre_count = _allowed(version, request, state.seen)
     available = int(np.count_nonzero(allowed))
     if available == 0:
         return _NO_ROWS, None
     k = request.k
     depth = search_depth(k, version.num_movies, genre_count, num_excluded)
-    hits = await batcher.search(version, request.user_id, timestamp, depth)
+    hits = await batcher.search(version, request.user_id, timestamp, state.history, depth)
     rows, scores = best_allowed(hits, allowed, k)
     if len(rows) < min(k, available):  # the filters left too few hits: search all allowed movies
         rows, scores = exact_top_k(version, hits.query, allowed, k)
@@ -105,40 +144,57 @@ async def _model_top_k(
 
 
 async def recommend(
-    version: ModelVersion, batcher: Batcher, request: RecommendRequest, settings: Settings
+    version: ModelVersion,
+    batcher: Batcher,
+    request: RecommendRequest,
+    settings: Settings,
+    stored: Sequence[StoredRating] = (),
 ) -> dict[str, Any]:
     """The top-k answer for one request, as a JSON-ready dict shaped like RecommendResponse.
 
+    A user with no ratings anywhere (not in the version, none stored, no `history` in the request) gets the
+    popularity ranking; everyone else the model, with their history.
+
     Raises:
         InvalidRequestError: k above the maximum, or an unknown genre.
-        UnknownUserError: an unknown user when RECSYS_UNKNOWN_USER=404.
+        UnknownUserError: a user with no ratings at all when RECSYS_UNKNOWN_USER=404.
     """
     check_k(request.k, settings.max_k)
     timestamp = request.timestamp if request.timestamp is not None else int(time.time())
-    seen = version.seen(request.user_id)
-    if seen is not None:
-        rows, scores = await _model_top_k(version, batcher, request, timestamp, seen)
+    state = user_state(version, request, timestamp, stored)
+    personalised = state.known_user or bool(state.history)
+    if personalised:
+        rows, scores = await _model_top_k(version, batcher, request, timestamp, state)
     elif settings.unknown_user == "popular":
-        allowed, _, _ = _allowed(version, request, seen)
+        allowed, _, _ = _allowed(version, request, state.seen)
         rows, scores = version.popularity[allowed[version.popularity]][: request.k], None
     else:
         raise UnknownUserError(
-            f"user_id {request.user_id!r} has no training ratings in version {version.name} "
-            "(this server answers unknown users with 404: RECSYS_UNKNOWN_USER=404)"
+            f"user_id {request.user_id!r} has no ratings in version {version.name}, none stored and no history "
+            "in the request (this server answers such users with 404: RECSYS_UNKNOWN_USER=404)"
         )
     return {
         "user_id": request.user_id,
         "timestamp": timestamp,
+        "effective_timestamp": version.effective_timestamp(timestamp),
         "model_version": version.name,
-        "known_user": seen is not None,
+        "known_user": state.known_user,
+        "personalised": personalised,
+        "history_used": len(state.history),
         "items": _items(version, rows, scores),
     }
 
 
 async def recommend_batch(
-    version: ModelVersion, batcher: Batcher, requests: list[RecommendRequest], settings: Settings
+    version: ModelVersion,
+    batcher: Batcher,
+    requests: list[RecommendRequest],
+    settings: Settings,
+    stored_for: Callable[[str], Sequence[StoredRating]] = lambda user_id: (),
 ) -> dict[str, Any]:
     """Answer several requests on one version; they share the batcher's model calls.
+
+    `stored_for(user_id)` gives each user's ratings stored since the version's data was taken.
 
     Raises:
         InvalidRequestError: too many requests, or one of them is invalid (its index is in the message).
@@ -150,7 +206,7 @@ async def recommend_batch(
 
     async def one(index: int, request: RecommendRequest) -> dict[str, Any]:
         try:
-            return await recommend(version, batcher, request, settings)
+            return await recommend(version, batcher, request, settings, stored_for(request.user_id))
         except ServiceError as e:
             raise type(e)(f"requests[{index}]: {e.message}") from e
 

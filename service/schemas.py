@@ -2,11 +2,24 @@
 
 import contextlib
 import functools
+import re
+import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar, get_origin
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Tag,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
 from starlette.datastructures import QueryParams
 
 MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last instant ISO-8601 can spell
@@ -77,6 +90,12 @@ class RecommendRequest(BaseModel):
     genres: list[str] = Field(
         default_factory=list, max_length=50, description="Keep only movies with at least one of these genres."
     )
+    history: list[str] = Field(
+        default_factory=list,
+        max_length=200,
+        description="movie_ids the user rated, newest first, for a user the service has not seen: they become "
+        "the newest part of the user's history (and are excluded like seen movies).",
+    )
 
 
 class RecommendedMovie(BaseModel):
@@ -97,8 +116,11 @@ class RecommendResponse(BaseModel):
                 {
                     "user_id": "42",
                     "timestamp": 879024327,
+                    "effective_timestamp": 879024327,
                     "model_version": "20261122T103000Z",
                     "known_user": True,
+                    "personalised": True,
+                    "history_used": 50,
                     "items": [
                         {
                             "rank": 1,
@@ -114,9 +136,17 @@ class RecommendResponse(BaseModel):
     )
 
     user_id: str
-    timestamp: int
+    timestamp: int = Field(description="The moment asked for (now when the request gave none).")
+    effective_timestamp: int = Field(
+        description="The moment the model used: the asked one clamped into the version's training time range."
+    )
     model_version: str
-    known_user: bool = Field(description="False when the user had no training ratings (popularity answer).")
+    known_user: bool = Field(description="The version was trained on this user_id.")
+    personalised: bool = Field(
+        description="Answered by the model from the user's id and history; false: the popularity ranking "
+        "(a user with no ratings anywhere)."
+    )
+    history_used: int = Field(description="Movies of the user's history the query model read.")
     items: list[RecommendedMovie] = Field(description="Best first; k distinct movies when the catalogue allows.")
 
 
@@ -247,4 +277,127 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI request body for a route that reads `model` from the JSON body by hand."""
-    return {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}
+    schema = model.model_json_schema()
+    schema = _inline_refs(schema, schema.get("$defs", {}))
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _inline_refs(schema: Any, defs: dict[str, Any]) -> Any:
+    """Replace each "#/$defs/Name" with its definition: inside an OpenAPI document such a reference points nowhere."""
+    if isinstance(schema, list):
+        return [_inline_refs(item, defs) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        return _inline_refs(defs[schema["$ref"].removeprefix("#/$defs/")], defs)
+    return {key: _inline_refs(value, defs) for key, value in schema.items() if key != "$defs"}
+
+
+# --- POST /ratings ------------------------------------------------------------------------------------------
+
+MAX_FUTURE_SECONDS = 86_400  # client clocks drift, but a rating further ahead than a day is a bug in the client
+USER_ID = re.compile(r"0|[1-9][0-9]{0,17}")  # how an integer prints: training's int keys and stored strings agree
+
+
+class NewRating(BaseModel):
+    """One user's rating of one movie, as MovieLens records it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        coerce_numbers_to_str=True,  # user_id 42 and "42" are the same user
+        json_schema_extra={"examples": [{"user_id": "42", "movie_id": "50", "rating": 4.5, "timestamp": 893286638}]},
+    )
+
+    user_id: str = Field(
+        description="MovieLens-style numeric user id: 1 to 18 digits, no leading zero.",
+        json_schema_extra={"pattern": f"^(?:{USER_ID.pattern})$"},
+    )
+    movie_id: str = Field(min_length=1, max_length=64, description="A movie in the served version's catalogue.")
+    rating: float = Field(strict=True, ge=0.5, le=5.0, multiple_of=0.5, description="0.5 to 5.0 in steps of 0.5.")
+    timestamp: Timestamp | None = Field(
+        default=None, description="When the user rated; defaults to now (server time); at most a day ahead."
+    )
+
+    @field_validator("user_id")
+    @classmethod
+    def _numeric_user_id(cls, user_id: str) -> str:
+        if not USER_ID.fullmatch(user_id):
+            raise ValueError(
+                f"user_id {user_id[:40]!r} is not a MovieLens-style numeric id: 1 to 18 digits without a leading "
+                "zero (training keys users by integer)"
+            )
+        return user_id
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_in_the_future(cls, timestamp: int | None) -> int | None:
+        now = int(time.time())
+        if timestamp is not None and timestamp > now + MAX_FUTURE_SECONDS:
+            raise ValueError(
+                f"timestamp {timestamp} is more than a day ahead of the server's clock ({now}); "
+                "send when the user rated, in Unix seconds or ISO-8601"
+            )
+        return timestamp
+
+
+class NewRatings(BaseModel):
+    """Several ratings stored together, in one transaction."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The upper bound is the RECSYS_MAX_RATINGS_PER_REQUEST setting, checked when storing.
+    ratings: list[NewRating] = Field(min_length=1, description="At most RECSYS_MAX_RATINGS_PER_REQUEST (1000).")
+
+
+def _ratings_shape(body: Any) -> str:
+    return "batch" if isinstance(body, dict) and "ratings" in body else "one"
+
+
+_RATINGS_SHAPES = ("one", "batch")
+# Chosen by shape, so that a bad field is reported once rather than once per member of the union.
+OneOrMoreRatings = Annotated[
+    Annotated[NewRating, Tag("one")] | Annotated[NewRatings, Tag("batch")], Discriminator(_ratings_shape)
+]
+
+
+class RatingsRequest(RootModel[OneOrMoreRatings]):
+    """One rating object, or a batch of them as {"ratings": [...]}."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"user_id": "42", "movie_id": "50", "rating": 4.5, "timestamp": 893286638},
+                {
+                    "ratings": [
+                        {"user_id": "42", "movie_id": "50", "rating": 4.5, "timestamp": "1998-04-23T00:30:38Z"},
+                        {"user_id": 42, "movie_id": 181, "rating": 3.0},
+                    ]
+                },
+            ]
+        }
+    )
+
+
+class RatingsStored(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"stored": 2, "ids": [1041, 1042]}]})
+
+    stored: int = Field(description="How many ratings were committed.")
+    ids: list[int] = Field(description="Their ids in the ratings store, in request order.")
+
+
+def parse_ratings(body: bytes) -> RatingsRequest:
+    """parse_body for RatingsRequest: an error is located as the client wrote it, without the shape's tag.
+
+    Raises:
+        RequestValidationError: mapped to a 422 like any FastAPI validation error.
+    """
+    try:
+        return RatingsRequest.model_validate_json(body)
+    except ValidationError as e:
+        raise RequestValidationError(
+            [{**err, "loc": ("body", *_untagged(err["loc"]))} for err in e.errors(include_url=False)]
+        ) from None
+
+
+def _untagged(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    return loc[1:] if loc and loc[0] in _RATINGS_SHAPES else loc

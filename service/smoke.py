@@ -45,7 +45,9 @@ def smoke(version_dir: Path, k: int, users: int) -> dict[str, float | int]:
     picked = [known[i] for i in np.unique(np.linspace(0, len(known) - 1, min(len(known), users)).astype(int))]
     recalls = []
     for moment in (version.manifest.data.timestamp_max, int(time.time())):
-        queries = version.embed(picked, [moment] * len(picked))
+        rated = [version.ratings_of(user) for user in picked]
+        histories = [version.history_ids(rows[times < moment]) for rows, times in rated]
+        queries = version.embed(picked, [moment] * len(picked), histories)
         _check_answers(version, queries, k)
         found, _ = version.search(queries, version.manifest.index.recall_k)
         recalls.append(recall_at_k(found, version.candidate_embeddings, queries, version.manifest.index.recall_k))

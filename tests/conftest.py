@@ -7,13 +7,26 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before anything imports TensorFlow
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.synth import Synth, make_synth, write_layout
 
-TINY_TRAINING = dict(layers=(16, 8), embedding_dim=8, epochs=8, batch_size=128, eval_every=4, learning_rate=0.1)
+# Few timestamp buckets: 1,000 buckets over ~1,000 training ratings would leave each bucket one example.
+TINY_TRAINING = dict(
+    layers=(16, 8), embedding_dim=8, epochs=8, batch_size=128, eval_every=4, learning_rate=0.1, timestamp_buckets=20
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ratings_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Apps started by tests store ratings in a temporary database, never in the repository's data/."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('ratings')}/ratings.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RECSYS_RATINGS_URL", url)
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,13 @@ DataDir = Annotated[Path, typer.Option("--data-dir", help="Folder with MovieLens
 ModelsDir = Annotated[Path, typer.Option("--models-dir", help="Where versions are exported.")]
 Preset = Annotated[str | None, typer.Option(help="'tutorial' reproduces the TFRS deep-retrieval tutorial.")]
 Progress = Annotated[bool, typer.Option(help="Show the per-epoch progress bar.")]
+RatingsUrl = Annotated[
+    str | None,
+    typer.Option(
+        envvar="RECSYS_RATINGS_URL",
+        help="The service's ratings store (e.g. sqlite:///data/ratings.db): its ratings are trained on too.",
+    ),
+]
 
 
 def _fail(message: str) -> NoReturn:
@@ -44,20 +51,32 @@ def _table(metrics: Metrics) -> str:
     ks = list(metrics.model["A"])
     lines = [f"{'':22}" + "".join(f"{k:>9}" for k in ks)]
     for who, tables in (("model", metrics.model), ("most_popular", metrics.most_popular)):
-        for protocol in ("A", "B"):
+        for protocol in tables:
             lines.append(f"{who + ' (' + protocol + ')':22}" + "".join(f"{tables[protocol][k]:9.4f}" for k in ks))
     lines.append(f"split={metrics.split} test_size={metrics.test_size}  (A: all movies; B: seen excluded)")
+    if metrics.temporal is not None:
+        lines.append(f"T: held out {metrics.temporal.how} ({metrics.temporal.test_size} ratings), asked at their time")
     return "\n".join(lines)
 
 
-def _train(configs: list[TrainConfig], data_dir: Path, models_dir: Path, promote: bool, progress: bool) -> None:
+def _train(
+    configs: list[TrainConfig],
+    data_dir: Path,
+    models_dir: Path,
+    promote: bool,
+    progress: bool,
+    ratings_url: str | None = None,
+) -> None:
     """Runs the one orchestration and prints each version's table; the last lines are the version directories."""
+    from contract.ratings import RatingsStoreError
     from training.data import DataError
     from training.train import train_versions
 
     try:
-        trained = train_versions(configs, data_dir, models_dir, promote_version=promote, progress=progress)
-    except DataError as exc:
+        trained = train_versions(
+            configs, data_dir, models_dir, promote_version=promote, progress=progress, ratings_url=ratings_url
+        )
+    except (DataError, RatingsStoreError) as exc:
         _fail(str(exc))
     for version in trained:
         typer.echo(f"\n{version.config.label}\n{_table(version.metrics)}")
@@ -93,9 +112,10 @@ def train(
     preset: Preset = None,
     promote: Annotated[bool, typer.Option(help="Point models/CURRENT at the new version.")] = True,
     progress: Progress = True,
+    ratings_url: RatingsUrl = None,
 ) -> None:
     """Train, evaluate and export a version, and promote it. The last line printed is its directory."""
-    _train([_config(preset, values)], data_dir, models_dir, promote, progress)
+    _train([_config(preset, values)], data_dir, models_dir, promote, progress, ratings_url)
 
 
 @app.command()
@@ -121,19 +141,20 @@ def retrain(
     data_dir: DataDir = Path("data"),
     models_dir: ModelsDir = Path("models"),
     preset: Preset = None,
+    ratings_url: RatingsUrl = None,
     keep: Annotated[int, typer.Option(min=1, help="Newest versions kept besides CURRENT, PINNED, the replaced.")] = 3,
     every: Annotated[
         float | None, typer.Option(help="Repeat until SIGTERM: a cycle whenever the newest version is this old (s).")
     ] = None,
 ) -> None:
-    """Train a candidate, gate it against the current version, promote it or keep it refused, prune old versions.
+    """Train a candidate on the data and the stored ratings, gate it, promote it or keep it refused, prune.
 
-    Keep the current version's seed and split so that the gate compares both on the same held-out ratings.
     The last line printed is the candidate's directory; exit status 3 means the gate refused it (the reasons
     are printed, logged and recorded in MODELS_DIR/gate/<version>.json).
     """
     import logging
 
+    from contract.ratings import RatingsStoreError
     from training.data import DataError
     from training.retrain import RetrainBusyError, retrain_every
     from training.retrain import retrain as retrain_cycle
@@ -145,11 +166,11 @@ def retrain(
     except ValidationError as exc:
         _fail(describe(exc, prefix="gate"))
     if every is not None:
-        retrain_every(every, config, data_dir, models_dir, gate, keep)
+        retrain_every(every, config, data_dir, models_dir, gate, keep, ratings_url=ratings_url)
         return
     try:
-        result = retrain_cycle(config, data_dir, models_dir, gate, keep)
-    except (DataError, FileNotFoundError, RetrainBusyError) as exc:
+        result = retrain_cycle(config, data_dir, models_dir, gate, keep, ratings_url)
+    except (DataError, FileNotFoundError, RetrainBusyError, RatingsStoreError) as exc:
         _fail(str(exc))
     from training.gate import GateDecision
 

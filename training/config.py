@@ -19,6 +19,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "test_fraction": 0.2,
         "eval_every": 5,
         "sampling_bias_correction": False,
+        "history_length": 0,
+        "user_dropout": 0.0,
+        "evaluate_temporal": False,
+        "refit": False,
     },
 }
 
@@ -38,9 +42,21 @@ class TrainConfig(BaseModel):
     sampling_bias_correction: bool = Field(
         True, description="Subtract log(sampling probability) from logits (Yi et al. 2019): stops demoting hits."
     )
+    history_length: int = Field(
+        50, ge=0, description="Latest movies rated before the query that the query tower reads; 0: none."
+    )
+    user_dropout: float = Field(
+        0.1, ge=0, lt=1, description="Share of examples trained without user_id, for users the model never saw."
+    )
     seed: int = Field(42, description="Drives the split, the shuffling and the weight initialisation.")
     split: Literal["random", "temporal"] = Field("random", description="random, or temporal (hold out the latest).")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the ratings held out for evaluation.")
+    evaluate_temporal: bool = Field(
+        True, description="Also fit on the earliest ratings and score protocol T on the latest (one more fit)."
+    )
+    refit: bool = Field(
+        True, description="Serve a model refit on every rating (held-out ones too), not the evaluated one."
+    )
     timestamp_buckets: int = Field(1000, gt=1, description="Equal-width timestamp buckets over the training range.")
     max_title_tokens: int = Field(10_000, gt=1, description="Title vocabulary size (TextVectorization).")
     eval_every: int = Field(5, gt=0, description="Epochs between held-out evaluations (the training curve).")

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from contract.ratings import RatingColumns
+
 # u.item carries 19 genre flags in this order (u.genre in the GroupLens archive).
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -34,6 +36,8 @@ class MovieLens:
     movies: pd.DataFrame
     layout: str
     fingerprint: str  # sha256 over the source files, so a manifest says exactly which data it saw
+    ratings_cutoff_id: int = 0  # stored ratings with id <= this were added (0: none)
+    num_stored: int = 0  # how many ratings came from the ratings store; they carry a stored_id column
 
 
 def detect_layout(directory: Path) -> str | None:
@@ -254,3 +258,39 @@ def _fingerprint(paths: list[Path]) -> str:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+def with_stored_ratings(data: MovieLens, stored: RatingColumns, cutoff_id: int) -> MovieLens:
+    """The files' ratings plus the ones the service stored, up to `cutoff_id`, each with its `stored_id`.
+
+    The service accepts only numeric ids (up to 18 digits, so int64 holds them) and catalogue movies;
+    anything else (written to the database by hand, say) is skipped rather than failing a retraining cycle.
+    """
+    user_ids = np.asarray(stored.user_id, dtype=str)
+    movie_ids = np.asarray(stored.movie_id, dtype=str)
+    numeric = (
+        np.char.isdigit(user_ids)
+        & (np.char.str_len(user_ids) <= 18)
+        & np.char.isdigit(movie_ids)
+        & (np.char.str_len(movie_ids) <= 18)
+    )
+    frame = pd.DataFrame(
+        {
+            "user_id": user_ids[numeric].astype(np.int64),
+            "movie_id": movie_ids[numeric].astype(np.int64),
+            "rating": stored.rating[numeric].astype(np.float32),
+            "timestamp": stored.timestamp[numeric].astype(np.int64),
+            "stored_id": stored.id[numeric].astype(np.int64),
+        }
+    )
+    frame = frame[frame["movie_id"].isin(data.movies["movie_id"])]
+    ratings = data.ratings.assign(stored_id=np.int64(0))
+    merged = pd.concat([ratings, frame], ignore_index=True)
+    return MovieLens(
+        ratings=merged,
+        movies=data.movies,
+        layout=data.layout,
+        fingerprint=data.fingerprint,
+        ratings_cutoff_id=cutoff_id,
+        num_stored=len(frame),
+    )

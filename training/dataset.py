@@ -85,34 +85,51 @@ def ratings_dataset(
     ratings: pd.DataFrame,
     vocab: Vocabularies,
     batch_size: int,
+    histories: np.ndarray | None = None,
     shuffle_seed: int | None = None,
+    user_dropout: float = 0.0,
 ) -> tf.data.Dataset:
-    """Batches of {user_id, timestamp, movie_id, title, candidate_probability}.
+    """Batches of {user_id, timestamp, [history,] movie_id, title, candidate_probability}.
 
     Ids stay integers in memory and become strings one batch at a time (ML-25M as Python strings is
-    gigabytes). candidate_probability is each movie's share of the
-    training ratings: the chance that it shows up as an in-batch negative, for the logQ correction.
+    gigabytes). candidate_probability is each movie's share of the training ratings: the chance that it
+    shows up as an in-batch negative, for the logQ correction.
+
+    Args:
+        histories: int32 [len(ratings), H] movie rows (PAD = -1), newest first; None for no history input.
+        user_dropout: share of examples whose user_id is blanked, so that the out-of-vocabulary user (every
+            user the model has not seen) learns to be answered from the history alone.
     """
     columns = {
         "user_id": ratings["user_id"].to_numpy(dtype=np.int64),
         "timestamp": ratings["timestamp"].to_numpy(dtype=np.int64),
         "movie_row": catalogue_rows(data, ratings),
     }
+    if histories is not None:
+        columns["history_rows"] = histories
     dataset = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle_seed is not None:
         dataset = dataset.shuffle(min(len(ratings), 1_000_000), seed=shuffle_seed, reshuffle_each_iteration=True)
     movie_ids = tf.constant(vocab.movie_ids)
+    padded_ids = tf.constant(np.concatenate([[""], vocab.movie_ids]))  # row + 1; PAD (-1) becomes ""
     titles = tf.constant(vocab.titles)
     probabilities = tf.constant(vocab.movie_probability, dtype=tf.float32)
 
     def to_features(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return {
-            "user_id": tf.strings.as_string(batch["user_id"]),
+        user_id = tf.strings.as_string(batch["user_id"])
+        if user_dropout > 0:
+            dropped = tf.random.uniform(tf.shape(user_id), seed=shuffle_seed) < user_dropout
+            user_id = tf.where(dropped, tf.constant(""), user_id)
+        features = {
+            "user_id": user_id,
             "timestamp": batch["timestamp"],
             "movie_id": tf.gather(movie_ids, batch["movie_row"]),
             "title": tf.gather(titles, batch["movie_row"]),
             "candidate_probability": tf.gather(probabilities, batch["movie_row"]),
         }
+        if "history_rows" in batch:
+            features["history"] = tf.gather(padded_ids, batch["history_rows"] + 1)
+        return features
 
     dataset = dataset.batch(batch_size).map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
@@ -121,32 +138,3 @@ def ratings_dataset(
 def candidates_dataset(vocab: Vocabularies, batch_size: int = 128) -> tf.data.Dataset:
     """Every movie in catalogue order, batched for the candidate tower."""
     return tf.data.Dataset.from_tensor_slices({"movie_id": vocab.movie_ids, "title": vocab.titles}).batch(batch_size)
-
-
-@dataclass(frozen=True)
-class SeenMovies:
-    """Each training user's training movies, CSR-style: rows of user i are movie_rows[indptr[i]:indptr[i+1]].
-
-    This is what the service excludes by default, and what protocol B excludes offline.
-    """
-
-    user_ids: np.ndarray  # int64 [num_users], sorted
-    indptr: np.ndarray  # int64 [num_users + 1]
-    movie_rows: np.ndarray  # int32 [num_train_ratings]
-
-    def positions(self, user_ids: np.ndarray) -> np.ndarray:
-        """Index of each user in `user_ids`, or -1 for a user with no training ratings."""
-        where = np.searchsorted(self.user_ids, user_ids).clip(0, max(len(self.user_ids) - 1, 0))
-        found = len(self.user_ids) > 0
-        return np.where(found & (self.user_ids[where] == user_ids), where, -1)
-
-
-def build_seen(data: MovieLens, train: pd.DataFrame) -> SeenMovies:
-    """Groups the training ratings by user, vectorised (no per-user Python loop)."""
-    users = train["user_id"].to_numpy(dtype=np.int64)
-    rows = catalogue_rows(data, train)
-    order = np.lexsort((rows, users))
-    users, rows = users[order], rows[order]
-    unique_users, starts = np.unique(users, return_index=True)
-    indptr = np.append(starts, len(users)).astype(np.int64)
-    return SeenMovies(user_ids=unique_users, indptr=indptr, movie_rows=rows.astype(np.int32))

@@ -23,10 +23,10 @@ import tensorflow as tf
 
 from contract import manifest as layout
 from contract.checksums import file_checksums
-from contract.manifest import DataInfo, Manifest, Metrics, write_manifest
+from contract.manifest import DataInfo, Manifest, Metrics, QueryInfo, write_manifest
 from contract.pointers import TMP_PREFIX, fsync_dir, new_version_name
 from training.config import TrainConfig
-from training.dataset import SeenMovies
+from training.history import UserRatings
 from training.index import build_index
 
 LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "numpy", "pandas")
@@ -41,12 +41,13 @@ class TrainedArtifacts:
     candidate_embeddings: np.ndarray  # float32 [num_movies, d], rows = movies
     index_queries: np.ndarray  # float32 [q, d], real query embeddings to measure index recall on
     movies: pd.DataFrame  # movie_id, title, genres ("A|B")
-    seen: SeenMovies
+    user_ratings: UserRatings  # the served model's training ratings: seen lists and histories
     popularity: np.ndarray  # int32 movie rows, most rated first
     history: dict[str, Any]
     curve_png: bytes
     config: TrainConfig
     data: DataInfo
+    query: QueryInfo
     metrics: Metrics
 
 
@@ -70,6 +71,7 @@ def export_version(models_dir: Path, artifacts: TrainedArtifacts, now: datetime 
             library_versions={lib.replace("-", "_"): metadata.version(lib) for lib in LIBRARIES},
             metrics=artifacts.metrics,
             index=index,
+            query=artifacts.query,
             embedding_dim=int(artifacts.candidate_embeddings.shape[1]),
             files=file_checksums(staging),
         )
@@ -85,11 +87,10 @@ def export_version(models_dir: Path, artifacts: TrainedArtifacts, now: datetime 
 
 
 def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
-    _save_tower(
-        artifacts.query_tower,
-        staging / layout.QUERY_MODEL,
-        {"user_id": tf.TensorSpec([None], tf.string), "timestamp": tf.TensorSpec([None], tf.int64)},
-    )
+    query_inputs = {"user_id": tf.TensorSpec([None], tf.string), "timestamp": tf.TensorSpec([None], tf.int64)}
+    if artifacts.query.history_length:
+        query_inputs["history"] = tf.TensorSpec([None, artifacts.query.history_length], tf.string)
+    _save_tower(artifacts.query_tower, staging / layout.QUERY_MODEL, query_inputs)
     _save_tower(
         artifacts.candidate_tower,
         staging / layout.CANDIDATE_MODEL,
@@ -101,12 +102,13 @@ def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
         for movie_id, title, genres in artifacts.movies[["movie_id", "title", "genres"]].itertuples(index=False)
     ]
     _write_json(staging / layout.MOVIES, movies)
-    seen = artifacts.seen
+    known = artifacts.user_ratings
     np.savez(
         staging / layout.SEEN,
-        user_ids=seen.user_ids.astype(str),
-        indptr=seen.indptr.astype(np.int64),
-        movie_rows=seen.movie_rows.astype(np.int32),
+        user_ids=known.user_ids.astype(str),
+        indptr=known.indptr.astype(np.int64),
+        movie_rows=known.movie_rows.astype(np.int32),
+        timestamps=known.timestamps.astype(np.int64),
     )
     np.save(staging / layout.POPULARITY, artifacts.popularity.astype(np.int32))
     _write_json(staging / layout.TRAINING_HISTORY, artifacts.history)
@@ -114,7 +116,7 @@ def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
 
 
 def _save_tower(tower: tf.keras.Model, path: Path, inputs: dict[str, tf.TensorSpec]) -> None:
-    """SavedModel with one plain signature: named 1-D inputs -> {"embedding": float32 [batch, d]}."""
+    """SavedModel with one plain signature: named inputs -> {"embedding": float32 [batch, d]}."""
     specs = {name: tf.TensorSpec(spec.shape, spec.dtype, name=name) for name, spec in inputs.items()}
 
     @tf.function(input_signature=[specs])

@@ -9,8 +9,12 @@ A candidate is promoted only if every check passes:
           finite embeddings and k valid, distinct neighbours.
 - index:  its ScaNN recall@100 against brute force is at least ``min_recall``, both the figure the manifest
           reports and the one the smoke process re-measures on those users (the manifest is self-reported).
-- metric: its protocol-B top-k (each user's training movies excluded, what the service returns) is at most
-          ``tolerance`` below the current version's.
+- metric: with protocol T (the default), on the ratings stored since the current version's cutoff, which
+          neither model trained on, its T top-k is at most ``tolerance`` below the current version's, both
+          scored as the server answers. When that window holds fewer than ``min_window`` ratings (or there is
+          no current version), it must instead beat most-popular on its own held-out window.
+          Without protocol T (the tutorial preset): its protocol-B top-k is at most ``tolerance`` below the
+          current version's, on the same held-out data, as below.
 
 "On the same held-out data" is checked, not assumed: the two manifests must agree on the data fingerprint,
 the split, the seed and the test size. If they do not, the candidate is refused with the differing fields
@@ -33,7 +37,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract.checksums import file_problems
-from contract.manifest import Manifest, VersionError, read_manifest
+from contract.manifest import Manifest, Table, VersionError, read_manifest
 
 # Manifest fields that must be equal for two versions' metrics to describe the same held-out ratings.
 SAME_HELD_OUT: dict[str, Callable[[Manifest], object]] = {
@@ -59,8 +63,11 @@ class GateConfig(BaseModel):
     smoke_timeout_seconds: float = Field(
         300, gt=0, description="Loading TF and a model takes 5-15 s on 2 busy cores; longer is a hang."
     )
+    min_window: int = Field(
+        1000, ge=1, description="Stored ratings since the current cutoff needed to compare both models on them."
+    )
     allow_incomparable: bool = Field(
-        False, description="Promote although the held-out data differs (a deliberate data change)."
+        False, description="Without protocol T: promote although the held-out data differs (a data change)."
     )
 
 
@@ -224,13 +231,67 @@ def check_metric(candidate: Manifest, current: Manifest | None, current_name: st
     )
 
 
+def check_temporal(
+    candidate: Manifest,
+    current: Manifest | None,
+    current_name: str | None,
+    current_on_window: Table | None,
+    config: GateConfig,
+) -> Check:
+    """Protocol T: against the current version on the window neither trained on, else against most-popular."""
+    key = f"top_{config.k}"
+    ours = candidate.metrics.model["T"].get(key)
+    held = candidate.metrics.temporal
+    figures: dict[str, Figure] = {
+        "candidate": ours,
+        "held_out": held.how if held else None,
+        "window_after_id": held.after_id if held else None,
+        "window_size": held.test_size if held else None,
+    }
+    if ours is None:
+        return Check(name=f"metric T.{key}", ok=False, detail=f"candidate manifest has no metrics.model.T.{key}")
+    on_window = (
+        current is not None
+        and current_on_window is not None
+        and held is not None
+        and held.how == "after_id"
+        and held.after_id == current.data.ratings_cutoff_id
+    )
+    if on_window and current_on_window is not None:
+        theirs = current_on_window.get(key, 0.0)
+        floor = theirs - config.tolerance
+        figures.update(current=theirs, tolerance=config.tolerance, floor=floor)
+        where = f"the {figures['window_size']} ratings stored after id {figures['window_after_id']}"
+        ok = ours + 1e-9 >= floor
+        detail = f"{ours:.4f} against {current_name}'s {theirs:.4f} on {where} (floor {floor:.4f})"
+        if not ok:
+            detail = f"{ours:.4f} is more than {config.tolerance} below {current_name}'s {theirs:.4f} on {where}"
+        return Check(name=f"metric T.{key}", ok=ok, figures=figures, detail=detail)
+    baseline = candidate.metrics.most_popular.get("T", {}).get(key, 1.0)
+    figures["most_popular"] = baseline
+    why = "no current version" if current is None else f"fewer than {config.min_window} new stored ratings"
+    ok = ours > baseline
+    verdict = "beats" if ok else "does not beat"
+    return Check(
+        name=f"metric T.{key}",
+        ok=ok,
+        figures=figures,
+        detail=f"{why}: {ours:.4f} {verdict} most-popular's {baseline:.4f} on its own held-out window",
+    )
+
+
 def decide(
-    candidate_dir: Path, current_dir: Path | None, config: GateConfig, smoke: SmokeRunner | None = None
+    candidate_dir: Path,
+    current_dir: Path | None,
+    config: GateConfig,
+    smoke: SmokeRunner | None = None,
+    current_on_window: Table | None = None,
 ) -> GateDecision:
     """Run every check on `candidate_dir` against `current_dir` (None: no version is current yet).
 
-    `smoke` defaults to `run_smoke_query`. Never raises for a bad candidate: each problem becomes a failed
-    check and a reason in the decision.
+    `smoke` defaults to `run_smoke_query`; `current_on_window` is the current version's protocol-T table on
+    the candidate's held-out window, when the retrainer could score it there. Never raises for a bad
+    candidate: each problem becomes a failed check and a reason in the decision.
     """
     checks: list[Check] = []
     current: Manifest | None = None
@@ -251,7 +312,11 @@ def decide(
             checks.append(Check(name="smoke", ok=False, detail="skipped: files do not match the manifest"))
         measured = checks[-1].figures.get("recall")
         checks.append(check_index(manifest, measured if isinstance(measured, float | int) else None, config.min_recall))
-        checks.append(check_metric(manifest, current, current_dir.name if current_dir else None, config))
+        current_name = current_dir.name if current_dir else None
+        if "T" in manifest.metrics.model:
+            checks.append(check_temporal(manifest, current, current_name, current_on_window, config))
+        else:
+            checks.append(check_metric(manifest, current, current_name, config))
     reasons = [f"{check.name}: {check.detail}" for check in checks if not check.ok]
     return GateDecision(
         candidate=candidate_dir.name,

@@ -19,31 +19,81 @@ def dense_stack(layer_sizes: tuple[int, ...], name: str) -> tf.keras.Sequential:
     return keras.Sequential(layers, name=name)
 
 
+class ClampTimestamp(tf.keras.layers.Layer):
+    """Clamps timestamps into the training range, inside the exported model, so a query at "now" (years past
+    MovieLens) is answered like one at the data's end instead of extrapolating the time features."""
+
+    def __init__(self, low: int, high: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.low, self.high = int(low), int(high)
+
+    def call(self, timestamp: tf.Tensor) -> tf.Tensor:
+        return tf.clip_by_value(timestamp, self.low, self.high)
+
+    def get_config(self) -> dict[str, object]:
+        return {**super().get_config(), "low": self.low, "high": self.high}
+
+
+class MaskedMean(tf.keras.layers.Layer):
+    """Mean of the unmasked vectors of each row, zeros for a row with none (an empty history)."""
+
+    supports_masking = True
+
+    def call(self, vectors: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
+        weights = tf.ones(tf.shape(vectors)[:2]) if mask is None else tf.cast(mask, vectors.dtype)
+        total = tf.reduce_sum(vectors * weights[..., None], axis=1)
+        return total / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
+
+    def compute_mask(self, inputs: tf.Tensor, mask: tf.Tensor | None = None) -> None:
+        return None
+
+
 def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Model:
-    """user_id (string [batch]) and timestamp (int64 [batch]) -> query embedding [batch, layers[-1]].
+    """user_id string [batch], timestamp int64 [batch] (and history string [batch, H]) -> embedding [batch, d].
 
     As in the TFRS tutorial: a user-id embedding, an embedding of the timestamp discretised into
-    `timestamp_buckets` equal-width buckets, and the standardised timestamp itself.
+    `timestamp_buckets` equal-width buckets, and the standardised timestamp, with the timestamp first clamped
+    to the training range. With `history_length` > 0, also the mean embedding of the movies the user rated
+    before the query (the YouTube-DNN "watch vector", Covington et al. 2016); "" pads a short history. An
+    unknown user_id (or "") takes the out-of-vocabulary embedding, which `user_dropout` trains.
     """
     dim = config.embedding_dim
     user_id = keras.Input(shape=(), dtype=tf.string, name="user_id")
     timestamp = keras.Input(shape=(), dtype=tf.int64, name="timestamp")
+    inputs = {"user_id": user_id, "timestamp": timestamp}
 
     user_index = keras.layers.StringLookup(vocabulary=vocab.user_ids, mask_token=None, name="user_lookup")(user_id)
     user_vector = keras.layers.Embedding(len(vocab.user_ids) + 1, dim, name="user_embedding")(user_index)
 
-    boundaries = np.linspace(vocab.timestamp_min, vocab.timestamp_max, num=config.timestamp_buckets).tolist()
-    bucket = keras.layers.Discretization(bin_boundaries=boundaries, name="timestamp_buckets")(timestamp)
-    time_vector = keras.layers.Embedding(len(boundaries) + 1, dim, name="timestamp_embedding")(bucket)
+    clamped = ClampTimestamp(vocab.timestamp_min, vocab.timestamp_max, name="timestamp_clamp")(timestamp)
+    # Interior boundaries only: `timestamp_buckets` equal-width buckets that each hold training data. The
+    # tutorial's linspace(min, max) puts the maximum alone in a last bucket, and "now", clamped to the
+    # maximum, would land on that barely trained embedding.
+    edges = np.linspace(vocab.timestamp_min, vocab.timestamp_max, num=config.timestamp_buckets + 1)
+    boundaries = edges[1:-1].tolist()
+    bucket = keras.layers.Discretization(bin_boundaries=boundaries, name="timestamp_buckets")(clamped)
+    time_vector = keras.layers.Embedding(config.timestamp_buckets, dim, name="timestamp_embedding")(bucket)
 
     normalized = keras.layers.Normalization(
         axis=None, mean=vocab.timestamp_mean, variance=vocab.timestamp_variance, name="timestamp_normalized"
-    )(timestamp)
+    )(clamped)
     normalized = keras.layers.Reshape((1,), name="timestamp_column")(normalized)
+    features = [user_vector, time_vector, normalized]
 
-    features = keras.layers.Concatenate(name="query_features")([user_vector, time_vector, normalized])
-    embedding = dense_stack(config.layers, "query_dense")(features)
-    return keras.Model(inputs={"user_id": user_id, "timestamp": timestamp}, outputs=embedding, name="query_tower")
+    if config.history_length > 0:
+        history = keras.Input(shape=(config.history_length,), dtype=tf.string, name="history")
+        inputs["history"] = history
+        history_index = keras.layers.StringLookup(vocabulary=vocab.movie_ids, mask_token="", name="history_lookup")(
+            history
+        )
+        history_vectors = keras.layers.Embedding(
+            len(vocab.movie_ids) + 2, dim, mask_zero=True, name="history_embedding"
+        )(history_index)
+        features.append(MaskedMean(name="history_mean")(history_vectors))
+
+    concatenated = keras.layers.Concatenate(name="query_features")(features)
+    embedding = dense_stack(config.layers, "query_dense")(concatenated)
+    return keras.Model(inputs=inputs, outputs=embedding, name="query_tower")
 
 
 def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Model:
@@ -87,7 +137,7 @@ class TwoTowerModel(tfrs.Model):
         self.task = tfrs.tasks.Retrieval()
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        query = self.query_tower({"user_id": features["user_id"], "timestamp": features["timestamp"]})
+        query = self.query_tower({name: features[name] for name in self.query_tower.input_names})
         candidate = self.candidate_tower({"movie_id": features["movie_id"], "title": features["title"]})
         probability = features["candidate_probability"] if self.sampling_bias_correction else None
         return self.task(query, candidate, candidate_sampling_probability=probability)

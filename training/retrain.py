@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from contract.manifest import MANIFEST
+from contract.manifest import MANIFEST, Table, VersionError, read_manifest
 from contract.pointers import CURRENT, PINNED, TMP_PREFIX, PointerError, list_versions, promote, read_pointer
+from contract.ratings import RatingsStore
 from training.gate import GateConfig, GateDecision, decide
 
 if TYPE_CHECKING:
@@ -121,23 +122,63 @@ def exclusive(models_dir: Path) -> Iterator[None]:
         yield
 
 
-def _train_candidate(config: "TrainConfig", data_dir: Path, models_dir: Path) -> Path:
+def _window_start(current_dir: Path | None, ratings_url: str | None, min_window: int) -> int | None:
+    """The current version's ratings cutoff, when enough ratings were stored after it to judge both models there."""
+    if current_dir is None or ratings_url is None:
+        return None
+    try:
+        cutoff = read_manifest(current_dir).data.ratings_cutoff_id
+    except VersionError:
+        return None
+    with RatingsStore(ratings_url) as store:
+        store.create_schema()
+        window = store.count_after(cutoff)
+    log.info("%d ratings stored after the current version's cutoff (id %d)", window, cutoff)
+    return cutoff if window >= min_window else None
+
+
+def _train_candidate(
+    config: "TrainConfig",
+    data_dir: Path,
+    models_dir: Path,
+    ratings_url: str | None,
+    window_start: int | None,
+    current_dir: Path | None,
+) -> tuple[Path, Table | None]:
+    """Export a candidate (not promoted) and, on a window, the current version's protocol-T table there."""
     # Imported here: TensorFlow loads with it, and the scheduler process should stay small.
     from training.train import train_versions
 
-    return train_versions([config], data_dir, models_dir, progress=False)[0].version_dir
+    trained = train_versions(
+        [config],
+        data_dir,
+        models_dir,
+        progress=False,
+        ratings_url=ratings_url,
+        held_out_after_id=window_start,
+        compare_with=current_dir if window_start is not None else None,
+    )[0]
+    return trained.version_dir, trained.compared_on_window
 
 
-def retrain(config: "TrainConfig", data_dir: Path, models_dir: Path, gate: GateConfig, keep: int) -> RetrainResult:
+def retrain(
+    config: "TrainConfig",
+    data_dir: Path,
+    models_dir: Path,
+    gate: GateConfig,
+    keep: int,
+    ratings_url: str | None = None,
+) -> RetrainResult:
     """Run one cycle: train and export a candidate, gate it, promote it or keep it refused, prune.
 
     Args:
-        config: training settings for the candidate; keep the seed and split of the current version so that
-            the gate can compare the two on the same held-out ratings.
+        config: training settings for the candidate.
         data_dir: MovieLens files (already fetched).
         models_dir: the version directories and the CURRENT/PINNED pointers.
         gate: the promotion thresholds.
         keep: how many newest versions to keep besides CURRENT, PINNED and the version this cycle replaced.
+        ratings_url: the ratings store the service writes; its ratings up to now are trained on, and those
+            after the current version's cutoff are the window the gate compares both models on.
     Returns:
         the decision, the version served afterwards, the gate record's path and what was pruned.
     Raises:
@@ -151,9 +192,13 @@ def retrain(config: "TrainConfig", data_dir: Path, models_dir: Path, gate: GateC
     models_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(models_dir):
         previous = read_pointer(models_dir, CURRENT)
-        candidate_dir = _train_candidate(config, data_dir, models_dir)
+        current_dir = models_dir / previous if previous else None
+        window_start = _window_start(current_dir, ratings_url, gate.min_window)
+        candidate_dir, current_on_window = _train_candidate(
+            config, data_dir, models_dir, ratings_url, window_start, current_dir
+        )
         log.info("gating candidate %s against %s", candidate_dir.name, previous or "no current version")
-        decision = decide(candidate_dir, models_dir / previous if previous else None, gate)
+        decision = decide(candidate_dir, current_dir, gate, current_on_window=current_on_window)
         now_current = read_pointer(models_dir, CURRENT)
         if decision.promoted and now_current != previous:
             # Someone rolled back or promoted by hand during training: their choice wins.
@@ -200,9 +245,11 @@ def seconds_until_due(models_dir: Path, interval_seconds: float, now: float | No
     return max(0.0, newest + interval_seconds - now)
 
 
-def _cycle(config: "TrainConfig", data_dir: Path, models_dir: Path, gate: GateConfig, keep: int) -> None:
+def _cycle(
+    config: "TrainConfig", data_dir: Path, models_dir: Path, gate: GateConfig, keep: int, ratings_url: str | None
+) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    retrain(config, data_dir, models_dir, gate, keep)
+    retrain(config, data_dir, models_dir, gate, keep, ratings_url)
 
 
 def retrain_every(
@@ -213,6 +260,7 @@ def retrain_every(
     gate: GateConfig,
     keep: int,
     cycles: int | None = None,
+    ratings_url: str | None = None,
 ) -> None:
     """Run a cycle whenever the newest version is ``interval_seconds`` old, until SIGTERM/SIGINT.
 
@@ -229,7 +277,7 @@ def retrain_every(
 
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        _schedule(interval_seconds, (config, data_dir, models_dir, gate, keep), models_dir, stop, cycles)
+        _schedule(interval_seconds, (config, data_dir, models_dir, gate, keep, ratings_url), models_dir, stop, cycles)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -1,11 +1,14 @@
-"""Orchestration, top to bottom: config -> data -> split -> fit -> evaluate -> export -> promote.
+"""Orchestration, top to bottom: data (+ stored ratings) -> folds -> fit -> evaluate -> refit -> export -> promote.
 
 `train_versions` is the one entry point: the `train`, `compare` and `retrain` commands and the benchmarks
-all call it, so every path through training produces versions the same way.
+all call it, so every path through training produces versions the same way. Each configuration is fit up
+to three times: on the random split (protocols A and B), on the earliest ratings (protocol T), and on every
+rating for the version that is served (`refit`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,51 +19,62 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from contract.manifest import DataInfo, Metrics
+from contract.manifest import DataInfo, HeldOut, Metrics, QueryInfo, Table
 from contract.pointers import promote
 from training.config import TrainConfig
-from training.data import MovieLens, load_movielens
+from training.data import MovieLens, load_movielens, with_stored_ratings
 from training.dataset import (
-    SeenMovies,
-    Split,
     Vocabularies,
-    build_seen,
     build_vocabularies,
     candidates_dataset,
     catalogue_rows,
     ratings_dataset,
     split_ratings,
 )
-from training.evaluate import evaluate_embeddings, evaluate_popularity, popularity_ranking
+from training.evaluate import HeldOut as HeldOutRatings
+from training.evaluate import accuracy_table, baseline_ranks, model_ranks, popularity_ranking
 from training.export import TrainedArtifacts, export_version
+from training.history import UserRatings, build_user_ratings
 from training.model import build_model
 from training.plot import training_curve_png
 from training.progress import EpochProgress
 
 
 @dataclass(frozen=True)
-class TrainedRun:
-    """One fitted model with its offline evaluation, ready to export."""
+class Fold:
+    """What one model is fit on and, unless it is the serving refit, the held-out ratings it is scored on."""
 
-    config: TrainConfig
-    query_tower: tf.keras.Model
-    candidate_tower: tf.keras.Model
-    candidate_embeddings: np.ndarray  # float32 [num_movies, d]
-    test_query_embeddings: np.ndarray  # float32 [test_size, d]
-    history: dict[str, Any]
-    metrics: Metrics
+    data: MovieLens
+    train: pd.DataFrame
+    known: UserRatings  # the training ratings by user: training histories, seen lists, known users
+    popularity: np.ndarray  # int32 movie rows by training count: the unknown-user fallback
+    test: pd.DataFrame | None = None  # the held-out ratings scored (possibly subsampled)
+    test_histories: np.ndarray | None = None  # int32 [len(test), H]: what the service would have known then
+    held_out: HeldOutRatings | None = None
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    """The data side of a run, shared by every model trained on the same split."""
+    """The data side of a run, shared by every configuration trained on it."""
 
     data: MovieLens
-    split: Split
-    test: pd.DataFrame  # the (possibly subsampled) held-out ratings that are scored
-    vocab: Vocabularies
-    seen: SeenMovies
-    popularity: np.ndarray
+    random: Fold  # protocols A and B
+    temporal: Fold | None  # protocol T
+    temporal_info: HeldOut | None
+    everything: Fold  # every rating: the serving refit
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """One fitted model: its towers and, when it was scored, its query embeddings of the held-out ratings."""
+
+    config: TrainConfig
+    vocab: Vocabularies  # what the towers adapted to, the time range they clamp to included
+    query_tower: tf.keras.Model
+    candidate_tower: tf.keras.Model
+    candidate_embeddings: np.ndarray  # float32 [num_movies, d]
+    test_query_embeddings: np.ndarray | None  # float32 [test_size, d]
+    history: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -71,6 +85,7 @@ class TrainedVersion:
     version_dir: Path
     metrics: Metrics
     history: dict[str, Any]
+    compared_on_window: Table | None = None  # the `compare_with` version's protocol-T table on the same window
 
 
 def train_versions(
@@ -80,114 +95,271 @@ def train_versions(
     *,
     promote_version: bool = False,
     progress: bool = True,
+    ratings_url: str | None = None,
+    held_out_after_id: int | None = None,
+    compare_with: Path | None = None,
 ) -> list[TrainedVersion]:
-    """The offline job: load, split, fit, evaluate and export each configuration; promote a single one on request.
+    """The offline job: load, fit, evaluate, refit and export each configuration; promote a single one on request.
 
-    Several configurations share one split (so their figures compare) and one training-curve plot.
-
+    Args:
+        ratings_url: a ratings store whose ratings (up to its newest id now) are trained on too.
+        held_out_after_id: protocol T holds out the stored ratings after this id (the retrainer's window)
+            instead of the latest share by time.
+        compare_with: an exported version (the current one) to score under protocol T on that same window.
     Raises:
         ValueError: configurations that would split differently, or promotion asked for several versions.
         training.data.DataError: the data cannot be used.
     """
-    split_keys = {(c.dataset, c.split, c.test_fraction, c.seed, c.eval_max_queries) for c in configs}
+    split_keys = {(c.dataset, c.split, c.test_fraction, c.seed, c.eval_max_queries, c.history_length) for c in configs}
     if len(split_keys) != 1:
-        raise ValueError("compared configs must share dataset, split, test_fraction, seed and eval_max_queries")
+        raise ValueError("compared configs must share dataset, split, test_fraction, seed, eval sizes and history")
     if promote_version and len(configs) != 1:
         raise ValueError("only a single trained version can be promoted; compare runs are studies")
-    prepared = prepare(configs[0], data_dir)
-    runs = [fit(config, prepared, progress=progress) for config in configs]
-    curve = training_curve_png({run.config.label: run.history for run in runs})
+    prepared = prepare(configs[0], data_dir, ratings_url, held_out_after_id)
+    results = [_train_one(config, prepared, progress) for config in configs]
+    curve = training_curve_png({run.config.label: run.history for run, _ in results})
+    compared = None
+    if compare_with is not None and prepared.temporal is not None:
+        compared = _score_exported(compare_with, prepared.temporal, configs[0])
     trained = [
-        TrainedVersion(run.config, export_run(run, prepared, models_dir, curve), run.metrics, run.history)
-        for run in runs
+        TrainedVersion(
+            run.config, export_run(run, prepared, models_dir, curve, metrics), metrics, run.history, compared
+        )
+        for run, metrics in results
     ]
     if promote_version:
         promote(models_dir, trained[0].version_dir.name)
     return trained
 
 
-def prepare(config: TrainConfig, data_dir: Path) -> PreparedData:
-    """Loads the data and fixes the split, so that several models can be compared on the same one."""
+def _score_exported(version_dir: Path, fold: Fold, config: TrainConfig) -> Table:
+    from training.rescore import score_exported
+
+    assert fold.test is not None and fold.held_out is not None
+    users, times = fold.test["user_id"].to_numpy(np.int64), fold.test["timestamp"].to_numpy(np.int64)
+    movie_ids = fold.data.movies["movie_id"].to_numpy().astype(str)
+    return score_exported(version_dir, fold.held_out, users, times, movie_ids, config.eval_batch_size)
+
+
+def load_data(config: TrainConfig, data_dir: Path, ratings_url: str | None) -> MovieLens:
+    """The MovieLens files, plus every stored rating up to the store's newest id when a store is given."""
     data = load_movielens(data_dir, config.dataset)
+    if ratings_url is None:
+        return data
+    from contract.ratings import RatingsStore
+
+    with RatingsStore(ratings_url) as store:
+        store.create_schema()
+        cutoff = store.last_id()
+        return with_stored_ratings(data, store.ratings_up_to(cutoff), cutoff)
+
+
+def prepare(
+    config: TrainConfig, data_dir: Path, ratings_url: str | None = None, held_out_after_id: int | None = None
+) -> PreparedData:
+    """Loads the data and fixes the folds, so that several models can be compared on the same ones."""
+    data = load_data(config, data_dir, ratings_url)
+    rows = catalogue_rows(data, data.ratings)
+    everything = build_user_ratings(data.ratings, rows)
     split = split_ratings(data.ratings, config.split, config.test_fraction, config.seed)
-    test = split.test
-    if len(test) > config.eval_max_queries:
-        rows = np.random.default_rng(config.seed).choice(len(test), config.eval_max_queries, replace=False)
-        test = test.iloc[np.sort(rows)].reset_index(drop=True)
-    return PreparedData(
+    random_fold = _scored_fold(config, data, split.train, split.test, known_at_query=None)
+    temporal, info = None, None
+    if config.evaluate_temporal:
+        train, test, info = _temporal_split(data.ratings, config.test_fraction, held_out_after_id)
+        temporal = _scored_fold(config, data, train, test, known_at_query=everything)
+    serving = Fold(
         data=data,
-        split=split,
+        train=data.ratings,
+        known=everything,
+        popularity=popularity_ranking(rows, len(data.movies)),
+    )
+    return PreparedData(data, random_fold, temporal, info, serving)
+
+
+def _temporal_split(
+    ratings: pd.DataFrame, test_fraction: float, after_id: int | None
+) -> tuple[pd.DataFrame, pd.DataFrame, HeldOut]:
+    """Protocol T's hold-out: the stored ratings after `after_id` when given, else the latest share by time."""
+    if after_id is not None and "stored_id" in ratings:
+        test_mask = (ratings["stored_id"] > after_id).to_numpy()
+        info = HeldOut(how="after_id", after_id=after_id, test_size=int(test_mask.sum()))
+    else:
+        split = split_ratings(ratings, "temporal", test_fraction, seed=0)
+        return split.train, split.test, HeldOut(how="latest", test_size=len(split.test))
+    return ratings[~test_mask].reset_index(drop=True), ratings[test_mask].reset_index(drop=True), info
+
+
+def _scored_fold(
+    config: TrainConfig,
+    data: MovieLens,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    known_at_query: UserRatings | None,
+) -> Fold:
+    """A fold whose held-out ratings are scored as the service would answer them.
+
+    With `known_at_query` None (protocols A and B) a query knows the training ratings: its history is the
+    user's training ratings before it, and all of them are excluded. Otherwise (protocol T) it knows every
+    rating before its time in `known_at_query`, and those are both its history and its exclusions.
+    """
+    if len(test) > config.eval_max_queries:
+        picked = np.random.default_rng(config.seed).choice(len(test), config.eval_max_queries, replace=False)
+        test = test.iloc[np.sort(picked)].reset_index(drop=True)
+    known = build_user_ratings(train, catalogue_rows(data, train))
+    users, times = test["user_id"].to_numpy(np.int64), test["timestamp"].to_numpy(np.int64)
+    source = known if known_at_query is None else known_at_query
+    history_start, history_end = source.spans_before(users, times)
+    start, end = known.spans(users) if known_at_query is None else (history_start, history_end)
+    held_out = HeldOutRatings(
+        targets=catalogue_rows(data, test),
+        known=source,
+        exclude_start=start,
+        exclude_end=end,
+        # Unknown to the model and nothing rated before: the service answers from popularity.
+        fallback=(known.positions(users) < 0) & (history_end == history_start),
+    )
+    return Fold(
+        data=data,
+        train=train,
+        known=known,
+        popularity=popularity_ranking(known.movie_rows, len(data.movies)),
         test=test,
-        vocab=build_vocabularies(data, split.train),
-        seen=build_seen(data, split.train),
-        popularity=popularity_ranking(catalogue_rows(data, split.train), len(data.movies)),
+        test_histories=source.histories(users, times, config.history_length) if config.history_length else None,
+        held_out=held_out,
     )
 
 
-def fit(config: TrainConfig, prepared: PreparedData, progress: bool = True) -> TrainedRun:
-    """Trains one two-tower model and evaluates it (protocols A and B) against the most-popular baseline."""
+def _train_one(config: TrainConfig, prepared: PreparedData, progress: bool) -> tuple[TrainedRun, Metrics]:
+    """Fit and score on each protocol's fold, then the serving model (the refit, or the protocol-A/B one)."""
+    scored = fit(config, prepared.random, progress=progress)
+    model, baseline = _tables(config, prepared.random, scored, {"A": False, "B": True})
+    if prepared.temporal is not None:
+        temporal = fit(config, prepared.temporal, progress=progress, label=f"{config.label} (T)")
+        model_t, baseline_t = _tables(config, prepared.temporal, temporal, {"T": True})
+        model, baseline = {**model, **model_t}, {**baseline, **baseline_t}
+    metrics = Metrics(
+        model=model,
+        most_popular=baseline,
+        split=config.split,
+        test_size=len(prepared.random.test) if prepared.random.test is not None else 0,
+        temporal=prepared.temporal_info,
+    )
+    if not config.refit:
+        return scored, metrics
+    served = fit(config, prepared.everything, progress=progress, label=f"{config.label} (refit)")
+    # The curve and timings of the scored fit describe the configuration; the refit adds its own time.
+    history = {**scored.history, "refit_seconds": served.history["train_seconds"]}
+    return dataclasses.replace(served, history=history), metrics
+
+
+def _tables(
+    config: TrainConfig, fold: Fold, run: TrainedRun, protocols: dict[str, bool]
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Model and most-popular tables for each protocol name -> whether it excludes known movies."""
+    assert fold.held_out is not None and run.test_query_embeddings is not None
+    chunk = config.eval_score_chunk
+    model, baseline = {}, {}
+    for name, exclude in protocols.items():
+        ranks = model_ranks(
+            run.test_query_embeddings, run.candidate_embeddings, fold.popularity, fold.held_out, exclude, chunk
+        )
+        model[name] = accuracy_table(ranks)
+        baseline[name] = accuracy_table(baseline_ranks(fold.popularity, fold.held_out, exclude, chunk))
+    return model, baseline
+
+
+def query_inputs(frame: pd.DataFrame, histories: np.ndarray | None, movie_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The query tower's inputs for rows of `frame`: user_id and timestamp strings/ints, history movie ids."""
+    inputs = {
+        "user_id": frame["user_id"].to_numpy(np.int64).astype(str),
+        "timestamp": frame["timestamp"].to_numpy(np.int64),
+    }
+    if histories is not None:
+        inputs["history"] = np.concatenate([[""], movie_ids])[histories + 1]
+    return inputs
+
+
+def fit(config: TrainConfig, fold: Fold, progress: bool = True, label: str | None = None) -> TrainedRun:
+    """Trains one two-tower model on `fold.train`; with held-out ratings, records the training curve on them."""
     tf.keras.utils.set_random_seed(config.seed)
-    data, vocab = prepared.data, prepared.vocab
-    train_ds = ratings_dataset(data, prepared.split.train, vocab, config.batch_size, shuffle_seed=config.seed)
-    test_ds = ratings_dataset(data, prepared.test, vocab, config.eval_batch_size).cache()
+    vocab = build_vocabularies(fold.data, fold.train)
+    train_histories = None
+    if config.history_length:
+        users, times = fold.train["user_id"].to_numpy(np.int64), fold.train["timestamp"].to_numpy(np.int64)
+        train_histories = fold.known.histories(users, times, config.history_length)
+    train_ds = ratings_dataset(
+        fold.data,
+        fold.train,
+        vocab,
+        config.batch_size,
+        histories=train_histories,
+        shuffle_seed=config.seed,
+        user_dropout=config.user_dropout,
+    )
     model, query_tower, candidate_tower = build_model(vocab, config)
-
     movies_ds = candidates_dataset(vocab, config.eval_batch_size).cache()
-    queries_ds = test_ds.map(lambda f: {"user_id": f["user_id"], "timestamp": f["timestamp"]}).cache()
+    queries_ds = None
+    if fold.test is not None:
+        inputs = query_inputs(fold.test, fold.test_histories, vocab.movie_ids)
+        queries_ds = tf.data.Dataset.from_tensor_slices(inputs).batch(config.eval_batch_size).cache()
 
-    def embed() -> tuple[np.ndarray, np.ndarray]:
+    def embed() -> tuple[np.ndarray, np.ndarray | None]:
         candidates = candidate_tower.predict(movies_ds, verbose=0).astype(np.float32)
+        if queries_ds is None:
+            return candidates, None
         return candidates, query_tower.predict(queries_ds, verbose=0).astype(np.float32)
 
     def evaluate_now() -> dict[str, dict[str, float]]:
         candidates, queries = embed()
-        return score(prepared, candidates, queries, config).model
+        assert fold.held_out is not None and queries is not None
+        ranks = {
+            name: model_ranks(queries, candidates, fold.popularity, fold.held_out, exclude, config.eval_score_chunk)
+            for name, exclude in (("A", False), ("B", True))
+        }
+        return {name: accuracy_table(r) for name, r in ranks.items()}
 
-    evaluate_at = {*range(config.eval_every, config.epochs + 1, config.eval_every), config.epochs}
-    bar = EpochProgress(config.epochs, config.label, evaluate_now, evaluate_at, enabled=progress)
+    evaluate_at = set()
+    if fold.test is not None and label is None:  # the curve is drawn for the protocol-A/B fit only
+        evaluate_at = {*range(config.eval_every, config.epochs + 1, config.eval_every), config.epochs}
+    bar = EpochProgress(config.epochs, label or config.label, evaluate_now, evaluate_at, enabled=progress)
     started, cpu_started = time.perf_counter(), time.process_time()
     model.fit(train_ds, epochs=config.epochs, verbose=0, callbacks=[bar])
     seconds = time.perf_counter() - started
-
     candidate_embeddings, query_embeddings = embed()
-    metrics = score(prepared, candidate_embeddings, query_embeddings, config)
     history = dict(
         bar.history,
         train_seconds=seconds,
         train_cpu_seconds=time.process_time() - cpu_started,
         seconds_per_epoch=seconds / config.epochs,
     )
-    return TrainedRun(config, query_tower, candidate_tower, candidate_embeddings, query_embeddings, history, metrics)
+    return TrainedRun(config, vocab, query_tower, candidate_tower, candidate_embeddings, query_embeddings, history)
 
 
-def score(
-    prepared: PreparedData, candidate_embeddings: np.ndarray, query_embeddings: np.ndarray, config: TrainConfig
-) -> Metrics:
-    """The manifest's metrics block: model and most-popular tables under protocols A and B."""
-    targets = catalogue_rows(prepared.data, prepared.test)
-    users = prepared.test["user_id"].to_numpy(dtype=np.int64)
-    chunk = config.eval_score_chunk
-    return Metrics(
-        model=evaluate_embeddings(query_embeddings, candidate_embeddings, targets, users, prepared.seen, chunk),
-        most_popular=evaluate_popularity(
-            prepared.popularity, len(candidate_embeddings), targets, users, prepared.seen, chunk
-        ),
-        split=config.split,
-        test_size=len(prepared.test),
-    )
+def _index_queries(run: TrainedRun, prepared: PreparedData) -> np.ndarray:
+    """Real query embeddings of the served model to measure its index's recall on: the latest ratings' users."""
+    config, serving = run.config, prepared.everything
+    frame = serving.train.sort_values("timestamp").tail(config.index_recall_queries)
+    histories = None
+    if config.history_length:
+        users, times = frame["user_id"].to_numpy(np.int64), frame["timestamp"].to_numpy(np.int64)
+        histories = serving.known.histories(users, times, config.history_length)
+    movie_ids = prepared.data.movies["movie_id"].to_numpy().astype(str)
+    inputs = query_inputs(frame, histories, movie_ids)
+    return run.query_tower.predict(inputs, batch_size=config.eval_batch_size, verbose=0).astype(np.float32)
 
 
-def export_run(run: TrainedRun, prepared: PreparedData, models_dir: Path, curve_png: bytes) -> Path:
-    """Writes the run as a new version directory (atomically) and returns its path."""
+def export_run(run: TrainedRun, prepared: PreparedData, models_dir: Path, curve_png: bytes, metrics: Metrics) -> Path:
+    """Writes the served model as a new version directory (atomically) and returns its path."""
     data = prepared.data
+    served = prepared.everything if run.config.refit else prepared.random
     artifacts = TrainedArtifacts(
         query_tower=run.query_tower,
         candidate_tower=run.candidate_tower,
         candidate_embeddings=run.candidate_embeddings,
-        index_queries=run.test_query_embeddings[: run.config.index_recall_queries],
+        index_queries=_index_queries(run, prepared),
         movies=data.movies,
-        seen=prepared.seen,
-        popularity=prepared.popularity,
+        user_ratings=served.known,
+        popularity=served.popularity,
         history=run.history,
         curve_png=curve_png,
         config=run.config,
@@ -200,7 +372,14 @@ def export_run(run: TrainedRun, prepared: PreparedData, models_dir: Path, curve_
             num_movies=len(data.movies),
             timestamp_min=int(data.ratings["timestamp"].min()),
             timestamp_max=int(data.ratings["timestamp"].max()),
+            ratings_cutoff_id=data.ratings_cutoff_id,
+            num_stored_ratings=data.num_stored,
         ),
-        metrics=run.metrics,
+        query=QueryInfo(
+            history_length=run.config.history_length,
+            timestamp_min=run.vocab.timestamp_min,
+            timestamp_max=run.vocab.timestamp_max,
+        ),
+        metrics=metrics,
     )
     return export_version(models_dir, artifacts)

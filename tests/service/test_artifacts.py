@@ -60,24 +60,29 @@ def test_every_kind_of_mismatch_is_named(version_dir: Path) -> None:
 def test_loaded_towers_and_index_match_the_oracle(version_dir: Path, oracles: dict[str, Oracle]) -> None:
     oracle = oracles[V1]
     version = load_version(version_dir, max_batch=16)
-    users = ["1", "7", "stranger"]
-    queries = version.embed(users, [TS, TS + 5_000_000, TS])
-    expected = np.stack([oracle.query(u, t) for u, t in zip(users, [TS, TS + 5_000_000, TS], strict=True)])
+    # A known user with their history, one past the training range (clamped), a stranger with a history.
+    users, times = ["1", "7", "stranger"], [TS, TS + 50_000_000, TS]
+    histories = [oracle.history("1", TS), oracle.history("7", TS + 50_000_000), ["3", "9"]]
+    queries = version.embed(users, times, histories)
+    expected = np.stack([oracle.query(u, t, h) for u, t, h in zip(users, times, histories, strict=True)])
     np.testing.assert_allclose(queries, expected, rtol=1e-5, atol=1e-5)
+    assert histories[0] and queries[2].tolist() != version.embed(["stranger"], [TS], [[]])[0].tolist()
 
     rows, scores = version.search(queries, 10)
     exact = queries @ oracle.candidate_embeddings.T
     np.testing.assert_array_equal(rows, np.argsort(-exact, axis=1)[:, :10])
     np.testing.assert_allclose(scores, np.take_along_axis(exact, rows, axis=1), rtol=1e-5)
 
-    assert version.seen("stranger") is None
-    assert set(np.asarray(version.seen("1")).tolist()) == oracle.seen_rows("1")
+    assert version.ratings_of("stranger")[0].tolist() == []
+    rows, times = version.ratings_of("1")
+    assert set(rows.tolist()) == oracle.seen_rows("1") and times.tolist() == sorted(times.tolist())
+    assert version.history_ids(rows[times < TS]) == oracle.history("1", TS)
     assert version.popularity.tolist() == oracle.popularity.tolist()
 
 
 def test_a_search_deeper_than_the_catalogue_stops_at_the_catalogue(version_dir: Path) -> None:
     version = load_version(version_dir, max_batch=1)
-    rows, _ = version.search(version.embed(["1"], [TS]), 500)
+    rows, _ = version.search(version.embed(["1"], [TS], [[]]), 500)
     assert rows.shape == (1, 40) and sorted(rows[0].tolist()) == list(range(40))
 
 
@@ -110,7 +115,7 @@ def test_a_short_filtered_search_falls_back_to_exact(version_dir: Path, oracles:
     """When the index returns too few allowed hits, exact search over the allowed movies fills the answer."""
     oracle = oracles[V1]
     version = load_version(version_dir, max_batch=1)
-    query = version.embed(["3"], [TS])[0]
+    query = version.embed(["3"], [TS], [oracle.history("3", TS)])[0]
     rows, scores = version.search(query[None], 5)
     allowed = np.zeros(40, dtype=bool)
     allowed[20:] = True

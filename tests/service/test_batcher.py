@@ -19,18 +19,19 @@ from tests.service.version_factory import Oracle
 
 @dataclass(eq=False)
 class FakeVersion:
-    """Embeds user i as the vector [i, i]; records the size of every model call."""
+    """Embeds user i at time t with history h as the vector [i, t, len(h)]; records the size of every model call."""
 
     name: str = "fake"
     calls: list[int] = field(default_factory=list)
     searches: list[int] = field(default_factory=list)
     fail: bool = False
 
-    def embed(self, user_ids: list[str], timestamps: list[int]) -> np.ndarray:
+    def embed(self, user_ids: list[str], timestamps: list[int], histories: list[list[str]]) -> np.ndarray:
         self.calls.append(len(user_ids))
         if self.fail:
             raise RuntimeError("model exploded")
-        return np.array([[float(u), float(t)] for u, t in zip(user_ids, timestamps, strict=True)], np.float32)
+        rows = zip(user_ids, timestamps, histories, strict=True)
+        return np.array([[float(u), float(t), float(len(h))] for u, t, h in rows], np.float32)
 
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         self.searches.append(depth)
@@ -39,7 +40,7 @@ class FakeVersion:
 
 
 async def _gather(batcher: Batcher, version: Any, users: list[int]) -> list[Any]:
-    return await asyncio.gather(*(batcher.search(version, str(u), 1000 + u, 3) for u in users))
+    return await asyncio.gather(*(batcher.search(version, str(u), 1000 + u, ["50"] * (u % 3), 3) for u in users))
 
 
 def test_concurrent_callers_share_one_call_and_get_their_own_rows() -> None:
@@ -56,7 +57,7 @@ def test_concurrent_callers_share_one_call_and_get_their_own_rows() -> None:
     assert version.calls == [50] and sizes == [50]
     assert version.searches == [4]  # one search for the batch
     for user, hits in enumerate(results):
-        assert hits.query.tolist() == [user, 1000 + user]
+        assert hits.query.tolist() == [user, 1000 + user, user % 3]  # each caller's own time and history
         assert hits.rows.tolist()[:3] == [user, user + 1, user + 2]  # depth 3 searched as 4
 
 
@@ -81,7 +82,7 @@ def test_a_lone_request_does_not_wait_for_company() -> None:
         batcher.start()
         version = FakeVersion()
         for user in range(3):
-            await asyncio.wait_for(batcher.search(version, str(user), 0, 1), timeout=1)
+            await asyncio.wait_for(batcher.search(version, str(user), 0, [], 1), timeout=1)
         await batcher.stop()
         return version.calls
 
@@ -94,7 +95,7 @@ def test_deep_requests_search_apart_from_shallow_ones() -> None:
         batcher.start()
         version = FakeVersion()
         depths = [3, 600, 4, 17, 3]
-        results = await asyncio.gather(*(batcher.search(version, str(u), 0, d) for u, d in enumerate(depths)))
+        results = await asyncio.gather(*(batcher.search(version, str(u), 0, [], d) for u, d in enumerate(depths)))
         await batcher.stop()
         return version, results
 
@@ -111,7 +112,7 @@ def test_two_versions_in_one_batch_are_computed_apart() -> None:
         batcher = Batcher(max_batch=256, in_thread=False, observe=lambda size: None)
         batcher.start()
         old, new = FakeVersion("old"), FakeVersion("new")
-        results = await asyncio.gather(*(batcher.search(old if u % 2 else new, str(u), 0, 2) for u in range(10)))
+        results = await asyncio.gather(*(batcher.search(old if u % 2 else new, str(u), 0, [], 2) for u in range(10)))
         await batcher.stop()
         return old, new, results
 
@@ -125,8 +126,10 @@ def test_a_failing_model_call_fails_its_callers_and_the_batcher_lives_on() -> No
         batcher = Batcher(max_batch=256, in_thread=False, observe=lambda size: None)
         batcher.start()
         broken = FakeVersion(fail=True)
-        failed = await asyncio.gather(*(batcher.search(broken, str(u), 0, 1) for u in range(3)), return_exceptions=True)
-        after = await batcher.search(FakeVersion(), "7", 0, 1)
+        failed = await asyncio.gather(
+            *(batcher.search(broken, str(u), 0, [], 1) for u in range(3)), return_exceptions=True
+        )
+        after = await batcher.search(FakeVersion(), "7", 0, [], 1)
         await batcher.stop()
         return failed, after
 

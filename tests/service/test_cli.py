@@ -41,7 +41,7 @@ from pathlib import Path
 from service.artifacts import load_version
 from service.registry import Registry
 version = load_version(Path({str(shared_models_dir)!r}) / "20260101T000000Z", max_batch=4)
-assert version.embed(["1"], [885000000]).shape == (1, 8)
+assert version.embed(["1"], [885000000], [["2"]]).shape == (1, 8)
 leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("training", "tensorflow_recommenders"))
 assert not leaked, leaked
 print("ok")

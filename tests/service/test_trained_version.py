@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+from fastapi.testclient import TestClient
 
 from tests.service.conftest import TS, serving
 
@@ -19,14 +22,23 @@ def test_served_answers_match_brute_force_over_the_exported_towers(
     embeddings = np.load(tiny_version_dir / "candidate_embeddings.npy")
     movies = json.loads((tiny_version_dir / "movies.json").read_text())
     seen = np.load(tiny_version_dir / "seen.npz")
+    length = json.loads((tiny_version_dir / "manifest.json").read_text())["query"]["history_length"]
     users = seen["user_ids"].tolist()[:5]
     with serving(tiny_models_dir) as client:
         for user in users:
             body = client.get("/recommend", params={"user_id": user, "timestamp": TS, "k": 5}).json()
-            query = query_fn(user_id=tf.constant([user]), timestamp=tf.constant([TS], tf.int64))["embedding"]
-            scores = embeddings @ query.numpy()[0]
             index = users.index(user)
-            scores[seen["movie_rows"][seen["indptr"][index] : seen["indptr"][index + 1]]] = -np.inf
+            span = slice(seen["indptr"][index], seen["indptr"][index + 1])
+            rated, times = seen["movie_rows"][span], seen["timestamps"][span]
+            history = [movies[row]["movie_id"] for row in rated[times < TS][::-1][:length]]
+            assert body["history_used"] == len(history) > 0
+            query = query_fn(
+                user_id=tf.constant([user]),
+                timestamp=tf.constant([TS], tf.int64),
+                history=tf.constant([history + [""] * (length - len(history))]),
+            )["embedding"]
+            scores = embeddings @ query.numpy()[0]
+            scores[rated] = -np.inf
             best = np.argsort(-scores, kind="stable")[:5]
             assert [item["movie_id"] for item in body["items"]] == [movies[row]["movie_id"] for row in best]
             np.testing.assert_allclose([item["score"] for item in body["items"]], scores[best], rtol=1e-4)
@@ -41,3 +53,36 @@ def test_exported_candidate_embeddings_are_the_candidate_tower(tiny_version_dir:
         movie_id=tf.constant([m["movie_id"] for m in movies]), title=tf.constant([m["title"] for m in movies])
     )["embedding"].numpy()
     np.testing.assert_allclose(out, np.load(tiny_version_dir / "candidate_embeddings.npy"), rtol=1e-5, atol=1e-6)
+
+
+def _top_10(client: TestClient, user: str, timestamp: int | None) -> list[str]:
+    params = {"user_id": user, "k": 10} | ({} if timestamp is None else {"timestamp": timestamp})
+    body = client.get("/recommend", params=params).json()
+    assert body["personalised"], body
+    return [item["movie_id"] for item in body["items"]]
+
+
+def _mean_overlap(lists: list[list[str]]) -> float:
+    pairs = list(itertools.combinations(lists, 2))
+    return sum(len(set(a) & set(b)) / 10 for a, b in pairs) / len(pairs)
+
+
+def test_queries_at_now_are_personalised_and_time_is_clamped(tiny_models_dir: Path, tiny_version_dir: Path) -> None:
+    """At now, years past the data, each user still gets their own list: the model clamps time to its range."""
+    manifest = json.loads((tiny_version_dir / "manifest.json").read_text())
+    start, end = manifest["query"]["timestamp_min"], manifest["query"]["timestamp_max"]
+    year_2100 = 4_102_444_800
+    users = [str(u) for u in np.load(tiny_version_dir / "seen.npz")["user_ids"].tolist()[:21]]
+    with serving(tiny_models_dir) as client:
+        body = client.get("/recommend", params={"user_id": users[0]}).json()
+        assert abs(body["timestamp"] - time.time()) < 60 and body["effective_timestamp"] == end
+        # After the last rating, every moment is the same to the model: now, the data's end + 1 s, 2100.
+        assert (
+            _top_10(client, users[0], None)
+            == _top_10(client, users[0], end + 1)
+            == _top_10(client, users[0], year_2100)
+        )
+        # Unclamped, "now" would put the time features far outside training and swamp the user: one list for all.
+        at_now = _mean_overlap([_top_10(client, user, None) for user in users])
+        inside = _mean_overlap([_top_10(client, user, end - 86_400) for user in users])
+    assert start < end - 86_400 and at_now <= inside + 0.05, (at_now, inside)

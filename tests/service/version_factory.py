@@ -16,12 +16,15 @@ import tensorflow as tf
 
 import service  # noqa: F401  # sets the TensorFlow/BLAS environment before TensorFlow is imported
 from contract.checksums import file_checksums
-from contract.manifest import DataInfo, IndexInfo, Manifest, Metrics
+from contract.manifest import DataInfo, IndexInfo, Manifest, Metrics, QueryInfo
 
 GENRES = ["Action", "Comedy", "Drama", "Horror", "Romance"]
 RARE_GENRE = "Documentary"  # on exactly two movies, so a filter on it exhausts the catalogue
 TIME_ORIGIN = 880_000_000
+TIME_END = TIME_ORIGIN + 10_000_000  # the training time range; the towers clamp queries into it
 TIME_SCALE = 1e7
+RATING_GAP = 200_000  # a user's i-th rating is at TIME_ORIGIN + (i + 1) * RATING_GAP
+HISTORY_LENGTH = 5
 
 
 @dataclass(frozen=True)
@@ -33,13 +36,23 @@ class Oracle:
     time_direction: np.ndarray  # float32 [d]
     candidate_embeddings: np.ndarray  # float32 [num_movies, d]
     movies: list[dict[str, Any]]
-    seen: dict[str, list[int]]  # user_id -> movie rows rated in training
+    seen: dict[str, list[int]]  # user_id -> movie rows rated in training, oldest first
     popularity: np.ndarray  # movie rows, most rated first
 
-    def query(self, user_id: str, timestamp: int) -> np.ndarray:
+    def history(self, user_id: str, timestamp: int) -> list[str]:
+        """movie_ids the user rated strictly before `timestamp`, newest first, at most HISTORY_LENGTH."""
+        rows = [row for i, row in enumerate(self.seen.get(user_id, [])) if rated_at(i) < timestamp]
+        return [self.movies[row]["movie_id"] for row in rows[::-1][:HISTORY_LENGTH]]
+
+    def query(self, user_id: str, timestamp: int, history: list[str] | None = None) -> np.ndarray:
+        """user vector + clamped time offset x direction + mean candidate embedding of the history."""
         index = self.user_ids.index(user_id) + 1 if user_id in self.user_ids else 0
-        offset = np.float32(timestamp - TIME_ORIGIN) / np.float32(TIME_SCALE)
-        return self.user_table[index] + offset * self.time_direction
+        history = self.history(user_id, timestamp) if history is None else history[:HISTORY_LENGTH]
+        clamped = min(max(timestamp, TIME_ORIGIN), TIME_END)
+        offset = np.float32(clamped - TIME_ORIGIN) / np.float32(TIME_SCALE)
+        rows = [int(movie_id) - 1 for movie_id in history]
+        mean = self.candidate_embeddings[rows].mean(axis=0) if rows else 0.0
+        return self.user_table[index] + offset * self.time_direction + mean
 
     def top_k(
         self,
@@ -48,9 +61,10 @@ class Oracle:
         k: int,
         exclude_rows: set[int] = frozenset(),  # type: ignore[assignment]
         genres: set[str] | None = None,
+        history: list[str] | None = None,
     ) -> list[tuple[str, float]]:
         """Brute-force top-k (movie_id, score) over every allowed movie."""
-        scores = self.candidate_embeddings @ self.query(user_id, timestamp)
+        scores = self.candidate_embeddings @ self.query(user_id, timestamp, history)
         allowed = [
             row
             for row, movie in enumerate(self.movies)
@@ -63,25 +77,49 @@ class Oracle:
         return set(self.seen.get(user_id, []))
 
 
+def rated_at(i: int) -> int:
+    """When a factory user rated their i-th movie."""
+    return TIME_ORIGIN + (i + 1) * RATING_GAP
+
+
 class _QueryTower(tf.Module):
-    def __init__(self, user_ids: list[str], table: np.ndarray, direction: np.ndarray) -> None:
+    def __init__(self, oracle: "Oracle") -> None:
         super().__init__()
         self.lookup = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(tf.constant(user_ids), tf.range(1, len(user_ids) + 1, dtype=tf.int64)),
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(oracle.user_ids), tf.range(1, len(oracle.user_ids) + 1, dtype=tf.int64)
+            ),
             default_value=0,
         )
-        self.table = tf.Variable(table)
-        self.direction = tf.Variable(direction)
+        movie_ids = [m["movie_id"] for m in oracle.movies]
+        self.movie_lookup = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(movie_ids), tf.range(1, len(movie_ids) + 1, dtype=tf.int64)
+            ),
+            default_value=0,
+        )
+        self.table = tf.Variable(oracle.user_table)
+        self.direction = tf.Variable(oracle.time_direction)
+        padded = np.concatenate(
+            [np.zeros((1, oracle.candidate_embeddings.shape[1]), np.float32), oracle.candidate_embeddings]
+        )
+        self.movie_table = tf.Variable(padded)
 
     @tf.function(
         input_signature=[
             tf.TensorSpec([None], tf.string, "user_id"),
             tf.TensorSpec([None], tf.int64, "timestamp"),
+            tf.TensorSpec([None, HISTORY_LENGTH], tf.string, "history"),
         ]
     )
-    def serve(self, user_id: tf.Tensor, timestamp: tf.Tensor) -> dict[str, tf.Tensor]:
-        offset = tf.cast(timestamp - TIME_ORIGIN, tf.float32) / TIME_SCALE
-        return {"embedding": tf.gather(self.table, self.lookup.lookup(user_id)) + offset[:, None] * self.direction}
+    def serve(self, user_id: tf.Tensor, timestamp: tf.Tensor, history: tf.Tensor) -> dict[str, tf.Tensor]:
+        clamped = tf.clip_by_value(timestamp, TIME_ORIGIN, TIME_END)
+        offset = tf.cast(clamped - TIME_ORIGIN, tf.float32) / TIME_SCALE
+        rows = self.movie_lookup.lookup(history)
+        count = tf.reduce_sum(tf.cast(rows > 0, tf.float32), axis=1, keepdims=True)
+        mean = tf.reduce_sum(tf.gather(self.movie_table, rows), axis=1) / tf.maximum(count, 1.0)
+        user = tf.gather(self.table, self.lookup.lookup(user_id))
+        return {"embedding": user + offset[:, None] * self.direction + mean}
 
 
 class _CandidateTower(tf.Module):
@@ -142,6 +180,7 @@ def _write_seen(path: Path, oracle: Oracle) -> None:
         user_ids=np.array(user_ids),
         indptr=np.cumsum([0] + [len(r) for r in rows]).astype(np.int64),
         movie_rows=np.array([m for r in rows for m in r], dtype=np.int32),
+        timestamps=np.array([rated_at(i) for r in rows for i in range(len(r))], dtype=np.int64),
     )
 
 
@@ -162,11 +201,12 @@ def write_manifest(version_dir: Path) -> None:
             num_users=0,
             num_movies=num_movies,
             timestamp_min=TIME_ORIGIN,
-            timestamp_max=TIME_ORIGIN + 10_000_000,
+            timestamp_max=TIME_END,
         ),
         library_versions={"tensorflow": tf.__version__, "numpy": np.__version__},
         metrics=Metrics(model={"B": table}, most_popular={"B": table}, split="random", test_size=0),
         index=IndexInfo(kind="brute_force", recall_k=100, recall=1.0, num_movies=num_movies),
+        query=QueryInfo(history_length=HISTORY_LENGTH, timestamp_min=TIME_ORIGIN, timestamp_max=TIME_END),
         embedding_dim=oracle_dim,
         files=file_checksums(version_dir),
     )
@@ -187,7 +227,7 @@ def build_version(
     oracle = _make_oracle(seed, num_users, num_movies, dim)
     version_dir = models_dir / name
     version_dir.mkdir(parents=True)
-    tower = _QueryTower(oracle.user_ids, oracle.user_table, oracle.time_direction)
+    tower = _QueryTower(oracle)
     tf.saved_model.save(tower, str(version_dir / "query_model"), signatures={"serving_default": tower.serve})
     candidates = _CandidateTower([m["movie_id"] for m in oracle.movies], oracle.candidate_embeddings)
     tf.saved_model.save(

@@ -1,56 +1,109 @@
-"""Offline metrics against hand-computed examples."""
+"""Offline metrics and histories against hand-computed examples."""
 
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 
-from training.dataset import SeenMovies, build_seen, split_ratings
-from training.evaluate import evaluate_embeddings, evaluate_popularity, popularity_ranking, target_ranks
+from training.dataset import split_ratings
+from training.evaluate import (
+    HeldOut,
+    accuracy_table,
+    baseline_ranks,
+    model_ranks,
+    popularity_ranking,
+    target_ranks,
+)
+from training.history import PAD, UserRatings, build_user_ratings, span_pairs
 
 
-def _seen(pairs: dict[int, list[int]]) -> SeenMovies:
-    users = np.array(sorted(pairs), dtype=np.int64)
-    rows = [np.array(pairs[u], dtype=np.int32) for u in users]
-    indptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
-    return SeenMovies(users, indptr, np.concatenate(rows))
+def _ratings(rows: list[tuple[int, int, int]]) -> UserRatings:
+    """(user_id, movie row, timestamp) triples."""
+    frame = pd.DataFrame(rows, columns=["user_id", "movie_row", "timestamp"])
+    return build_user_ratings(frame, frame["movie_row"].to_numpy())
+
+
+def _held_out(known: UserRatings, users: list[int], targets: list[int], times: list[int], before: bool) -> HeldOut:
+    users_a, times_a = np.array(users, dtype=np.int64), np.array(times, dtype=np.int64)
+    start, end = known.spans_before(users_a, times_a) if before else known.spans(users_a)
+    return HeldOut(np.array(targets), known, start, end, fallback=known.positions(users_a) < 0)
 
 
 def test_ranks_by_hand() -> None:
     scores = np.array([[0.9, 0.5, 0.7, 0.1], [0.2, 0.3, 0.4, 0.5]], dtype=np.float32)
     # query 0: target movie 1 (0.5) is beaten by 0.9 and 0.7; query 1: target movie 3 is the best.
-    np.testing.assert_array_equal(target_ranks(scores.copy(), np.array([1, 3])), [2, 0])
+    np.testing.assert_array_equal(target_ranks(scores.copy(), np.array([1, 3]), None), [2, 0])
 
 
-def test_protocol_b_excludes_seen_but_never_the_target() -> None:
+def test_exclusion_removes_seen_movies_but_never_the_target() -> None:
     scores = np.array([[0.9, 0.5, 0.7, 0.1]], dtype=np.float32)
-    seen = _seen({10: [0, 1]})  # user 10 saw movies 0 and 1 in training; movie 1 is also the target
-    ranks = target_ranks(scores.copy(), np.array([1]), seen, seen.positions(np.array([10])))
+    # The user saw movies 0 and 1; movie 1 is also the target (a re-rating).
+    ranks = target_ranks(scores.copy(), np.array([1]), (np.array([0, 0]), np.array([0, 1])))
     np.testing.assert_array_equal(ranks, [1])  # movie 0 is removed, movie 2 still beats the target
 
 
-def test_tables_by_hand() -> None:
+def test_model_tables_by_hand() -> None:
     queries = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], dtype=np.float32)
     movies = np.array([[3.0, 0.0], [2.0, 0.0], [0.0, 1.0]], dtype=np.float32)
-    # query 0 target 1 (rank 1); query 1 target 2 (rank 0); query 2 target 2 (scores 3,2,1 -> rank 2)
-    seen = _seen({1: [0], 3: [0]})
-    tables = evaluate_embeddings(queries, movies, np.array([1, 2, 2]), np.array([1, 2, 3]), seen, chunk=2)
-    assert tables["A"]["top_1"] == 1 / 3 and tables["A"]["top_5"] == 1.0
-    # B: users 1 and 3 saw movie 0, so query 0 ranks 0 and query 2 ranks 1.
-    assert tables["B"]["top_1"] == 2 / 3
-    assert tables["B"]["top_5"] == 1.0
+    known = _ratings([(1, 0, 5), (3, 0, 5)])  # users 1 and 3 rated movie 0
+    held_out = _held_out(known, [1, 3, 3], [1, 2, 2], [10, 10, 10], before=False)
+    popularity = np.array([0, 1, 2], dtype=np.int32)
+    # A: query 0 target 1 ranks 1; query 1 target 2 ranks 0; query 2 target 2 ranks 2 (scores 3, 2, 1).
+    a = accuracy_table(model_ranks(queries, movies, popularity, held_out, exclude=False, chunk=2))
+    assert a["top_1"] == 1 / 3 and a["top_5"] == 1.0
+    # B: movie 0 is excluded for both users, so query 0 ranks 0 and query 2 ranks 1.
+    b = accuracy_table(model_ranks(queries, movies, popularity, held_out, exclude=True, chunk=2))
+    assert b["top_1"] == 2 / 3 and b["top_5"] == 1.0
+
+
+def test_a_user_the_model_does_not_know_is_scored_by_popularity_as_the_service_answers() -> None:
+    queries = np.array([[0.0, 1.0]], dtype=np.float32)  # would rank movie 2 first
+    movies = np.array([[3.0, 0.0], [2.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    held_out = _held_out(_ratings([(1, 0, 5)]), [9], [0], [10], before=False)  # user 9 has no ratings
+    popularity = np.array([0, 1, 2], dtype=np.int32)
+    assert held_out.fallback.tolist() == [True]
+    assert model_ranks(queries, movies, popularity, held_out, exclude=True).tolist() == [0]  # popularity's first
 
 
 def test_popularity_baseline_by_hand() -> None:
     ranking = popularity_ranking(np.array([2, 2, 2, 0, 0, 1]), 4)
     np.testing.assert_array_equal(ranking, [2, 0, 1, 3])
-    seen = _seen({1: [2]})
-    tables = evaluate_popularity(ranking, 4, np.array([0, 3]), np.array([1, 5]), seen)
+    held_out = _held_out(_ratings([(1, 2, 5)]), [1, 5], [0, 3], [10, 10], before=False)
     # user 1's target (movie 0) ranks 1 overall, 0 once movie 2 (seen) is excluded; user 5's movie 3 ranks 3.
-    assert tables["A"]["top_1"] == 0.0 and tables["A"]["top_5"] == 1.0
-    assert tables["B"]["top_1"] == 0.5
+    a = accuracy_table(baseline_ranks(ranking, held_out, exclude=False))
+    b = accuracy_table(baseline_ranks(ranking, held_out, exclude=True))
+    assert a["top_1"] == 0.0 and a["top_5"] == 1.0
+    assert b["top_1"] == 0.5
+
+
+def test_histories_hold_only_earlier_ratings_newest_first() -> None:
+    # user 7 rated movies 4, 5, 6 at t=10, 20, 20 and movie 8 at t=30; user 3 rated movie 1 at t=15.
+    known = _ratings([(7, 5, 20), (3, 1, 15), (7, 4, 10), (7, 8, 30), (7, 6, 20)])
+    users = np.array([7, 7, 7, 7, 3, 99])
+    times = np.array([10, 20, 25, 31, 100, 100])
+    histories = known.histories(users, times, length=2)
+    assert histories.tolist() == [
+        [PAD, PAD],  # nothing before t=10
+        [4, PAD],  # ratings in the same second as the query are not before it
+        [6, 5],  # the two newest of 4, 5, 6
+        [8, 6],
+        [1, PAD],
+        [PAD, PAD],  # an unknown user has no history
+    ]
+    start, end = known.spans_before(users, times)
+    rows, movies = span_pairs(known.movie_rows, start, end)
+    assert sorted(movies[rows == 2].tolist()) == [4, 5, 6] and movies[rows == 5].tolist() == []
+    assert known.spans(np.array([7]))[1] - known.spans(np.array([7]))[0] == 4
+
+
+def test_protocol_t_excludes_and_reads_everything_before_the_query() -> None:
+    # Movies 0..2; user 1 rated movie 0 at t=5 and movie 1 at t=8 (held out); target movie 1 at t=8, movie 2 at t=9.
+    known = _ratings([(1, 0, 5), (1, 1, 8), (1, 2, 9)])
+    held_out = _held_out(known, [1, 1], [1, 2], [8, 9], before=True)
+    ranking = np.array([0, 1, 2], dtype=np.int32)
+    # query at t=8: movie 0 excluded -> movie 1 ranks 0; at t=9: movies 0 and 1 excluded -> movie 2 ranks 0.
+    assert baseline_ranks(ranking, held_out, exclude=True).tolist() == [0, 0]
+    assert baseline_ranks(ranking, held_out, exclude=False).tolist() == [1, 2]
 
 
 def test_split_is_deterministic_and_disjoint() -> None:
@@ -66,11 +119,9 @@ def test_split_is_deterministic_and_disjoint() -> None:
     assert temporal.test["timestamp"].min() > temporal.train["timestamp"].max()
 
 
-def test_seen_index_groups_training_movies_by_user() -> None:
-    movies = pd.DataFrame({"movie_id": [10, 20, 30], "title": ["a", "b", "c"], "genres": ["", "", ""]})
-    ratings = pd.DataFrame({"user_id": [5, 3, 5, 3], "movie_id": [30, 10, 10, 20], "rating": 1.0, "timestamp": 0})
-    seen = build_seen(SimpleNamespace(movies=movies), ratings)  # type: ignore[arg-type]
-    assert seen.user_ids.tolist() == [3, 5]
-    assert seen.movie_rows[seen.indptr[0] : seen.indptr[1]].tolist() == [0, 1]
-    assert seen.movie_rows[seen.indptr[1] : seen.indptr[2]].tolist() == [0, 2]
-    assert seen.positions(np.array([5, 4, 3])).tolist() == [1, -1, 0]
+def test_user_ratings_group_by_user_in_time_order() -> None:
+    known = _ratings([(5, 2, 30), (3, 0, 10), (5, 0, 20), (3, 1, 5)])
+    assert known.user_ids.tolist() == [3, 5]
+    assert known.movie_rows[known.indptr[0] : known.indptr[1]].tolist() == [1, 0]
+    assert known.movie_rows[known.indptr[1] : known.indptr[2]].tolist() == [0, 2]
+    assert known.positions(np.array([5, 4, 3])).tolist() == [1, -1, 0]

@@ -15,8 +15,9 @@ from contract.manifest import IndexParams
 from contract.pointers import new_version_name, promote
 from training import export as export_module
 from training.config import TrainConfig
+from training.evaluate import accuracy_table, model_ranks
 from training.index import build_searcher, searcher_recall
-from training.train import export_run, fit, prepare, score
+from training.train import export_run, fit, prepare, query_inputs, train_versions
 
 KS = {"top_1", "top_5", "top_10", "top_50", "top_100"}
 
@@ -43,22 +44,26 @@ def test_manifest_lists_every_file_and_the_agreed_metrics(tiny_version_dir: Path
     assert (tiny_version_dir.parent / "CURRENT").read_text().strip() == tiny_version_dir.name
 
 
-def test_reloaded_towers_reproduce_the_metrics(tiny_version_dir: Path, tiny_data_dir: Path) -> None:
-    """Round trip: the SavedModels alone give the same embeddings and therefore the same metrics."""
-    config = TrainConfig(**_manifest(tiny_version_dir)["config"])
-    prepared = prepare(config, tiny_data_dir)
-    query_model = tf.saved_model.load(str(tiny_version_dir / "query_model")).signatures["serving_default"]
-    candidate_model = tf.saved_model.load(str(tiny_version_dir / "candidate_model")).signatures["serving_default"]
-    movies = json.loads((tiny_version_dir / "movies.json").read_text())
+def test_reloaded_towers_reproduce_the_metrics(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """Round trip: without the serving refit the exported SavedModels are the scored model, so they alone give
+    the same embeddings and therefore the same protocol A and B figures, histories included."""
+    config = TrainConfig(layers=(8,), embedding_dim=4, epochs=2, batch_size=256, refit=False, evaluate_temporal=False)
+    version_dir = train_versions([config], tiny_data_dir, tmp_path / "models", progress=False)[0].version_dir
+    manifest = _manifest(version_dir)
+    fold = prepare(config, tiny_data_dir).random
+    assert fold.test is not None and fold.held_out is not None
+    query_model = tf.saved_model.load(str(version_dir / "query_model")).signatures["serving_default"]
+    candidate_model = tf.saved_model.load(str(version_dir / "candidate_model")).signatures["serving_default"]
+    movies = json.loads((version_dir / "movies.json").read_text())
     candidates = candidate_model(
         movie_id=tf.constant([m["movie_id"] for m in movies]), title=tf.constant([m["title"] for m in movies])
     )["embedding"].numpy()
-    np.testing.assert_allclose(candidates, np.load(tiny_version_dir / "candidate_embeddings.npy"), atol=1e-6)
-    queries = query_model(
-        user_id=tf.constant(prepared.test["user_id"].astype(str).to_numpy()),
-        timestamp=tf.constant(prepared.test["timestamp"].to_numpy(), tf.int64),
-    )["embedding"].numpy()
-    assert score(prepared, candidates, queries, config).model_dump() == _manifest(tiny_version_dir)["metrics"]
+    np.testing.assert_allclose(candidates, np.load(version_dir / "candidate_embeddings.npy"), atol=1e-6)
+    inputs = query_inputs(fold.test, fold.test_histories, np.array([m["movie_id"] for m in movies]))
+    queries = query_model(**{name: tf.constant(value) for name, value in inputs.items()})["embedding"].numpy()
+    for protocol, exclude in (("A", False), ("B", True)):
+        table = accuracy_table(model_ranks(queries, candidates, fold.popularity, fold.held_out, exclude))
+        assert table == manifest["metrics"]["model"][protocol]
 
 
 def test_exported_index_matches_numpy_brute_force(tiny_version_dir: Path) -> None:
@@ -82,11 +87,12 @@ def test_tree_index_with_one_leaf_searched_and_full_reorder_is_exact() -> None:
 def test_an_interrupted_export_leaves_nothing(
     tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = TrainConfig(layers=(8,), embedding_dim=4, epochs=1, batch_size=256)
+    config = TrainConfig(layers=(8,), embedding_dim=4, epochs=1, batch_size=256, refit=False)
     prepared = prepare(config, tiny_data_dir)
-    run = fit(config, prepared, progress=False)
+    run = fit(config, prepared.random, progress=False)
     models = tmp_path / "models"
-    first = export_run(run, prepared, models, b"png")
+    metrics = train_versions([config], tiny_data_dir, tmp_path / "scratch", progress=False)[0].metrics
+    first = export_run(run, prepared, models, b"png", metrics)
     promote(models, first.name)
 
     def crash(*args: object, **kwargs: object) -> None:
@@ -94,7 +100,7 @@ def test_an_interrupted_export_leaves_nothing(
 
     monkeypatch.setattr(export_module, "build_index", crash)
     with pytest.raises(KeyboardInterrupt):
-        export_run(run, prepared, models, b"png")
+        export_run(run, prepared, models, b"png", metrics)
     assert sorted(p.name for p in models.iterdir()) == sorted([first.name, "CURRENT"])
     assert (models / "CURRENT").read_text().strip() == first.name
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from contract.checksums import file_checksums
-from contract.manifest import DataInfo, IndexInfo, Manifest, Metrics
+from contract.manifest import DataInfo, IndexInfo, Manifest, Metrics, QueryInfo
 from contract.pointers import read_pointer
 from training import retrain as retrain_module
 from training.gate import (
@@ -77,6 +77,7 @@ def make_version(
         library_versions={},
         metrics=Metrics(model={"A": table, "B": table}, most_popular={"B": table}, split="random", test_size=test_size),
         index=IndexInfo(kind="tree_ah", recall_k=100, recall=recall, num_movies=5),
+        query=QueryInfo(history_length=0, timestamp_min=874724710, timestamp_max=893286638),
         embedding_dim=4,
         files=file_checksums(version),
     )
@@ -187,8 +188,8 @@ def test_pruning_refuses_when_current_is_garbage(tmp_path: Path) -> None:
 def fake_trainer(b_top_100: float) -> Any:
     """Stands in for training.train.train_versions([config], ...) without promotion."""
 
-    def train(config: Any, data_dir: Path, models_dir: Path) -> Path:
-        return make_version(models_dir, "20990101T000000Z", b_top_100=b_top_100)
+    def train(config: Any, data_dir: Path, models_dir: Path, *args: Any) -> tuple[Path, None]:
+        return make_version(models_dir, "20990101T000000Z", b_top_100=b_top_100), None
 
     return train
 
@@ -243,7 +244,7 @@ def test_smoke_query_fails_on_nan_embeddings_and_on_a_missing_model(tmp_path: Pa
     import tensorflow as tf
 
     from service.smoke import smoke
-    from tests.service.version_factory import build_version, write_manifest
+    from tests.service.version_factory import HISTORY_LENGTH, build_version, write_manifest
 
     build_version(tmp_path, "20260103T000000Z", make_current=False)
     version = tmp_path / "20260103T000000Z"
@@ -253,9 +254,10 @@ def test_smoke_query_fails_on_nan_embeddings_and_on_a_missing_model(tmp_path: Pa
         input_signature=[
             tf.TensorSpec([None], tf.string, name="user_id"),
             tf.TensorSpec([None], tf.int64, name="timestamp"),
+            tf.TensorSpec([None, HISTORY_LENGTH], tf.string, name="history"),
         ]
     )
-    def serve(user_id: Any, timestamp: Any) -> dict[str, Any]:
+    def serve(user_id: Any, timestamp: Any, history: Any) -> dict[str, Any]:
         rows = tf.gather(table, tf.strings.to_hash_bucket_fast(user_id, 16))
         return {"embedding": rows * (tf.cast(timestamp, tf.float32)[:, None] * 0.0 + float("nan"))}
 
@@ -280,8 +282,10 @@ def test_a_version_the_gate_passes_is_one_the_server_loads(tiny_version_dir: Pat
     from service.artifacts import load_version
     from service.errors import VersionRejectedError
 
-    decision = decide(tiny_version_dir, None, GATE)
+    tiny = GATE.model_copy(update={"k": 10})  # top-100 of a 40-movie catalogue is 1.0 for everyone
+    decision = decide(tiny_version_dir, None, tiny)
     assert decision.promoted, decision.reasons
+    assert decision.checks[-1].name == "metric T.top_10" and "beats most-popular" in decision.checks[-1].detail
     smoke = decision.checks[1]
     assert smoke.figures["neighbours"] == 10 and smoke.figures["recall"] == 1.0  # exact index
     assert load_version(tiny_version_dir, max_batch=4).name == tiny_version_dir.name
@@ -293,7 +297,7 @@ def test_a_version_the_gate_passes_is_one_the_server_loads(tiny_version_dir: Pat
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(VersionRejectedError, match=r"popularity\.npy is not a permutation"):
         load_version(broken, max_batch=4)
-    decision = decide(broken, None, GATE)
+    decision = decide(broken, None, tiny)
     assert not decision.promoted and "popularity.npy is not a permutation" in decision.reasons[0]
 
 
@@ -309,7 +313,7 @@ def test_the_schedule_survives_a_failed_cycle_and_runs_the_next(
     config = TrainConfig(**TINY_TRAINING)
     # Same data, seed and split as the current version; the tolerance is wide because 4 epochs on synthetic
     # data say nothing about quality (the metric rule is tested above on hand-made manifests).
-    gate = GateConfig(tolerance=1.0)
+    gate = GateConfig(tolerance=1.0, k=10)
     with caplog.at_level(logging.INFO, logger="training.retrain"):
         # Each cycle runs in its own spawned process: one without data fails there, not here.
         retrain_every(0.1, config, tmp_path / "no-data", tmp_path / "empty", gate, keep=1, cycles=1)
@@ -325,6 +329,45 @@ def test_the_schedule_survives_a_failed_cycle_and_runs_the_next(
     assert candidate != first
     record = json.loads((models / "gate" / f"{candidate}.json").read_text())
     assert record["promoted"] and record["current"] == first
-    assert [check["name"] for check in record["checks"]] == ["files", "smoke", "index", "metric B.top_100"]
-    assert " against " in record["checks"][-1]["detail"]  # compared, not skipped: the same held-out data
+    assert [check["name"] for check in record["checks"]] == ["files", "smoke", "index", "metric T.top_10"]
+    # No ratings store, so no window after the current cutoff: the candidate had to beat most-popular.
+    assert "beats most-popular" in record["checks"][-1]["detail"]
     assert (models / str(first)).is_dir()  # the replaced version is kept one more cycle
+
+
+def test_a_retrain_learns_the_stored_ratings_and_gates_on_the_window_neither_model_saw(
+    tmp_path: Path, tiny_data_dir: Path, tiny_models_dir: Path, synth: Any
+) -> None:
+    from contract.ratings import Rating, RatingsStore
+    from tests.conftest import TINY_TRAINING
+    from training.config import TrainConfig
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_models_dir, models)
+    first = read_pointer(models, "CURRENT")
+    url = f"sqlite:///{tmp_path}/ratings.db"
+    rng = np.random.default_rng(5)
+    end = int(synth.ratings[:, 3].max())
+    new = [  # new users 1001-1030, each rating 3 movies after the data ends
+        Rating(str(1000 + u), str(int(m)), 4.0, end + 100 * u + i)
+        for u in range(1, 31)
+        for i, m in enumerate(rng.choice(40, size=3, replace=False) + 1)
+    ]
+    with RatingsStore(url) as store:
+        store.create_schema()
+        ids = store.add(new)
+
+    gate = GateConfig(tolerance=1.0, k=10, min_window=50)
+    result = retrain(TrainConfig(**TINY_TRAINING), tiny_data_dir, models, gate, keep=2, ratings_url=url)
+
+    record = json.loads(result.record.read_text())
+    check = record["checks"][-1]
+    assert check["name"] == "metric T.top_10" and check["ok"], check
+    assert check["figures"]["window_after_id"] == 0 and check["figures"]["window_size"] == len(new) == 90
+    assert isinstance(check["figures"]["current"], float) and isinstance(check["figures"]["candidate"], float)
+    assert f"against {first}'s" in check["detail"] and "on the 90 ratings stored after id 0" in check["detail"]
+    manifest = json.loads((models / result.candidate / "manifest.json").read_text())
+    assert manifest["data"]["num_stored_ratings"] == 90 and manifest["data"]["ratings_cutoff_id"] == ids[-1]
+    assert manifest["metrics"]["temporal"] == {"how": "after_id", "after_id": 0, "test_size": 90}
+    seen = np.load(models / result.candidate / "seen.npz")
+    assert "1001" in seen["user_ids"].tolist()  # the served refit learnt the new users

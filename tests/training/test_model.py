@@ -28,16 +28,46 @@ VOCAB = Vocabularies(
 
 @pytest.mark.parametrize("layers", [(32,), (16, 8), (12, 8, 4)])
 def test_tower_width_is_the_last_layer(layers: tuple[int, ...]) -> None:
-    config = TrainConfig(layers=layers, embedding_dim=8)
+    config = TrainConfig(layers=layers, embedding_dim=8, history_length=3)
     query = build_query_tower(VOCAB, config)
     candidate = build_candidate_tower(VOCAB, config)
-    q = query({"user_id": tf.constant(["1", "unknown"]), "timestamp": tf.constant([880_000_000, 0], tf.int64)})
+    history = tf.constant([["20", "10", ""], ["", "", ""]])  # newest first, "" pads; an empty history is fine
+    q = query(
+        {
+            "user_id": tf.constant(["1", "unknown"]),
+            "timestamp": tf.constant([880_000_000, 0], tf.int64),
+            "history": history,
+        }
+    )
     c = candidate({"movie_id": tf.constant(["10", "20", "30"]), "title": tf.constant(["a", "b", "c"])})
     assert q.shape == (2, layers[-1]) and c.shape == (3, layers[-1])
     dense = [layer for layer in query.get_layer("query_dense").layers]
     assert [layer.units for layer in dense] == list(layers)
     assert all(layer.activation.__name__ == "relu" for layer in dense[:-1])
     assert dense[-1].activation.__name__ == "linear"
+    assert np.isfinite(q.numpy()).all()
+
+
+def test_the_query_tower_clamps_time_and_reads_the_history() -> None:
+    config = TrainConfig(layers=(8,), embedding_dim=8, history_length=2)
+    query = build_query_tower(VOCAB, config)
+
+    def embed(timestamp: int, history: list[str]) -> np.ndarray:
+        inputs = {"user_id": tf.constant(["1"]), "timestamp": tf.constant([timestamp], tf.int64)}
+        return query({**inputs, "history": tf.constant([history])}).numpy()[0]
+
+    end = VOCAB.timestamp_max
+    np.testing.assert_array_equal(embed(end, ["10", ""]), embed(4_102_444_800, ["10", ""]))  # 2100 is the end
+    np.testing.assert_array_equal(embed(VOCAB.timestamp_min, ["", ""]), embed(0, ["", ""]))
+    assert not np.allclose(embed(end, ["10", ""]), embed(end, ["20", ""]))  # the history moves the query
+    np.testing.assert_allclose(embed(end, ["10", "10"]), embed(end, ["10", ""]), rtol=1e-6)  # a mean, not a sum
+
+
+def test_the_tutorial_preset_has_no_history_input() -> None:
+    from training.config import build_config
+
+    query = build_query_tower(VOCAB, build_config("tutorial", layers=(8,)))
+    assert sorted(query.input_names) == ["timestamp", "user_id"]
 
 
 def test_training_loss_decreases(tiny_version_dir: Path) -> None:
@@ -57,7 +87,12 @@ def test_model_learns_the_synthetic_taste_clusters(tiny_version_dir: Path, synth
     from tests.synth import GENRES
 
     users = np.arange(1, 61)
-    q = query_model(user_id=tf.constant(users.astype(str)), timestamp=tf.constant([885_000_000] * 60, tf.int64))
+    length = manifest["query"]["history_length"]
+    q = query_model(
+        user_id=tf.constant(users.astype(str)),
+        timestamp=tf.constant([885_000_000] * 60, tf.int64),
+        history=tf.constant([[""] * length] * 60),  # the user embeddings alone must have learnt the clusters
+    )
     scores = q["embedding"].numpy() @ embeddings.T
     liked = np.array([[GENRES[u % 4] in g for g in movies["genres"]] for u in users])
     mean_liked = (scores * liked).sum(1) / liked.sum(1)

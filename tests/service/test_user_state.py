@@ -1,0 +1,80 @@
+"""A user's ratings count the moment they are stored: seen lists, histories and new users, on every replica."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.service.conftest import TS, V1, assert_same_ranking, serving
+from tests.service.version_factory import Oracle
+
+
+def _ranking(client: TestClient, user_id: str, **params: object) -> dict:  # type: ignore[type-arg]
+    response = client.get("/recommend", params={"user_id": user_id, "timestamp": TS, "k": 5, **params})
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def _rate(client: TestClient, user_id: str, movie_id: str, timestamp: int) -> None:
+    body = {"user_id": user_id, "movie_id": movie_id, "rating": 4.5, "timestamp": timestamp}
+    response = client.post("/ratings", json=body)
+    assert response.status_code == 201, response.text
+
+
+def test_a_rating_on_one_replica_changes_the_next_answer_on_another(
+    models_dir: Path, oracles: dict[str, Oracle], tmp_path: Path
+) -> None:
+    oracle = oracles[V1]
+    url = f"sqlite:///{tmp_path}/ratings.db"
+    with serving(models_dir, ratings_url=url) as first, serving(models_dir, ratings_url=url) as second:
+        before = _ranking(second, "1")
+        top = before["items"][0]["movie_id"]
+        _rate(first, "1", top, TS - 1)  # the user rates the first recommendation, just before asking again
+        after = _ranking(second, "1")
+    assert top not in [item["movie_id"] for item in after["items"]]
+    assert after["history_used"] == min(before["history_used"] + 1, 5)
+    history = [top, *oracle.history("1", TS)]
+    exclude = oracle.seen_rows("1") | {int(top) - 1}
+    assert_same_ranking(after, oracle.top_k("1", TS, 5, exclude, history=history))
+
+
+def test_a_new_user_is_personalised_from_their_first_ratings(
+    shared_models_dir: Path, oracles: dict[str, Oracle], tmp_path: Path
+) -> None:
+    oracle = oracles[V1]
+    with serving(shared_models_dir, ratings_url=f"sqlite:///{tmp_path}/ratings.db") as client:
+        stranger = _ranking(client, "5000")
+        assert not stranger["personalised"] and not stranger["known_user"]
+        assert all(item["score"] is None for item in stranger["items"])  # the popularity fallback
+        _rate(client, "5000", "3", TS - 20)
+        _rate(client, "5000", "9", TS - 10)
+        _rate(client, "5000", "12", TS + 10)  # rated after the asked moment: excluded, not history
+        body = _ranking(client, "5000")
+    assert body["personalised"] and not body["known_user"] and body["history_used"] == 2
+    assert_same_ranking(body, oracle.top_k("5000", TS, 5, {2, 8, 11}, history=["9", "3"]))
+
+
+def test_a_request_may_carry_the_history_of_a_user_the_service_never_saw(
+    shared_models_dir: Path, oracles: dict[str, Oracle]
+) -> None:
+    oracle = oracles[V1]
+    with serving(shared_models_dir) as client:
+        response = client.post("/recommend", json={"user_id": "7000", "timestamp": TS, "k": 5, "history": ["9", "3"]})
+    body = response.json()
+    assert response.status_code == 200 and body["personalised"] and body["history_used"] == 2
+    assert_same_ranking(body, oracle.top_k("7000", TS, 5, {2, 8}, history=["9", "3"]))
+
+
+@pytest.mark.parametrize("timestamp", [None, 4_102_444_800])  # now, and the year 2100
+def test_after_the_data_every_moment_is_its_end(
+    shared_models_dir: Path, oracles: dict[str, Oracle], timestamp: int | None
+) -> None:
+    oracle = oracles[V1]
+    end = 890_000_000  # the factory's training range ends here
+    with serving(shared_models_dir) as client:
+        params = {"user_id": "2", "k": 5} | ({} if timestamp is None else {"timestamp": timestamp})
+        body = client.get("/recommend", params=params).json()
+    assert body["effective_timestamp"] == end and body["timestamp"] > end
+    assert_same_ranking(body, oracle.top_k("2", end + 1, 5, oracle.seen_rows("2")))

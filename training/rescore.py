@@ -1,0 +1,65 @@
+"""Scores an exported version under protocol T on held-out ratings: the gate's like-for-like comparison.
+
+The retrainer holds out the ratings stored since the current version's cutoff, which neither the current
+version nor the candidate's evaluated model trained on, and scores the current version on them exactly as
+the server would answer: its own query model, known users, histories and popularity fallback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scann  # noqa: F401  # a SavedModel holding ScaNN ops loads only once they are registered
+import tensorflow as tf
+
+from contract import manifest as layout
+from contract.contents import read_candidate_embeddings, read_movies, read_popularity, read_seen
+from contract.manifest import Table, read_manifest
+from training.evaluate import HeldOut, accuracy_table, model_ranks
+
+
+def score_exported(
+    version_dir: Path,
+    held_out: HeldOut,
+    users: np.ndarray,
+    timestamps: np.ndarray,
+    movie_ids: np.ndarray,
+    batch_size: int,
+) -> Table:
+    """Protocol-T table of an exported version on `held_out` (queries: int64 user ids at their timestamps).
+
+    `held_out.known` gives every rating before each query (the histories and the exclusions) as rows of the
+    catalogue `movie_ids`; whom the version knows, and so who falls back to popularity, comes from the
+    version's own seen.npz.
+
+    Raises:
+        ValueError: the version's catalogue is not `movie_ids` (its rows would mean other movies).
+    """
+    manifest = read_manifest(version_dir)
+    movies = read_movies(version_dir)
+    if [m["movie_id"] for m in movies] != movie_ids.tolist():
+        raise ValueError(f"{version_dir.name} has another movie catalogue; it cannot be scored on these ratings")
+    candidates = read_candidate_embeddings(version_dir, len(movies), manifest.embedding_dim)
+    popularity = read_popularity(version_dir, len(movies))
+    known = set(read_seen(version_dir, len(movies)).user_ids.tolist())
+    has_history = held_out.exclude_end > held_out.exclude_start
+    fallback = ~np.isin(users.astype(str), list(known)) & ~has_history
+    rescored = HeldOut(held_out.targets, held_out.known, held_out.exclude_start, held_out.exclude_end, fallback)
+
+    serve = tf.saved_model.load(str(version_dir / layout.QUERY_MODEL)).signatures["serving_default"]
+    length = manifest.query.history_length
+    padded_ids = np.concatenate([[""], movie_ids])
+    queries = []
+    for lo in range(0, len(users), batch_size):
+        hi = min(lo + batch_size, len(users))
+        inputs = {
+            "user_id": tf.constant(users[lo:hi].astype(str)),
+            "timestamp": tf.constant(timestamps[lo:hi], dtype=tf.int64),
+        }
+        if length:
+            rows = held_out.known.histories(users[lo:hi], timestamps[lo:hi], length)
+            inputs["history"] = tf.constant(padded_ids[rows + 1])
+        queries.append(serve(**inputs)["embedding"].numpy())
+    embeddings = np.concatenate(queries) if queries else np.zeros((0, candidates.shape[1]), np.float32)
+    return accuracy_table(model_ranks(embeddings, candidates, popularity, rescored, exclude=True))
