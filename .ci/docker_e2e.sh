@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The Docker part of CI, on a real engine (../shared/docker/engine.sh): lint (hadolint, compose config), build,
 # `docker compose up -d --wait` with several api replicas behind nginx, a real /recommend answer through the
-# published port on 127.0.0.1, one gated retraining cycle while a bounded client loop keeps calling /recommend
-# (the served version must change on every replica and no request may fail), `docker compose down -v`, engine
-# stopped. If the engine cannot start, this fails with that message: never a silent skip.
+# published port on 127.0.0.1, ratings posted through the proxy, one gated retraining cycle while a bounded
+# client loop keeps calling /recommend (the served version must change on every replica, it must have trained
+# on the posted ratings, the gate must have compared both models on them, and no request may fail),
+# `docker compose down -v`, engine stopped. If the engine cannot start, this fails with that message: never a silent skip.
 #
 # Env: TRAIN_EPOCHS (3: CI proves the pipeline, not the model), API_REPLICAS (2), HTTP_PORT (a free port),
 #      KEEP_ENGINE=1 leaves the engine running (for iterating locally), COMPOSE_PROJECT_NAME (movie-retrieval-ci).
@@ -70,6 +71,11 @@ python3 deploy/probe.py recommend "$BASE" --user 1 --k 10 || fail "/recommend th
 before=$(python3 deploy/probe.py version "$BASE") || fail "/model"
 pass "/recommend answers with version $before through nginx on 127.0.0.1:$HTTP_PORT"
 
+RATINGS=${E2E_RATINGS:-1200}  # above the gate's min_window (1000): both models are compared on them
+posted=$(python3 deploy/probe.py rate "$BASE" --count "$RATINGS") || fail "POST /ratings through the proxy"
+[ "$posted" = "$RATINGS" ] || fail "POST /ratings stored $posted of $RATINGS"
+pass "$posted ratings of new users stored through nginx"
+
 log "client loop on /recommend, then one retraining cycle"
 python3 deploy/probe.py loop "$BASE" --out "$WORK/loop.json" --stop-file "$WORK/stop" \
   --max-requests 50000 --max-seconds 1500 &
@@ -94,6 +100,20 @@ for i in $(seq "$REPLICAS"); do
 done
 [ "$candidate" != "$before" ] || fail "the served version did not change ($before)"
 pass "every api replica swapped $before -> $candidate in $(seconds_since "$t0") s"
+
+learnt=$(python3 deploy/probe.py stored "$BASE") || fail "/model"
+[ "$learnt" = "$RATINGS" ] || fail "the new version trained on $learnt stored ratings, not the $RATINGS posted"
+docker compose run --rm --no-deps -T retrainer python - "$candidate" "$RATINGS" <<'PY' || fail "the gate record"
+import json, sys
+candidate, posted = sys.argv[1], int(sys.argv[2])
+check = json.load(open(f"/models/gate/{candidate}.json"))["checks"][-1]
+figures = check["figures"]
+print(check["name"], check["detail"])
+assert check["name"].startswith("metric T.") and check["ok"], check
+assert figures["held_out"] == "after_id" and figures["window_size"] == posted, figures
+assert isinstance(figures["current"], float), figures
+PY
+pass "the new version trained on the $RATINGS posted ratings; the gate compared both models on them"
 
 sleep 5  # traffic after the swap, through the proxy
 touch "$WORK/stop"

@@ -12,13 +12,15 @@ DATA_DIR ?= data
 MODELS_DIR ?= models
 HOST ?= 127.0.0.1
 PORT ?= 8000
-JOBS = PYTHON=$(PYTHON) DATA_DIR=$(DATA_DIR) MODELS_DIR=$(MODELS_DIR) sh deploy/jobs.sh
+# The server's default store; training and retraining read the ratings it holds.
+RECSYS_RATINGS_URL ?= sqlite:///$(DATA_DIR)/ratings.db
+JOBS = PYTHON=$(PYTHON) DATA_DIR=$(DATA_DIR) MODELS_DIR=$(MODELS_DIR) RECSYS_RATINGS_URL=$(RECSYS_RATINGS_URL) sh deploy/jobs.sh
 
 .PHONY: up retrain docker-lint docker-build docker-up docker-down docker-e2e
 
 up:
 	$(JOBS) ensure-model
-	$(PYTHON) -m service --models-dir $(MODELS_DIR) --host $(HOST) --port $(PORT)
+	RECSYS_RATINGS_URL=$(RECSYS_RATINGS_URL) $(PYTHON) -m service --models-dir $(MODELS_DIR) --host $(HOST) --port $(PORT)
 
 retrain:
 	$(JOBS) retrain

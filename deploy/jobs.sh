@@ -5,8 +5,9 @@
 #   jobs.sh retrain [OPTIONS]   fetch if missing; one gated retraining cycle (add --every SECONDS to repeat)
 #
 # Environment (unset: the CLI's defaults): PYTHON, DATA_DIR, MODELS_DIR, DATASET,
-#   TRAIN_EPOCHS, TRAIN_LAYERS, TRAIN_PRESET, TRAIN_SEED (the retrainer must train like the trainer, so that the
-#   gate compares both on the same held-out ratings), RETRAIN_KEEP, GATE_TOLERANCE, GATE_MIN_RECALL, GATE_K.
+#   TRAIN_EPOCHS, TRAIN_LAYERS, TRAIN_PRESET, TRAIN_SEED (trainer and retrainer train alike), RETRAIN_KEEP,
+#   GATE_TOLERANCE, GATE_MIN_RECALL, GATE_K, GATE_MIN_WINDOW, and RECSYS_RATINGS_URL (the service's ratings
+#   store: training reads every stored rating too).
 set -eu
 
 PYTHON=${PYTHON:-python}
@@ -37,6 +38,7 @@ case "$job" in
     [ -n "${GATE_TOLERANCE:-}" ] && set -- "$@" --gate-tolerance "$GATE_TOLERANCE"
     [ -n "${GATE_MIN_RECALL:-}" ] && set -- "$@" --gate-min-recall "$GATE_MIN_RECALL"
     [ -n "${GATE_K:-}" ] && set -- "$@" --gate-k "$GATE_K"
+    [ -n "${GATE_MIN_WINDOW:-}" ] && set -- "$@" --gate-min-window "$GATE_MIN_WINDOW"
     ;;
   *)
     echo "usage: $0 ensure-model | retrain [--every SECONDS] [retrain options]" >&2

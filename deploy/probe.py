@@ -3,6 +3,8 @@
     probe.py recommend URL [--k K]       one /recommend answer: status 200, K distinct movies, a model_version
     probe.py loop URL --out FILE ...     a bounded client loop (requests, seconds, a stop file); writes a summary
     probe.py version URL                 the version /model reports
+    probe.py rate URL --count N          POST N ratings of new users (5 each, a second apart); prints the count
+    probe.py stored URL                  /model's data.num_stored_ratings of the served version
 
 Only loopback URLs are accepted: test traffic never leaves the machine.
 """
@@ -19,6 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 NUM_USERS = 943  # MovieLens-100K user ids 1..943: every request asks for a real user
+NUM_MOVIES = 1682  # MovieLens-100K movie ids 1..1682
+NEW_USERS = 100_000  # ids of the users `rate` invents start above this
 
 
 def loopback(url: str) -> str:
@@ -32,6 +36,20 @@ def get(url: str, timeout: float = 10.0) -> tuple[int, Any]:
     """(status, parsed JSON body or None); a connection failure is status 0."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, None
+    except (OSError, ValueError):
+        return 0, None
+
+
+def post(url: str, body: Any, timeout: float = 30.0) -> tuple[int, Any]:
+    """(status, parsed JSON body or None) of a JSON POST; a connection failure is status 0."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, None
@@ -103,6 +121,37 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rate(args: argparse.Namespace) -> int:
+    """New users each rate 5 movies, a second apart and before now, in batches: histories to learn from."""
+    base, now, stored = loopback(args.url), int(time.time()), 0
+    ratings = [
+        {
+            "user_id": str(NEW_USERS + i // 5),
+            "movie_id": str((i * 37) % NUM_MOVIES + 1),
+            "rating": 4.0,
+            "timestamp": now - args.count + i,
+        }
+        for i in range(args.count)
+    ]
+    for lo in range(0, len(ratings), args.batch):
+        status, body = post(f"{base}/ratings", {"ratings": ratings[lo : lo + args.batch]})
+        if status != 201 or not isinstance(body, dict) or body.get("stored") != len(ratings[lo : lo + args.batch]):
+            print(f"POST /ratings: status {status}, {body}", file=sys.stderr)
+            return 1
+        stored += body["stored"]
+    print(stored)
+    return 0
+
+
+def cmd_stored(args: argparse.Namespace) -> int:
+    status, body = get(f"{loopback(args.url)}/model")
+    if status != 200 or not isinstance(body, dict):
+        print(f"/model: status {status}", file=sys.stderr)
+        return 1
+    print(body["data"].get("num_stored_ratings", 0))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(required=True)
@@ -123,6 +172,14 @@ def main() -> int:
     version = sub.add_parser("version")
     version.add_argument("url")
     version.set_defaults(run=cmd_version)
+    rate = sub.add_parser("rate")
+    rate.add_argument("url")
+    rate.add_argument("--count", type=int, required=True)
+    rate.add_argument("--batch", type=int, default=500)
+    rate.set_defaults(run=cmd_rate)
+    stored = sub.add_parser("stored")
+    stored.add_argument("url")
+    stored.set_defaults(run=cmd_stored)
     args = parser.parse_args()
     return int(args.run(args))
 
