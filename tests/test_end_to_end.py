@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -14,7 +15,6 @@ from service.app import create_app
 from service.config import Settings
 from training.config import TrainConfig
 from training.data import load_movielens
-from training.dataset import split_ratings
 from training.fetch import fetch
 from training.train import train_versions
 
@@ -26,11 +26,10 @@ def _wait_ready(client: TestClient, seconds: float = 60) -> None:
         time.sleep(0.1)
 
 
-def _training_movies(data_dir: Path, config: TrainConfig, user_id: int) -> set[str]:
-    """The user's training movies, recomputed from the files and the manifest's config alone."""
-    data = load_movielens(data_dir, config.dataset)
-    train = split_ratings(data.ratings, config.split, config.test_fraction, config.seed).train
-    return set(train.loc[train["user_id"] == user_id, "movie_id"].astype(str))
+def _rated_movies(data_dir: Path, config: TrainConfig, user_id: int) -> set[str]:
+    """Every movie the user rated, from the files alone (the refit version trained on all of them)."""
+    ratings = load_movielens(data_dir, config.dataset).ratings
+    return set(ratings.loc[ratings["user_id"] == user_id, "movie_id"].astype(str))
 
 
 def _check_served(models_dir: Path, data_dir: Path, user_id: int, k: int) -> dict:  # type: ignore[type-arg]
@@ -40,16 +39,20 @@ def _check_served(models_dir: Path, data_dir: Path, user_id: int, k: int) -> dic
     with TestClient(create_app(Settings(models_dir=models_dir, poll_seconds=0))) as client:
         _wait_ready(client)
         assert client.get("/model").json()["version"] == version
-        response = client.get("/recommend", params={"user_id": user_id, "timestamp": 885_000_000, "k": k})
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["model_version"] == version and body["known_user"] is True
-    movie_ids = [item["movie_id"] for item in body["items"]]
-    assert len(movie_ids) == len(set(movie_ids)) == k
-    assert not set(movie_ids) & _training_movies(data_dir, config, user_id)
-    scores = [item["score"] for item in body["items"]]
-    assert scores == sorted(scores, reverse=True)
-    return body
+        in_range = client.get("/recommend", params={"user_id": user_id, "timestamp": 885_000_000, "k": k})
+        at_now = client.get("/recommend", params={"user_id": user_id, "k": k})
+    for response in (in_range, at_now):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_version"] == version and body["known_user"] is True and body["personalised"]
+        movie_ids = [item["movie_id"] for item in body["items"]]
+        assert len(movie_ids) == len(set(movie_ids)) == k
+        # The served version is refit on every rating, so every movie the user rated is excluded.
+        assert not set(movie_ids) & _rated_movies(data_dir, config, user_id)
+        scores = [item["score"] for item in body["items"]]
+        assert scores == sorted(scores, reverse=True)
+    assert at_now.json()["effective_timestamp"] == manifest["query"]["timestamp_max"]
+    return in_range.json()
 
 
 def test_tiny_files_to_http(tiny_models_dir: Path, tiny_data_dir: Path) -> None:
@@ -62,14 +65,35 @@ def test_real_movielens_100k_to_http(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     fetch("ml-100k", data_dir)
     models_dir = tmp_path / "models"
-    version_dir = train_versions([TrainConfig(epochs=5)], data_dir, models_dir, promote_version=True, progress=False)[
-        0
-    ].version_dir
+    config = TrainConfig(epochs=5)
+    version_dir = train_versions([config], data_dir, models_dir, promote_version=True, progress=False)[0].version_dir
     metrics = json.loads((version_dir / "manifest.json").read_text())["metrics"]
     assert metrics["test_size"] == 20_000
     # The baseline is deterministic given the seeded split; it matches the figure measured on this data.
     assert metrics["most_popular"]["A"]["top_100"] == pytest.approx(0.295, abs=0.01)
     assert metrics["model"]["B"]["top_100"] > 0.30
+    # Protocol T: the most-popular figures measured independently on this data (T top-10 0.073, top-100 0.356).
+    assert metrics["temporal"] == {"how": "latest", "after_id": 0, "test_size": 20_000}
+    assert metrics["most_popular"]["T"]["top_100"] == pytest.approx(0.356, abs=0.01)
+    assert metrics["most_popular"]["T"]["top_10"] == pytest.approx(0.073, abs=0.01)
     assert np.isfinite(np.load(version_dir / "candidate_embeddings.npy")).all()
     body = _check_served(models_dir, data_dir, user_id=42, k=10)
     assert all(item["title"].endswith(")") for item in body["items"])  # "Title (year)", as MovieLens writes it
+    # At now, 28 years past the data, users still get their own lists (unclamped, all got the same one).
+    users = [str(u) for u in range(1, 22)]
+    end = json.loads((version_dir / "manifest.json").read_text())["query"]["timestamp_max"]
+    with TestClient(create_app(Settings(models_dir=models_dir, poll_seconds=0))) as client:
+        _wait_ready(client)
+        at_now = _mean_overlap([_top_10(client, user, None) for user in users])
+        inside = _mean_overlap([_top_10(client, user, end - 30 * 86_400) for user in users])
+    assert at_now <= inside + 0.05, (at_now, inside)
+
+
+def _top_10(client: TestClient, user: str, timestamp: int | None) -> set[str]:
+    params = {"user_id": user, "k": 10} | ({} if timestamp is None else {"timestamp": timestamp})
+    return {item["movie_id"] for item in client.get("/recommend", params=params).json()["items"]}
+
+
+def _mean_overlap(lists: list[set[str]]) -> float:
+    pairs = list(itertools.combinations(lists, 2))
+    return sum(len(a & b) / 10 for a, b in pairs) / len(pairs)
