@@ -7,7 +7,7 @@ BIN = $(VENV)/bin
 PYTHON = $(BIN)/python
 STAMP = $(VENV)/.installed-stamp
 
-.PHONY: install data train compare serve test test-slow lint bench-tutorial bench-load bench-data clean
+.PHONY: install data train compare serve test test-slow lint bench-tutorial bench-load bench-data bench-default clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-load: $(STAMP)
 
 bench-data: $(STAMP)
 	$(PYTHON) benchmarks/load_data.py
+
+bench-default: data
+	$(PYTHON) benchmarks/default_model.py --data-dir data
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
