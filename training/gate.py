@@ -213,22 +213,27 @@ def check_metric(candidate: Manifest, current: Manifest | None, current_name: st
             detail=f"{detail}; retrain with the current version's data and seed, or pass "
             "--gate-allow-incomparable to promote on the other checks alone",
         )
-    floor = theirs - config.tolerance
-    figures["floor"] = floor
+    return _within_tolerance(name, ours, theirs, current_name, config.tolerance, figures)
+
+
+def _within_tolerance(
+    name: str,
+    ours: float,
+    theirs: float,
+    current_name: str | None,
+    tolerance: float,
+    figures: dict[str, Figure],
+    where: str = "",
+) -> Check:
+    """Ok when `ours` is at most `tolerance` below `theirs`; the detail names both figures (and `where`)."""
+    floor = theirs - tolerance
+    figures = {**figures, "current": theirs, "tolerance": tolerance, "floor": floor}
     # A hair of slack so that a float tolerance of exactly the drop counts as within it.
     if ours + 1e-9 < floor:
-        return Check(
-            name=name,
-            ok=False,
-            figures=figures,
-            detail=f"{ours:.4f} is more than {config.tolerance} below {current_name}'s {theirs:.4f}",
-        )
-    return Check(
-        name=name,
-        ok=True,
-        figures=figures,
-        detail=f"{ours:.4f} against {current_name}'s {theirs:.4f} (floor {floor:.4f})",
-    )
+        detail = f"{ours:.4f} is more than {tolerance} below {current_name}'s {theirs:.4f}{where}"
+        return Check(name=name, ok=False, figures=figures, detail=detail)
+    detail = f"{ours:.4f} against {current_name}'s {theirs:.4f}{where} (floor {floor:.4f})"
+    return Check(name=name, ok=True, figures=figures, detail=detail)
 
 
 def check_temporal(
@@ -258,15 +263,9 @@ def check_temporal(
         and held.after_id == current.data.ratings_cutoff_id
     )
     if on_window and current_on_window is not None:
+        where = f" on the {figures['window_size']} ratings stored after id {figures['window_after_id']}"
         theirs = current_on_window.get(key, 0.0)
-        floor = theirs - config.tolerance
-        figures.update(current=theirs, tolerance=config.tolerance, floor=floor)
-        where = f"the {figures['window_size']} ratings stored after id {figures['window_after_id']}"
-        ok = ours + 1e-9 >= floor
-        detail = f"{ours:.4f} against {current_name}'s {theirs:.4f} on {where} (floor {floor:.4f})"
-        if not ok:
-            detail = f"{ours:.4f} is more than {config.tolerance} below {current_name}'s {theirs:.4f} on {where}"
-        return Check(name=f"metric T.{key}", ok=ok, figures=figures, detail=detail)
+        return _within_tolerance(f"metric T.{key}", ours, theirs, current_name, config.tolerance, figures, where)
     baseline = candidate.metrics.most_popular.get("T", {}).get(key, 1.0)
     figures["most_popular"] = baseline
     why = "no current version" if current is None else f"fewer than {config.min_window} new stored ratings"
