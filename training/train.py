@@ -180,13 +180,12 @@ def _temporal_split(
     ratings: pd.DataFrame, test_fraction: float, after_id: int | None
 ) -> tuple[pd.DataFrame, pd.DataFrame, HeldOut]:
     """Protocol T's hold-out: the stored ratings after `after_id` when given, else the latest share by time."""
-    if after_id is not None and "stored_id" in ratings:
-        test_mask = (ratings["stored_id"] > after_id).to_numpy()
-        info = HeldOut(how="after_id", after_id=after_id, test_size=int(test_mask.sum()))
-    else:
+    if after_id is None or "stored_id" not in ratings:
         split = split_ratings(ratings, "temporal", test_fraction, seed=0)
         return split.train, split.test, HeldOut(how="latest", test_size=len(split.test))
-    return ratings[~test_mask].reset_index(drop=True), ratings[test_mask].reset_index(drop=True), info
+    held = (ratings["stored_id"] > after_id).to_numpy()
+    info = HeldOut(how="after_id", after_id=after_id, test_size=int(held.sum()))
+    return ratings[~held].reset_index(drop=True), ratings[held].reset_index(drop=True), info
 
 
 def _scored_fold(
@@ -231,7 +230,7 @@ def _scored_fold(
 
 def _train_one(config: TrainConfig, prepared: PreparedData, progress: bool) -> tuple[TrainedRun, Metrics]:
     """Fit and score on each protocol's fold, then the serving model (the refit, or the protocol-A/B one)."""
-    scored = fit(config, prepared.random, progress=progress)
+    scored = fit(config, prepared.random, progress=progress, curve=True)
     model, baseline = _tables(config, prepared.random, scored, {"A": False, "B": True})
     if prepared.temporal is not None:
         temporal = fit(config, prepared.temporal, progress=progress, label=f"{config.label} (T)")
@@ -279,8 +278,10 @@ def query_inputs(frame: pd.DataFrame, histories: np.ndarray | None, movie_ids: n
     return inputs
 
 
-def fit(config: TrainConfig, fold: Fold, progress: bool = True, label: str | None = None) -> TrainedRun:
-    """Trains one two-tower model on `fold.train`; with held-out ratings, records the training curve on them."""
+def fit(
+    config: TrainConfig, fold: Fold, progress: bool = True, label: str | None = None, curve: bool = False
+) -> TrainedRun:
+    """Trains one two-tower model on `fold.train`; with `curve`, scores A and B every `eval_every` epochs."""
     tf.keras.utils.set_random_seed(config.seed)
     vocab = build_vocabularies(fold.data, fold.train)
     train_histories = None
@@ -319,7 +320,7 @@ def fit(config: TrainConfig, fold: Fold, progress: bool = True, label: str | Non
         return {name: accuracy_table(r) for name, r in ranks.items()}
 
     evaluate_at = set()
-    if fold.test is not None and label is None:  # the curve is drawn for the protocol-A/B fit only
+    if curve and fold.test is not None:
         evaluate_at = {*range(config.eval_every, config.epochs + 1, config.eval_every), config.epochs}
     bar = EpochProgress(config.epochs, label or config.label, evaluate_now, evaluate_at, enabled=progress)
     started, cpu_started = time.perf_counter(), time.process_time()
