@@ -36,7 +36,7 @@ from service.errors import (
 )
 from service.metrics import Metrics, MetricsMiddleware
 from service.ratings import RatingsWriter
-from service.registry import Registry
+from service.registry import Registry, freeze_runtime
 from service.schemas import (
     AdminState,
     BatchRecommendRequest,
@@ -321,6 +321,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_tensorflow(settings.tf_threads)
+        freeze_runtime()
         service.ratings.open()  # first: a database that cannot be opened stops startup with what to fix
         service.batcher.start()
         watcher = asyncio.create_task(service.registry.watch(settings.poll_seconds), name="model-watcher")
