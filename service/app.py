@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from contract.ratings import StoredRating
 from service import recommender
@@ -59,6 +60,8 @@ from service.schemas import (
 )
 
 log = logging.getLogger(__name__)
+
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request the client abandoned; counted, never sent
 
 # The one mapping from domain errors to HTTP: status and a stable machine-readable code.
 ERROR_STATUS: dict[type[ServiceError], tuple[int, str]] = {
@@ -296,10 +299,16 @@ def _add_error_handlers(app: FastAPI) -> None:
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # The client hung up before its body arrived: nobody reads this answer, and it is no server error.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", "the client closed the connection")
+
     async def unexpected_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return error_response(500, "internal_error", "internal error; the server log has the details")
 
+    app.add_exception_handler(ClientDisconnect, client_gone)
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
