@@ -51,6 +51,11 @@ class TrainConfig(BaseModel):
     seed: int = Field(42, description="Drives the split, the shuffling and the weight initialisation.")
     split: Literal["random", "temporal"] = Field("random", description="random, or temporal (hold out the latest).")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the ratings held out for evaluation.")
+    evaluate_on: Literal["test", "validation"] = Field(
+        "test",
+        description="validation: score on ratings carved from the training part (same protocols), for choosing "
+        "settings; the test ratings stay unseen.",
+    )
     evaluate_temporal: bool = Field(
         True, description="Also fit on the earliest ratings and score protocol T on the latest (one more fit)."
     )

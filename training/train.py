@@ -162,11 +162,14 @@ def prepare(
     rows = catalogue_rows(data, data.ratings)
     everything = build_user_ratings(data.ratings, rows)
     split = split_ratings(data.ratings, config.split, config.test_fraction, config.seed)
-    random_fold = _scored_fold(config, data, split.train, split.test, known_at_query=None)
+    train, test = split.train, split.test
+    if config.evaluate_on == "validation":  # carved from the training ratings: the test ratings stay unseen
+        carved = split_ratings(train, config.split, config.test_fraction, config.seed + 1)
+        train, test = carved.train, carved.test
+    random_fold = _scored_fold(config, data, train, test, known_at_query=None)
     temporal, info = None, None
     if config.evaluate_temporal:
-        train, test, info = _temporal_split(data.ratings, config.test_fraction, held_out_after_id)
-        temporal = _scored_fold(config, data, train, test, known_at_query=everything)
+        temporal, info = _temporal_fold(config, data, everything, held_out_after_id)
     serving = Fold(
         data=data,
         train=data.ratings,
@@ -174,6 +177,19 @@ def prepare(
         popularity=popularity_ranking(rows, len(data.movies)),
     )
     return PreparedData(data, random_fold, temporal, info, serving)
+
+
+def _temporal_fold(
+    config: TrainConfig, data: MovieLens, everything: UserRatings, after_id: int | None
+) -> tuple[Fold, HeldOut]:
+    """Protocol T's fold: its held-out ratings know every rating before them in `everything`."""
+    train, test, info = _temporal_split(data.ratings, config.test_fraction, after_id)
+    if config.evaluate_on == "validation":
+        # The latest share of the training part is held out instead; the test ratings are never known.
+        known = train
+        train, test, info = _temporal_split(known, config.test_fraction, None)
+        everything = build_user_ratings(known, catalogue_rows(data, known))
+    return _scored_fold(config, data, train, test, known_at_query=everything), info
 
 
 def _temporal_split(

@@ -1,0 +1,97 @@
+"""Benchmark: a sweep of training configurations on the real MovieLens-100K, chosen honestly.
+
+Each named configuration (overrides of the default TrainConfig) is trained per seed with
+`evaluate_on=validation`: protocols A and B score ratings carved from the random split's training part, T
+the latest share of the temporal split's training part, and the test ratings are never looked at. Pick on
+those figures, then score the pick on the test ratings once with `--final NAME`. Each run is its own
+process (peak memory per run). One row per run goes to benchmarks/results/quality_sweep.json.
+
+    python benchmarks/quality_sweep.py --data-dir data [--only NAME ...] [--seed 42 ...] [--final NAME]
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import typer
+
+# name -> overrides of the default configuration (the default itself is "default").
+CONFIGS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "user_dropout_0.3": {"user_dropout": 0.3},
+    "user_dropout_0.5": {"user_dropout": 0.5},
+    "history_20": {"history_length": 20},
+    "epochs_15": {"epochs": 15},
+}
+
+
+def _run(name: str, seed: int, final: bool, data_dir: str, models_dir: str, queue: Any) -> None:
+    """One configuration and seed in a fresh process; puts its row on `queue`."""
+    import training  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+    from training.config import TrainConfig
+    from training.train import train_versions
+
+    config = TrainConfig(**CONFIGS[name], seed=seed, refit=False, evaluate_on="test" if final else "validation")
+    started = time.perf_counter()
+    version = train_versions([config], Path(data_dir), Path(models_dir), progress=False)[0]
+    metrics = version.metrics
+    queue.put(
+        {
+            "name": name,
+            "overrides": CONFIGS[name],
+            "seed": seed,
+            "scored_on": config.evaluate_on,
+            **{
+                f"{who}_{protocol}_top_{k}": round(tables[protocol][f"top_{k}"], 4)
+                for who, tables in (("model", metrics.model), ("most_popular", metrics.most_popular))
+                for protocol in ("A", "B", "T")
+                for k in (10, 100)
+            },
+            "epochs": config.epochs,
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        }
+    )
+
+
+def main(
+    data_dir: Annotated[Path, typer.Option()] = Path("data"),
+    only: Annotated[list[str] | None, typer.Option(help="Configurations to run (default: all).")] = None,
+    seed: Annotated[list[int] | None, typer.Option(help="Seeds (default: 42).")] = None,
+    final: Annotated[str | None, typer.Option(help="Score this configuration on the test ratings.")] = None,
+    out: Annotated[Path, typer.Option()] = Path("benchmarks/results/quality_sweep.json"),
+    models_dir: Annotated[Path, typer.Option()] = Path("benchmarks/out/sweep"),
+) -> None:
+    from benchmarks.tutorial_depths import machine
+    from training.fetch import fetch
+
+    fetch("ml-100k", data_dir, log=lambda m: print(m, file=sys.stderr))
+    names = [final] if final else (only or list(CONFIGS))
+    unknown = sorted(set(names) - CONFIGS.keys())
+    if unknown:
+        raise typer.BadParameter(f"unknown configurations {unknown}; known: {sorted(CONFIGS)}")
+    results = json.loads(out.read_text()) if out.is_file() else {"machine": machine(), "rows": []}
+    spawn = multiprocessing.get_context("spawn")
+    for name in names:
+        for value in seed or [42]:
+            queue = spawn.Queue()
+            worker = spawn.Process(target=_run, args=(name, value, bool(final), str(data_dir), str(models_dir), queue))
+            worker.start()
+            row = queue.get()
+            worker.join()
+            results["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    typer.run(main)
