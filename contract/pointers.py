@@ -25,10 +25,11 @@ class PointerError(ValueError):
 
 
 def read_pointer(models_dir: Path, name: str) -> str | None:
-    """The version a pointer file (CURRENT or PINNED) names, or None when the file is absent or blank.
+    """The version a pointer file (CURRENT or PINNED) names, or None when the file is absent.
 
     Raises:
-        PointerError: unreadable (a directory, bad permissions, not UTF-8) or not a version name.
+        PointerError: unreadable (a directory, bad permissions, not UTF-8), blank, or not a version name. The
+            writers here never leave a blank file (temp file, then rename), so a blank one is a mistake too.
     """
     path = models_dir / name
     try:
@@ -41,7 +42,7 @@ def read_pointer(models_dir: Path, name: str) -> str | None:
         raise PointerError(f"{path} cannot be read ({error.strerror}); it must be a file naming a version") from None
     version = text.strip()
     if not version:
-        return None
+        raise PointerError(f"{path} is empty; write a version name into it (python -m training promote VERSION)")
     if not VERSION_NAME.fullmatch(version):
         raise PointerError(f"{path} holds {version[:80]!r}, not a version name (letters, digits, '.', '_', '-')")
     return version

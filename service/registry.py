@@ -65,7 +65,7 @@ class Registry:
         return self._current
 
     def read_current(self) -> str | None:
-        """The version named by models/CURRENT, or None while it is missing or empty.
+        """The version named by models/CURRENT, or None while there is none.
 
         Raises:
             VersionNotFoundError: CURRENT is unreadable or names no version (logged and counted once).
@@ -152,7 +152,7 @@ class Registry:
         async with self._lock:
             target = self._pinned or self.read_current()
             if target is None:
-                raise VersionNotFoundError(f"{self.models_dir / CURRENT} is missing or empty")
+                raise VersionNotFoundError(f"{self.models_dir / CURRENT} is missing")
             return await self._swap_in(target)
 
     async def pin(self, name: str) -> ModelVersion:

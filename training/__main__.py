@@ -154,6 +154,7 @@ def retrain(
     """
     import logging
 
+    from contract.pointers import PointerError
     from contract.ratings import RatingsStoreError
     from training.data import DataError
     from training.retrain import RetrainBusyError, retrain_every
@@ -170,7 +171,7 @@ def retrain(
         return
     try:
         result = retrain_cycle(config, data_dir, models_dir, gate, keep, ratings_url)
-    except (DataError, FileNotFoundError, RetrainBusyError, RatingsStoreError) as exc:
+    except (DataError, FileNotFoundError, RetrainBusyError, RatingsStoreError, PointerError) as exc:
         _fail(str(exc))
     from training.gate import GateDecision
 

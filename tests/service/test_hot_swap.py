@@ -155,6 +155,26 @@ def test_current_naming_a_missing_or_odd_directory_is_refused(models_dir: Path) 
         assert _served(client) == V1 and _failures(client) == 2
 
 
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        (lambda path: path.write_bytes(b"\xff\xfe2026\n"), "not UTF-8"),
+        (lambda path: (path.unlink(), path.mkdir()), "cannot be read"),
+        (lambda path: path.write_text("  \n"), "is empty"),
+    ],
+)
+def test_an_unreadable_current_is_logged_and_counted_once_and_the_served_version_stays(
+    models_dir: Path, spoil: Callable[[Path], object], reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with serving(models_dir, admin_token="s3cret", poll_seconds=0.02) as client:
+        spoil(models_dir / "CURRENT")
+        wait_until(lambda: _failures(client) == 1)
+        time.sleep(0.2)  # several polls: the same problem is not counted or logged again
+        assert _failures(client) == 1 and _served(client) == V1
+        assert_error(client.post("/admin/reload", headers=AUTH), 404, "version_not_found", reason)
+    assert len([r for r in caplog.records if "ignoring CURRENT" in r.getMessage()]) == 1
+
+
 def test_pin_is_the_rollback_and_unpin_follows_current_again(models_dir: Path, add_version: AddVersion) -> None:
     add_version(models_dir, V2)
     write_current(models_dir, V2)
