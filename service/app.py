@@ -8,18 +8,22 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.responses import FileResponse
+from starlette.staticfiles import StaticFiles
 
 from contract.ratings import StoredRating
-from service import recommender
+from service import catalogue, recommender
 from service.artifacts import ModelVersion, configure_tensorflow
 from service.batcher import Batcher
 from service.config import Settings
@@ -27,6 +31,7 @@ from service.errors import (
     AdminAuthError,
     AdminDisabledError,
     InvalidRequestError,
+    MissingFileError,
     NoModelError,
     RatingsUnavailableError,
     ServiceError,
@@ -45,6 +50,7 @@ from service.schemas import (
     ErrorResponse,
     Health,
     ModelInfo,
+    Movie,
     PinRequest,
     RatingsRequest,
     RatingsStored,
@@ -52,6 +58,7 @@ from service.schemas import (
     RecommendRequest,
     RecommendResponse,
     SimilarResponse,
+    UserRating,
     parse_body,
     parse_query,
     parse_ratings,
@@ -63,11 +70,14 @@ log = logging.getLogger(__name__)
 
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request the client abandoned; counted, never sent
 
+STATIC = Path(__file__).with_name("static")  # the page at /: plain HTML, JS and CSS, no build step
+
 # The one mapping from domain errors to HTTP: status and a stable machine-readable code.
 ERROR_STATUS: dict[type[ServiceError], tuple[int, str]] = {
     InvalidRequestError: (422, "invalid_request"),
     UnknownUserError: (404, "unknown_user"),
     UnknownMovieError: (404, "unknown_movie"),
+    MissingFileError: (404, "file_not_found"),
     VersionNotFoundError: (404, "version_not_found"),
     VersionRejectedError: (422, "version_rejected"),
     NoModelError: (503, "no_model"),
@@ -192,6 +202,28 @@ async def similar_movies(
     return JSONBytes(recommender.similar(version, movie_id, k, service.settings))
 
 
+@router.get("/movies", response_model=list[Movie], responses=_errors, tags=["catalogue"])
+async def search_movies(
+    version: VersionDep,
+    q: Annotated[str, Query(min_length=1, max_length=100, description="Part of a title, in any case.")],
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> Response:
+    """Movies whose title contains q (case-insensitive), most rated first."""
+    return JSONBytes(catalogue.search(version, q, limit))
+
+
+@router.get("/users/{user_id}/ratings", response_model=list[UserRating], responses=_errors, tags=["ratings"])
+async def user_ratings(
+    user_id: Annotated[str, PathParam(min_length=1, max_length=64)],
+    version: VersionDep,
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Response:
+    """The user's ratings, newest first: the served version's (no values kept) and those stored since."""
+    stored = service.ratings.since(version, user_id)
+    return JSONBytes(catalogue.user_ratings(version, user_id, stored, limit))
+
+
 @router.post(
     "/ratings",
     status_code=201,
@@ -242,6 +274,27 @@ async def model_info(version: VersionDep, service: ServiceDep) -> ModelInfo:
         index=manifest.index.model_dump(),
         settings=service.settings.public(),
     )
+
+
+@router.get(
+    "/model/training_curve.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **_errors},
+    tags=["operations"],
+)
+async def training_curve(version: VersionDep, service: ServiceDep) -> Response:
+    """The served version's training curve: held-out top-100 accuracy against epoch."""
+    return Response(catalogue.training_curve(service.settings.models_dir, version), media_type="image/png")
+
+
+# The page loads only its own files: even a title that slipped into the DOM as HTML could run nothing.
+_PAGE_POLICY = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    """The page: recommendations, ratings, similar movies and the model card, over this public API."""
+    return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": _PAGE_POLICY})
 
 
 def _admin_state(service: Service) -> AdminState:
@@ -353,4 +406,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _add_error_handlers(app)
     app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

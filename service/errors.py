@@ -43,3 +43,7 @@ class AdminAuthError(ServiceError):
 
 class RatingsUnavailableError(ServiceError):
     """The ratings database failed a write; nothing was acknowledged, so the client should retry."""
+
+
+class MissingFileError(ServiceError):
+    """The served version has no such file (an optional one, such as the training curve)."""

@@ -5,7 +5,7 @@ import functools
 import re
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_origin
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
@@ -401,3 +401,40 @@ def parse_ratings(body: bytes) -> RatingsRequest:
 
 def _untagged(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return loc[1:] if loc and loc[0] in _RATINGS_SHAPES else loc
+
+
+# --- the page's reads: catalogue search, a user's ratings -------------------------------------------------------
+
+
+class Movie(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"movie_id": "1", "title": "Toy Story (1995)", "genres": ["Animation"]}]}
+    )
+
+    movie_id: str
+    title: str
+    genres: list[str]
+
+
+class UserRating(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "movie_id": "50",
+                    "title": "Star Wars (1977)",
+                    "timestamp": 893286638,
+                    "source": "stored",
+                    "rating": 4.5,
+                }
+            ]
+        }
+    )
+
+    movie_id: str
+    title: str | None = Field(description="null when the served catalogue lacks the movie (a stored rating).")
+    timestamp: int = Field(description="When the user rated, Unix seconds.")
+    source: Literal["version", "stored"] = Field(
+        description="version: in the served version's training data; stored: posted to /ratings since."
+    )
+    rating: float | None = Field(description="null for a version's ratings: the version keeps only what and when.")

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import os
 import shutil
+import socket
+import struct
+import subprocess
+import sys
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +22,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from contract.manifest import TRAINING_CURVE
 from service.app import create_app
 from service.config import Settings
-from tests.service.version_factory import Oracle, build_version, write_current
+from tests.service.version_factory import Oracle, build_version, write_current, write_manifest
 
+REPO = Path(__file__).parents[2]
 V1 = "20260101T000000Z"
 V2 = "20260102T000000Z"
 TS = 885_000_000  # a timestamp inside the synthetic training range
@@ -66,6 +75,32 @@ def shared_models_dir(tmp_path_factory: pytest.TempPathFactory, built: tuple[Pat
     return models
 
 
+def training_curve_png(width: int = 320, height: int = 160) -> bytes:
+    """A real grayscale PNG of a rising curve on white: what the exporter's plot stands for in hand-built versions."""
+    pixels = [bytearray([255] * width) for _ in range(height)]
+    for y in range(10, height - 10):
+        pixels[y][10] = 0  # the y axis
+    pixels[height - 11][10 : width - 10] = bytes(width - 20)  # the x axis
+    for x in range(12, width - 10):
+        y = height - 12 - round((height - 30) * (1 - math.exp(-(x - 12) / 60)))
+        pixels[y][x] = pixels[y - 1][x] = 60
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale, no interlace
+    raw = b"".join(b"\x00" + bytes(row) for row in pixels)  # filter type 0 on every row
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def add_training_curve(version_dir: Path) -> bytes:
+    """Give a hand-built version the training_curve.png an exported one has (the manifest rewritten to match)."""
+    png = training_curve_png()
+    (version_dir / TRAINING_CURVE).write_bytes(png)
+    write_manifest(version_dir)
+    return png
+
+
 def wait_until(condition: Callable[[], bool], seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -81,6 +116,49 @@ def serving(models_dir: Path, **settings: Any) -> Iterator[TestClient]:
         if (models_dir / "CURRENT").exists():
             wait_until(lambda: client.get("/readyz").status_code == 200)
         yield client
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(
+    models_dir: Path, ratings_url: str, log: Path, *, ready: bool = True, seconds: float = 60, **settings: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`python -m service` on a free loopback port; yields the process and its base URL, killed on exit.
+
+    It is yielded once /readyz is 200 (a version loaded), or with ready=False once it answers at all.
+    `settings` are more RECSYS_* variables by field name (poll_seconds="0.2").
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "RECSYS_RATINGS_URL": ratings_url,
+        "RECSYS_POLL_SECONDS": "0",
+        "RECSYS_LOG_LEVEL": "warning",
+        **{f"RECSYS_{name.upper()}": value for name, value in settings.items()},
+    }
+    command = [sys.executable, "-m", "service", "--models-dir", str(models_dir), "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+        def answering() -> bool:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                return httpx.get(f"{base}/{'readyz' if ready else 'healthz'}", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        try:
+            wait_until(answering, seconds)
+            yield process, base
+        finally:
+            process.kill()
+            process.wait(timeout=seconds)
 
 
 @contextlib.asynccontextmanager

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,9 +17,8 @@ from contract.ratings import RatingsStore, RatingsStoreError
 from service import ratings
 from service.config import Settings
 from service.schemas import RatingsStored
-from tests.service.conftest import TS, assert_error, serving, wait_until
+from tests.service.conftest import TS, assert_error, running_server, serving
 
-REPO = Path(__file__).parents[2]
 Values = tuple[str, str, float, int]  # user_id, movie_id, rating, timestamp
 
 
@@ -229,37 +225,12 @@ MAX_POSTS = 2000
 SECONDS = 60  # for startup, and again for the posting loop
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def server(shared_models_dir: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
     """`python -m service` on a free loopback port, ready; yields the process, its base URL and ratings URL."""
-    port = free_port()
     ratings_url = f"sqlite:///{tmp_path}/ratings.db"
-    env = {**os.environ, "RECSYS_RATINGS_URL": ratings_url, "RECSYS_POLL_SECONDS": "0", "RECSYS_LOG_LEVEL": "warning"}
-    command = [sys.executable, "-m", "service", "--models-dir", str(shared_models_dir), "--port", str(port)]
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        assert process.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-        try:
-            return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    try:
-        wait_until(ready, SECONDS)
+    with running_server(shared_models_dir, ratings_url, tmp_path / "server.log", seconds=SECONDS) as (process, base):
         yield process, base, ratings_url
-    finally:
-        process.kill()
-        process.wait(timeout=SECONDS)
-        log.close()
 
 
 def test_every_acknowledged_rating_survives_a_sigkill(server: tuple[subprocess.Popen[bytes], str, str]) -> None:

@@ -142,14 +142,15 @@ class _CandidateTower(tf.Module):
         return {"embedding": tf.gather(self.table, self.lookup.lookup(movie_id))}
 
 
-def _make_oracle(seed: int, num_users: int, num_movies: int, dim: int) -> Oracle:
+def _make_oracle(seed: int, num_users: int, num_movies: int, dim: int, titles: dict[int, str]) -> Oracle:
     rng = np.random.default_rng(seed)
     movies = []
     for row in range(num_movies):
         genres = sorted(set(rng.choice(GENRES, size=int(rng.integers(1, 3))).tolist()))
         if row in (3, 7):
             genres.append(RARE_GENRE)
-        movies.append({"movie_id": str(row + 1), "title": f"Movie {row + 1} (199{row % 10})", "genres": genres})
+        title = titles.get(row, f"Movie {row + 1} (199{row % 10})")
+        movies.append({"movie_id": str(row + 1), "title": title, "genres": genres})
     user_ids = [str(u + 1) for u in range(num_users)]
     seen = {u: sorted(rng.choice(num_movies, size=int(rng.integers(2, 8)), replace=False).tolist()) for u in user_ids}
     # The last user has seen all but five movies, so excluding seen movies exhausts the catalogue.
@@ -222,9 +223,13 @@ def build_version(
     num_movies: int = 40,
     dim: int = 8,
     make_current: bool = True,
+    titles: dict[int, str] | None = None,
 ) -> Oracle:
-    """Write models_dir/name/ per the contract (manifest last) and optionally point CURRENT at it."""
-    oracle = _make_oracle(seed, num_users, num_movies, dim)
+    """Write models_dir/name/ per the contract (manifest last) and optionally point CURRENT at it.
+
+    `titles` replaces the default title ("Movie 3 (1992)") of the movies at those rows.
+    """
+    oracle = _make_oracle(seed, num_users, num_movies, dim, titles or {})
     version_dir = models_dir / name
     version_dir.mkdir(parents=True)
     tower = _QueryTower(oracle)
