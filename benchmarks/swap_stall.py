@@ -32,7 +32,7 @@ from service.registry import Registry, freeze_runtime
 async def measure(models_dir: Path, swaps: int) -> dict[str, float]:
     configure_tensorflow(1)
     freeze_runtime()
-    registry = Registry(models_dir, 64, Metrics())
+    registry = Registry(models_dir, 64, Metrics(), min_index_recall=0.8)
     await registry.sync()
     gaps: list[float] = []
     done = asyncio.Event()

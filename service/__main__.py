@@ -9,6 +9,7 @@ import uvicorn
 
 from service.app import create_app
 from service.config import Settings
+from service.limits import ReadLimits, guarded_protocol
 
 
 def main(
@@ -25,12 +26,15 @@ def main(
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # One worker: the model is shared by dynamic batching inside the process, not by forking it.
+    limits = ReadLimits(settings.header_timeout_seconds, settings.body_timeout_seconds, settings.max_header_bytes)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(limits),  # httptools, with header and body deadlines and a header cap
+        timeout_keep_alive=settings.keep_alive_seconds,
+        limit_concurrency=settings.max_connections,
         log_level=settings.log_level,
         access_log=False,  # metrics count every request; a log line each costs more than the request
     )

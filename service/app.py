@@ -40,6 +40,7 @@ from service.errors import (
     VersionNotFoundError,
     VersionRejectedError,
 )
+from service.limits import BodyLimit
 from service.metrics import Metrics, MetricsMiddleware
 from service.ratings import RatingsWriter
 from service.registry import Registry, freeze_runtime
@@ -374,7 +375,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     service = Service(
         settings=settings,
-        registry=Registry(settings.models_dir, settings.max_batch, metrics),
+        registry=Registry(settings.models_dir, settings.max_batch, metrics, settings.min_index_recall),
         batcher=Batcher(settings.max_batch, settings.batch_in_thread, metrics.batch_size.observe),
         ratings=RatingsWriter(settings.ratings_url, settings.max_ratings_per_request, metrics.ratings_stored.inc),
         metrics=metrics,
@@ -403,7 +404,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it counts every answer, 413s included
     _add_error_handlers(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -18,6 +18,7 @@ from contract.contents import (
     read_movies,
     read_popularity,
     read_seen,
+    recall_at_k,
     verified_manifest,
 )
 from contract.manifest import IndexInfo, Manifest, VersionError
@@ -201,11 +202,13 @@ def _read(path: Path, manifest: Manifest) -> ModelVersion:
     )
 
 
-def warm_up(version: ModelVersion, max_batch: int) -> None:
-    """Run the query model and the search at the batch sizes serving will use, so no request pays tracing.
+def warm_up(version: ModelVersion, max_batch: int, min_recall: float) -> None:
+    """Run the query model and the search at the batch sizes serving will use, so no request pays tracing,
+    and check on those queries that the index finds what brute force over the embeddings finds.
 
     Raises:
-        ValueError: when the query embeddings do not fit the candidate embeddings.
+        ValueError: the query embeddings do not fit the candidate embeddings or are not finite, or the index
+            recalls less than `min_recall` of the exact top-k (it was built over other embeddings).
     """
     users = [*list(version.user_rows)[: max(max_batch - 1, 0)], "__warm_up_unknown_user__"]
     some_movies = [movie["movie_id"] for movie in version.movies[:3]]
@@ -218,10 +221,19 @@ def warm_up(version: ModelVersion, max_batch: int) -> None:
                 f"query_model returns {queries.shape} for {size} users; candidate embeddings are "
                 f"{version.candidate_embeddings.shape}"
             )
-        version.search(queries, 10)
+        if not np.isfinite(queries).all():
+            raise ValueError(f"query_model's embeddings of {size} warm-up queries are not all finite")
+        k = min(10, version.num_movies)
+        found, _ = version.search(queries, k)
+        recall = recall_at_k(found, version.candidate_embeddings, queries, k)
+        if recall < min_recall:
+            raise ValueError(
+                f"the index finds {recall:.2f} of the exact top-{k} of {size} warm-up queries, under the "
+                f"{min_recall} required (RECSYS_MIN_INDEX_RECALL): it does not match {layout.CANDIDATE_EMBEDDINGS}"
+            )
 
 
-def load_version(path: Path, max_batch: int) -> ModelVersion:
+def load_version(path: Path, max_batch: int, min_recall: float) -> ModelVersion:
     """Verify, load and warm up one version (blocking: seconds; run it off the event loop).
 
     Raises:
@@ -234,7 +246,7 @@ def load_version(path: Path, max_batch: int) -> ModelVersion:
         raise VersionRejectedError(str(e)) from e
     try:
         version = _read(path, manifest)
-        warm_up(version, max_batch)
+        warm_up(version, max_batch, min_recall)
     except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError, RuntimeError) as e:
         raise VersionRejectedError(f"version {path.name!r} failed to load: {e}") from e
     log.info("loaded version %s in %.2f s", path.name, time.perf_counter() - started)

@@ -36,6 +36,21 @@ class Settings(BaseSettings):
     poll_seconds: float = Field(default=2.0, ge=0)
     # Bearer token for /admin/*; unset disables the admin endpoints.
     admin_token: SecretStr | None = None
+    # A version is refused when its index finds less than this share of the exact top-10 of the warm-up
+    # queries: an index built over other embeddings than the version's would answer wrong movies.
+    min_index_recall: float = Field(default=0.8, ge=0, le=1)
+    # Largest request body: a batch of 1,000 ratings is ~90 KB, and parsing 1 MiB of JSON stays within ~5 ms.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Largest request line plus headers; beyond it 431 and the connection closes.
+    max_header_bytes: int = Field(default=16_384, ge=1024)
+    # A request's headers must arrive within this many seconds of its first byte (or of the connection).
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Its body within this many seconds of its headers; a stalled client otherwise holds a connection forever.
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # An idle kept-alive connection is closed after this many seconds.
+    keep_alive_seconds: int = Field(default=5, ge=1)
+    # Open connections and requests in flight beyond this get 503: file descriptors stay available.
+    max_connections: int = Field(default=1000, ge=1)
     # TensorFlow intra/inter-op threads: 1 keeps a SavedModel call steady (~0.37 ms) on a busy 2-core box.
     tf_threads: int = Field(default=1, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -33,9 +33,10 @@ def freeze_runtime() -> None:
 class Registry:
     """The served version, and the only place that changes it."""
 
-    def __init__(self, models_dir: Path, max_batch: int, metrics: Metrics) -> None:
+    def __init__(self, models_dir: Path, max_batch: int, metrics: Metrics, min_index_recall: float) -> None:
         self.models_dir = models_dir
         self._max_batch = max_batch  # warm-up runs the largest batch the batcher will send
+        self._min_index_recall = min_index_recall
         self._metrics = metrics
         self._current: ModelVersion | None = None
         self._pinned: str | None = None
@@ -97,7 +98,7 @@ class Registry:
                 raise VersionNotFoundError(f"{name!r} is not a version name (letters, digits, '.', '_', '-')")
             if not path.is_dir():
                 raise VersionNotFoundError(f"no version directory {path}")
-            version = await asyncio.to_thread(load_version, path, self._max_batch)
+            version = await asyncio.to_thread(load_version, path, self._max_batch, self._min_index_recall)
         except Exception as e:
             self._refused[name] = stamp
             self._metrics.load_failures.inc()

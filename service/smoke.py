@@ -15,6 +15,7 @@ import numpy as np
 
 from contract.contents import recall_at_k
 from service.artifacts import ModelVersion, load_version
+from service.config import Settings
 
 
 class SmokeError(RuntimeError):
@@ -40,7 +41,7 @@ def _check_answers(version: ModelVersion, queries: np.ndarray, k: int) -> np.nda
 def smoke(version_dir: Path, k: int, users: int) -> dict[str, float | int]:
     """Load `version_dir` as a server does, then query `users` known users at the data's end and at now."""
     started = time.perf_counter()
-    version = load_version(version_dir, max_batch=users)
+    version = load_version(version_dir, max_batch=users, min_recall=Settings().min_index_recall)
     known = list(version.user_rows)
     picked = [known[i] for i in np.unique(np.linspace(0, len(known) - 1, min(len(known), users)).astype(int))]
     recalls = []

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scann
 
 from contract.contents import verified_manifest
 from contract.manifest import IndexInfo, IndexParams, VersionError
@@ -42,7 +43,7 @@ def test_a_broken_manifest_is_refused(version_dir: Path, manifest_text: str, rea
     with pytest.raises(VersionError, match=reason):
         verified_manifest(version_dir)
     with pytest.raises(VersionRejectedError, match=reason):
-        load_version(version_dir, max_batch=1)
+        load_version(version_dir, max_batch=1, min_recall=0.8)
 
 
 def test_every_kind_of_mismatch_is_named(version_dir: Path) -> None:
@@ -50,7 +51,7 @@ def test_every_kind_of_mismatch_is_named(version_dir: Path) -> None:
     (version_dir / "candidate_embeddings.npy").unlink()
     (version_dir / "notes.txt").write_text("hi")
     with pytest.raises(VersionRejectedError) as refused:
-        load_version(version_dir, max_batch=1)
+        load_version(version_dir, max_batch=1, min_recall=0.8)
     message = str(refused.value)
     assert "missing: candidate_embeddings.npy" in message
     assert "not in manifest: notes.txt" in message
@@ -59,7 +60,7 @@ def test_every_kind_of_mismatch_is_named(version_dir: Path) -> None:
 
 def test_loaded_towers_and_index_match_the_oracle(version_dir: Path, oracles: dict[str, Oracle]) -> None:
     oracle = oracles[V1]
-    version = load_version(version_dir, max_batch=16)
+    version = load_version(version_dir, max_batch=16, min_recall=0.8)
     # A known user with their history, one past the training range (clamped), a stranger with a history.
     users, times = ["1", "7", "stranger"], [TS, TS + 50_000_000, TS]
     histories = [oracle.history("1", TS), oracle.history("7", TS + 50_000_000), ["3", "9"]]
@@ -81,7 +82,7 @@ def test_loaded_towers_and_index_match_the_oracle(version_dir: Path, oracles: di
 
 
 def test_a_search_deeper_than_the_catalogue_stops_at_the_catalogue(version_dir: Path) -> None:
-    version = load_version(version_dir, max_batch=1)
+    version = load_version(version_dir, max_batch=1, min_recall=0.8)
     rows, _ = version.search(version.embed(["1"], [TS], [[]]), 500)
     assert rows.shape == (1, 40) and sorted(rows[0].tolist()) == list(range(40))
 
@@ -91,7 +92,7 @@ def test_load_refuses_inconsistent_artifacts(version_dir: Path) -> None:
     (version_dir / "movies.json").write_text(json.dumps(movies[:-1]))
     write_manifest(version_dir)
     with pytest.raises(VersionRejectedError, match=r"candidate_embeddings.npy is \(40, 8\), expected \(39, 8\)"):
-        load_version(version_dir, max_batch=1)
+        load_version(version_dir, max_batch=1, min_recall=0.8)
 
 
 def test_search_plan_scales_leaves_and_reorder_with_depth() -> None:
@@ -114,7 +115,7 @@ def test_search_depth_covers_exclusions_and_rare_genres() -> None:
 def test_a_short_filtered_search_falls_back_to_exact(version_dir: Path, oracles: dict[str, Oracle]) -> None:
     """When the index returns too few allowed hits, exact search over the allowed movies fills the answer."""
     oracle = oracles[V1]
-    version = load_version(version_dir, max_batch=1)
+    version = load_version(version_dir, max_batch=1, min_recall=0.8)
     query = version.embed(["3"], [TS], [oracle.history("3", TS)])[0]
     rows, scores = version.search(query[None], 5)
     allowed = np.zeros(40, dtype=bool)
@@ -127,3 +128,26 @@ def test_a_short_filtered_search_falls_back_to_exact(version_dir: Path, oracles:
     truth = oracle.top_k("3", TS, 5, exclude_rows=set(range(20)))
     assert [oracle.movies[row]["movie_id"] for row in exact_rows] == [movie_id for movie_id, _ in truth]
     np.testing.assert_allclose(exact_scores, [score for _, score in truth], rtol=1e-4)
+
+
+def test_an_index_built_over_other_embeddings_is_refused(version_dir: Path) -> None:
+    """Checksums made to match, but scann/ searches shuffled rows: the warm-up queries catch it."""
+    embeddings = np.load(version_dir / "candidate_embeddings.npy")
+    shutil.rmtree(version_dir / "scann")
+    shuffled = embeddings[np.random.default_rng(0).permutation(len(embeddings))]
+    searcher = scann.scann_ops_pybind.builder(shuffled, 10, "dot_product").score_brute_force().build()
+    (version_dir / "scann").mkdir()
+    searcher.serialize(str(version_dir / "scann"), relative_path=True)
+    write_manifest(version_dir)
+    with pytest.raises(VersionRejectedError, match=r"the index finds 0\.\d+ of the exact top-10"):
+        load_version(version_dir, max_batch=8, min_recall=0.8)
+    assert load_version(version_dir, max_batch=8, min_recall=0.0).name == V1  # the check, not the files
+
+
+def test_non_finite_candidate_embeddings_are_refused(version_dir: Path) -> None:
+    embeddings = np.load(version_dir / "candidate_embeddings.npy")
+    embeddings[3] = np.nan
+    np.save(version_dir / "candidate_embeddings.npy", embeddings)
+    write_manifest(version_dir)
+    with pytest.raises(VersionRejectedError, match=r"candidate_embeddings\.npy holds non-finite values"):
+        load_version(version_dir, max_batch=8, min_recall=0.8)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import service.__main__ as cli
 from service.config import Settings
+from service.limits import ReadLimits
 
 
 def test_options_override_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -30,7 +31,10 @@ def test_options_override_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert result.exit_code == 0, result.output
     settings: Settings = seen["settings"]
     assert (settings.models_dir, settings.host, settings.port, settings.max_k) == (tmp_path, "0.0.0.0", 9001, 7)
-    assert (seen["host"], seen["port"], seen["loop"], seen["http"]) == ("0.0.0.0", 9001, "uvloop", "httptools")
+    assert (seen["host"], seen["port"], seen["loop"]) == ("0.0.0.0", 9001, "uvloop")
+    # httptools with the deployment limits: deadlines and a header cap from the settings, and a connection cap.
+    assert seen["http"].limits == ReadLimits(10.0, 30.0, 16_384)
+    assert (seen["limit_concurrency"], seen["timeout_keep_alive"]) == (1000, 5)
 
 
 def test_serving_imports_neither_training_nor_tensorflow_recommenders(shared_models_dir: Path) -> None:
@@ -40,7 +44,7 @@ import sys
 from pathlib import Path
 from service.artifacts import load_version
 from service.registry import Registry
-version = load_version(Path({str(shared_models_dir)!r}) / "20260101T000000Z", max_batch=4)
+version = load_version(Path({str(shared_models_dir)!r}) / "20260101T000000Z", max_batch=4, min_recall=0.8)
 assert version.embed(["1"], [885000000], [["2"]]).shape == (1, 8)
 leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("training", "tensorflow_recommenders"))
 assert not leaked, leaked

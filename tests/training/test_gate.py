@@ -266,7 +266,9 @@ def test_smoke_query_fails_on_nan_embeddings_and_on_a_missing_model(tmp_path: Pa
     shutil.rmtree(version / "query_model")
     tf.saved_model.save(module, str(version / "query_model"), signatures={"serving_default": serve})
     write_manifest(version)
-    with pytest.raises(RuntimeError, match=r"not all finite"):
+    from service.errors import VersionRejectedError
+
+    with pytest.raises(VersionRejectedError, match=r"not all finite"):  # the server's loader refuses it
         smoke(version, 10, 8)
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -288,7 +290,7 @@ def test_a_version_the_gate_passes_is_one_the_server_loads(tiny_version_dir: Pat
     assert decision.checks[-1].name == "metric T.top_10" and "beats most-popular" in decision.checks[-1].detail
     smoke = decision.checks[1]
     assert smoke.figures["neighbours"] == 10 and smoke.figures["recall"] == 1.0  # exact index
-    assert load_version(tiny_version_dir, max_batch=4).name == tiny_version_dir.name
+    assert load_version(tiny_version_dir, max_batch=4, min_recall=0.8).name == tiny_version_dir.name
     # Checksums made to match, but popularity.npy is no ranking of the movies: the server refuses it, so must the gate.
     broken = Path(shutil.copytree(tiny_version_dir, tmp_path / tiny_version_dir.name))
     np.save(broken / "popularity.npy", np.zeros(40, dtype=np.int32))
@@ -296,7 +298,7 @@ def test_a_version_the_gate_passes_is_one_the_server_loads(tiny_version_dir: Pat
     manifest["files"] = file_checksums(broken)
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(VersionRejectedError, match=r"popularity\.npy is not a permutation"):
-        load_version(broken, max_batch=4)
+        load_version(broken, max_batch=4, min_recall=0.8)
     decision = decide(broken, None, tiny)
     assert not decision.promoted and "popularity.npy is not a permutation" in decision.reasons[0]
 

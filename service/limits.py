@@ -1,0 +1,151 @@
+"""The limits a deployment sets, in the app itself: header size and read timeouts, body size.
+
+uvicorn's httptools protocol waits forever for a request's headers and body, and takes headers of any size:
+thousands of connections that never finish their headers exhaust the file limit. `guarded_protocol` adds
+a deadline for the headers (from the connection's first byte, or from the first byte of the next request on
+a kept-alive connection) and for the body, and a cap on header bytes; `BodyLimit` refuses a body over its
+cap with a 413 in the one error shape, before any of it is parsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import ClassVar
+
+from fastapi import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """How long a client may take to send a request, and how large its headers may be."""
+
+    header_seconds: float
+    body_seconds: float
+    max_header_bytes: int
+
+
+def _raw_response(status: int, reason: str, message: str) -> bytes:
+    body = b'{"error":{"code":"' + reason.lower().replace(" ", "_").encode() + b'","message":"'
+    body += message.encode() + b'"}}'
+    head = f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    return head.encode() + f"content-length: {len(body)}\r\n\r\n".encode() + body
+
+
+class _GuardedHttpTools(HttpToolsProtocol):
+    """HttpToolsProtocol with read deadlines and a header cap; `limits` is set by `guarded_protocol`."""
+
+    limits: ClassVar[ReadLimits]
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_bytes = 0
+        self._refused = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._arm(self.limits.header_seconds, "headers")
+
+    def _arm(self, seconds: float, what: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._too_slow, what)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _too_slow(self, what: str) -> None:
+        seconds = self.limits.header_seconds if what == "headers" else self.limits.body_seconds
+        self._refuse(408, "Request Timeout", f"the request {what} did not arrive within {seconds:g} s")
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        """Answer (unless the app already is) and close: the parser must not hand this request on."""
+        self._refused = True
+        self._disarm()
+        if not self.transport.is_closing():
+            if self.cycle is None or not self.cycle.response_started:
+                self.transport.write(_raw_response(status, reason, message))
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refused:
+            super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_bytes = 0
+        self._arm(self.limits.header_seconds, "headers")
+
+    def on_url(self, url: bytes) -> None:
+        self._count(len(url))
+        if not self._refused:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        if not self._refused:
+            super().on_header(name, value)
+
+    def _count(self, size: int) -> None:
+        self._header_bytes += size
+        if self._header_bytes > self.limits.max_header_bytes and not self._refused:
+            cap = self.limits.max_header_bytes
+            self._refuse(431, "Request Header Fields Too Large", f"the URL and headers exceed {cap} bytes")
+
+    def on_headers_complete(self) -> None:
+        if self._refused:
+            return
+        self._arm(self.limits.body_seconds, "body")
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._refused:
+            return
+        self._disarm()
+        super().on_message_complete()
+
+
+def guarded_protocol(limits: ReadLimits) -> type[asyncio.Protocol]:
+    """An httptools protocol class for `uvicorn.run(http=...)` that enforces `limits`."""
+    return type("GuardedHttpTools", (_GuardedHttpTools,), {"limits": limits})
+
+
+class BodyLimit:
+    """Refuses a request body over `max_bytes` (413) by its Content-Length, or while it streams in.
+
+    The refusal is an HTTPException raised where the route reads the body, so FastAPI passes it on and the
+    app's one error handler answers it (other exceptions there would become a 400 about parsing).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        refuse_now = declared.isdigit() and int(declared) > self.max_bytes
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = {"type": "http.request", "body": b""} if refuse_now else await receive()
+            seen += len(message.get("body", b""))
+            if refuse_now or seen > self.max_bytes:
+                raise HTTPException(
+                    413, f"the request body is over {self.max_bytes} bytes (RECSYS_MAX_BODY_BYTES): send less"
+                )
+            return message
+
+        await self.app(scope, counted, send)

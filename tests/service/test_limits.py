@@ -1,0 +1,80 @@
+"""Limits against hostile clients, on the real server: slow or silent connections, huge headers, huge bodies."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.service.conftest import assert_error, running_server, serving
+
+TIMEOUT = 0.5  # header and body deadlines for these tests, in seconds
+
+
+@pytest.fixture(scope="module")
+def server(shared_models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    root = tmp_path_factory.mktemp("limits")
+    limits = {"header_timeout_seconds": str(TIMEOUT), "body_timeout_seconds": str(TIMEOUT), "max_header_bytes": "4096"}
+    with running_server(shared_models_dir, f"sqlite:///{root}/ratings.db", root / "server.log", **limits) as (_, base):
+        address = urlsplit(base)
+        yield str(address.hostname), int(address.port or 80)
+
+
+def _read_until_closed(connection: socket.socket, seconds: float) -> bytes:
+    connection.settimeout(seconds)
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",  # connects and says nothing
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n",  # headers that never finish (slowloris)
+        b"POST /ratings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    ],
+    ids=["silent", "headers", "body"],
+)
+def test_a_request_that_never_arrives_is_answered_408_and_closed(server: tuple[str, int], sent: bytes) -> None:
+    with socket.create_connection(server) as connection:
+        connection.sendall(sent)
+        started = time.monotonic()
+        answer = _read_until_closed(connection, seconds=10 * TIMEOUT)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 ") and b'"code":"request_timeout"' in answer
+    assert TIMEOUT * 0.8 <= waited < 8 * TIMEOUT
+
+
+def test_headers_over_the_cap_are_refused_431(server: tuple[str, int]) -> None:
+    with socket.create_connection(server) as connection:
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 8000 + b"\r\n\r\n")
+        answer = _read_until_closed(connection, seconds=5)
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_kept_alive_connection_serves_requests_and_its_next_request_gets_a_fresh_deadline(
+    server: tuple[str, int],
+) -> None:
+    host, port = server
+    with httpx.Client(base_url=f"http://{host}:{port}") as client:
+        for _ in range(3):
+            assert client.get("/healthz").status_code == 200
+            time.sleep(TIMEOUT * 0.6)  # idle between requests: less than the keep-alive, longer than nothing
+
+
+def test_a_body_over_the_cap_is_refused_413_in_the_error_shape(shared_models_dir: Path) -> None:
+    with serving(shared_models_dir, max_body_bytes=2048) as client:
+        big = {"user_id": "1", "exclude": ["1"] * 1000}  # ~5 KB
+        assert_error(client.post("/recommend", json=big), 413, "request_entity_too_large", "2048 bytes")
+        batch = {"requests": [{"user_id": "1"}] * 200}  # parsed by FastAPI, not by hand
+        assert_error(client.post("/recommend/batch", json=batch), 413, "request_entity_too_large")
+        ratings = {"ratings": [{"user_id": "1", "movie_id": "1", "rating": 4}] * 100}
+        assert_error(client.post("/ratings", json=ratings), 413, "request_entity_too_large")
+        assert client.post("/recommend", json={"user_id": "1"}).status_code == 200
