@@ -18,6 +18,7 @@ from contract.manifest import (
     CANDIDATE_EMBEDDINGS,
     MOVIES,
     POPULARITY,
+    REQUIRED_ENTRIES,
     SEEN,
     Manifest,
     VersionError,
@@ -36,12 +37,19 @@ class SeenTable:
 
 
 def verified_manifest(version_dir: Path) -> Manifest:
-    """The manifest, once every listed file is present and unchanged and no other file is there.
+    """The manifest, once it lists every required entry and every listed file is present, unchanged, alone.
 
     Raises:
-        VersionError: naming the missing, extra or changed files.
+        VersionError: naming the missing entries, or the missing, extra or changed files.
     """
     manifest = read_manifest(version_dir)
+    absent = [
+        entry
+        for entry in REQUIRED_ENTRIES
+        if entry not in manifest.files and not any(name.startswith(f"{entry}/") for name in manifest.files)
+    ]
+    if absent:
+        raise VersionError(f"version {version_dir.name!r} lacks {', '.join(absent)}: its manifest lists no such files")
     problems = file_problems(version_dir, manifest.files)
     if problems:
         raise VersionError(f"version {version_dir.name!r} does not match its manifest; " + "; ".join(problems))

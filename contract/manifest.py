@@ -24,17 +24,9 @@ SEEN = "seen.npz"  # each known user's ratings, oldest first, CSR: user_ids, ind
 POPULARITY = "popularity.npy"  # int32 movie rows, most rated first (the unknown-user fallback)
 TRAINING_HISTORY = "training_history.json"  # per-epoch loss and held-out figures
 TRAINING_CURVE = "training_curve.png"  # held-out top-100 accuracy against epoch
-ENTRIES = (
-    QUERY_MODEL,
-    CANDIDATE_MODEL,
-    CANDIDATE_EMBEDDINGS,
-    SCANN,
-    MOVIES,
-    SEEN,
-    POPULARITY,
-    TRAINING_HISTORY,
-    TRAINING_CURVE,
-)
+# What a server needs to answer; the training history and curve are for people (the page's model card).
+REQUIRED_ENTRIES = (QUERY_MODEL, CANDIDATE_MODEL, CANDIDATE_EMBEDDINGS, SCANN, MOVIES, SEEN, POPULARITY)
+OPTIONAL_ENTRIES = (TRAINING_HISTORY, TRAINING_CURVE)
 
 Table = dict[str, float]  # {"top_1": 0.01, ..., "top_100": 0.4}
 

@@ -151,3 +151,10 @@ def test_non_finite_candidate_embeddings_are_refused(version_dir: Path) -> None:
     write_manifest(version_dir)
     with pytest.raises(VersionRejectedError, match=r"candidate_embeddings\.npy holds non-finite values"):
         load_version(version_dir, max_batch=8, min_recall=0.8)
+
+
+def test_a_version_without_a_required_entry_is_refused(version_dir: Path) -> None:
+    shutil.rmtree(version_dir / "candidate_model")
+    write_manifest(version_dir)  # the checksums match what is there, but the contract needs the tower
+    with pytest.raises(VersionRejectedError, match="lacks candidate_model"):
+        load_version(version_dir, max_batch=1, min_recall=0.8)
