@@ -30,6 +30,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "user_dropout_0.5": {"user_dropout": 0.5},
     "history_20": {"history_length": 20},
     "epochs_15": {"epochs": 15},
+    "history_10": {"history_length": 10},
+    "history_20_dropout_0.3": {"history_length": 20, "user_dropout": 0.3},
+    "history_20_dropout_0.5": {"history_length": 20, "user_dropout": 0.5},
 }
 
 

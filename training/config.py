@@ -43,7 +43,7 @@ class TrainConfig(BaseModel):
         True, description="Subtract log(sampling probability) from logits (Yi et al. 2019): stops demoting hits."
     )
     history_length: int = Field(
-        50, ge=0, description="Latest movies rated before the query that the query tower reads; 0: none."
+        20, ge=0, description="Latest movies rated before the query that the query tower reads; 0: none."
     )
     user_dropout: float = Field(
         0.1, ge=0, lt=1, description="Share of examples trained without user_id, for users the model never saw."
