@@ -55,7 +55,7 @@ bench-default: data
 	$(PYTHON) benchmarks/default_model.py --data-dir data
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 include deploy/Makefile.deploy.mk
 

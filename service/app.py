@@ -15,6 +15,7 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -30,9 +31,11 @@ from service.config import Settings
 from service.errors import (
     AdminAuthError,
     AdminDisabledError,
+    FutureTimestampError,
     InvalidRequestError,
     MissingFileError,
     NoModelError,
+    NotInCatalogueError,
     RatingsUnavailableError,
     ServiceError,
     UnknownMovieError,
@@ -65,6 +68,7 @@ from service.schemas import (
     parse_ratings,
     query_parameters,
     request_body,
+    with_settings,
 )
 
 log = logging.getLogger(__name__)
@@ -75,7 +79,9 @@ STATIC = Path(__file__).with_name("static")  # the page at /: plain HTML, JS and
 
 # The one mapping from domain errors to HTTP: status and a stable machine-readable code.
 ERROR_STATUS: dict[type[ServiceError], tuple[int, str]] = {
-    InvalidRequestError: (422, "invalid_request"),
+    InvalidRequestError: (422, "invalid_request"),  # the request breaks its OpenAPI schema
+    NotInCatalogueError: (422, "not_in_catalogue"),  # valid, but the served version lacks a genre or movie
+    FutureTimestampError: (422, "timestamp_in_future"),
     UnknownUserError: (404, "unknown_user"),
     UnknownMovieError: (404, "unknown_movie"),
     MissingFileError: (404, "file_not_found"),
@@ -83,8 +89,8 @@ ERROR_STATUS: dict[type[ServiceError], tuple[int, str]] = {
     VersionRejectedError: (422, "version_rejected"),
     NoModelError: (503, "no_model"),
     RatingsUnavailableError: (503, "ratings_unavailable"),
-    AdminDisabledError: (403, "admin_disabled"),
     AdminAuthError: (401, "unauthorized"),
+    AdminDisabledError: (403, "admin_disabled"),
 }
 
 
@@ -129,12 +135,15 @@ async def _admin(
     service: Annotated[Service, Depends(_service)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Service:
+    # No token: 401, which asks for one. A token while admin is off: 403, as no token would help. Wrong: 401.
     token = service.settings.admin_token
+    if credentials is None:
+        disabled = " (this server has none set, so admin endpoints are disabled)" if token is None else ""
+        raise AdminAuthError(f"missing admin token; send 'Authorization: Bearer <RECSYS_ADMIN_TOKEN>'{disabled}")
     if token is None:
         raise AdminDisabledError("admin endpoints are disabled; set RECSYS_ADMIN_TOKEN to enable them")
-    given = credentials.credentials if credentials else ""
-    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-        raise AdminAuthError("missing or wrong admin token; send 'Authorization: Bearer <RECSYS_ADMIN_TOKEN>'")
+    if not hmac.compare_digest(credentials.credentials.encode(), token.get_secret_value().encode()):
+        raise AdminAuthError("wrong admin token; send 'Authorization: Bearer <RECSYS_ADMIN_TOKEN>'")
     return service
 
 
@@ -143,7 +152,13 @@ VersionDep = Annotated[ModelVersion, Depends(_version)]
 AdminDep = Annotated[Service, Depends(_admin)]
 
 _errors: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (404, 422, 503)}
-_admin_errors: dict[int | str, dict[str, Any]] = {status: {"model": ErrorResponse} for status in (401, 403, 404, 422)}
+_body_errors = {**_errors, 413: {"model": ErrorResponse, "description": "Body over RECSYS_MAX_BODY_BYTES"}}
+_challenge = {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}}
+_admin_errors: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "No or a wrong admin token", "headers": _challenge},
+    403: {"model": ErrorResponse, "description": "A token, but admin endpoints are disabled (no RECSYS_ADMIN_TOKEN)"},
+    **{status: {"model": ErrorResponse} for status in (404, 422)},
+}
 router = APIRouter()
 
 
@@ -173,7 +188,7 @@ async def recommend_get(request: Request) -> Response:
 @router.post(
     "/recommend",
     response_model=RecommendResponse,
-    responses=_errors,
+    responses=_body_errors,
     tags=["recommend"],
     openapi_extra={"requestBody": request_body(RecommendRequest)},
 )
@@ -184,9 +199,17 @@ async def recommend_post(request: Request) -> Response:
     return JSONBytes(await _recommend(service, body))
 
 
-@router.post("/recommend/batch", response_model=BatchRecommendResponse, responses=_errors, tags=["recommend"])
-async def recommend_batch(body: BatchRecommendRequest, version: VersionDep, service: ServiceDep) -> Response:
+# Every JSON body is read by hand, as /recommend's is: one parser, so one answer to a malformed body everywhere.
+@router.post(
+    "/recommend/batch",
+    response_model=BatchRecommendResponse,
+    responses=_body_errors,
+    tags=["recommend"],
+    openapi_extra={"requestBody": request_body(BatchRecommendRequest)},
+)
+async def recommend_batch(request: Request, version: VersionDep, service: ServiceDep) -> Response:
     """Several recommendation requests in one body, all answered from the same version."""
+    body = parse_body(BatchRecommendRequest, await request.body())
 
     def stored_for(user_id: str) -> list[StoredRating]:
         return service.ratings.since(version, user_id)
@@ -197,7 +220,15 @@ async def recommend_batch(body: BatchRecommendRequest, version: VersionDep, serv
 
 @router.get("/movies/{movie_id}/similar", response_model=SimilarResponse, responses=_errors, tags=["recommend"])
 async def similar_movies(
-    movie_id: str, version: VersionDep, service: ServiceDep, k: Annotated[int, Query(ge=1)] = 10
+    movie_id: Annotated[str, PathParam(examples=["1"])],
+    version: VersionDep,
+    service: ServiceDep,
+    k: Annotated[
+        int,
+        Query(
+            ge=1, description="How many movies; at most RECSYS_MAX_K.", json_schema_extra={"x-maximum-setting": "max_k"}
+        ),
+    ] = 10,
 ) -> Response:
     """The k movies closest to this one in the candidate embedding space."""
     return JSONBytes(recommender.similar(version, movie_id, k, service.settings))
@@ -229,7 +260,7 @@ async def user_ratings(
     "/ratings",
     status_code=201,
     response_model=RatingsStored,
-    responses=_errors,
+    responses=_body_errors,
     tags=["ratings"],
     openapi_extra={"requestBody": request_body(RatingsRequest)},
 )
@@ -251,7 +282,12 @@ async def readyz(version: VersionDep) -> Response:
     return JSONBytes({"status": "ready", "version": version.name})
 
 
-@router.get("/metrics", response_class=Response, tags=["operations"])
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}},
+    tags=["operations"],
+)
 async def metrics(service: ServiceDep) -> Response:
     """Prometheus exposition: requests, latency, batch sizes, served version, swaps, refused versions."""
     return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
@@ -310,9 +346,16 @@ async def admin_reload(service: AdminDep) -> AdminState:
     return _admin_state(service)
 
 
-@router.post("/admin/pin", response_model=AdminState, responses=_admin_errors, tags=["admin"])
-async def admin_pin(body: PinRequest, service: AdminDep) -> AdminState:
+@router.post(
+    "/admin/pin",
+    response_model=AdminState,
+    responses={**_admin_errors, 413: _body_errors[413]},
+    tags=["admin"],
+    openapi_extra={"requestBody": request_body(PinRequest)},
+)
+async def admin_pin(request: Request, service: AdminDep) -> AdminState:
     """Serve this version and ignore CURRENT until unpinned: how to roll back."""
+    body = parse_body(PinRequest, await request.body())
     await service.registry.pin(body.version)
     return _admin_state(service)
 
@@ -337,6 +380,14 @@ def _describe(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _allow(request: Request, exc: StarletteHTTPException) -> Mapping[str, str] | None:
+    """A 405's Allow header with every method the API takes at this path, not only the first route's."""
+    path = request.scope["path"]
+    routes = [route for route in router.routes if isinstance(route, APIRoute) and route.path_regex.match(path)]
+    methods = {method for route in routes for method in route.methods or ()}
+    return {"Allow": ", ".join(sorted(methods))} if methods else exc.headers
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     async def service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
@@ -351,7 +402,8 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
-        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+        headers = _allow(request, exc) if exc.status_code == 405 else exc.headers
+        return error_response(exc.status_code, code, str(exc.detail), headers)
 
     async def client_gone(request: Request, exc: Exception) -> Response:
         # The client hung up before its body arrived: nobody reads this answer, and it is no server error.
@@ -404,6 +456,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """The schema with this app's settings in it: the k and batch-size bounds it enforces."""
+        if app.openapi_schema is None:
+            app.openapi_schema = with_settings(generate_openapi(), settings.model_dump())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it counts every answer, 413s included
     _add_error_handlers(app)

@@ -10,7 +10,15 @@ class ServiceError(Exception):
 
 
 class InvalidRequestError(ServiceError):
-    """The request is well-formed JSON but asks for something impossible (k too large, unknown genre)."""
+    """The request breaks a rule its OpenAPI schema states (k above RECSYS_MAX_K, too many requests in a batch)."""
+
+
+class NotInCatalogueError(ServiceError):
+    """The request is valid but names genres or movies the served version's catalogue lacks."""
+
+
+class FutureTimestampError(ServiceError):
+    """A rating is dated more than a day ahead of the server's clock: a client clock or unit bug."""
 
 
 class UnknownUserError(ServiceError):
@@ -34,11 +42,11 @@ class VersionRejectedError(ServiceError):
 
 
 class AdminDisabledError(ServiceError):
-    """Admin endpoints are off because no admin token is configured."""
+    """A token was sent but admin endpoints are off because none is configured (403: no token would help)."""
 
 
 class AdminAuthError(ServiceError):
-    """The admin bearer token is missing or wrong."""
+    """The admin bearer token is missing or wrong (401, so that the client is asked for one)."""
 
 
 class RatingsUnavailableError(ServiceError):

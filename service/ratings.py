@@ -8,12 +8,13 @@ from typing import Any
 
 from contract.ratings import Rating, RatingsStore, RatingsStoreError, StoredRating
 from service.artifacts import ModelVersion
-from service.errors import InvalidRequestError, RatingsUnavailableError
-from service.schemas import NewRatings, RatingsRequest
+from service.errors import FutureTimestampError, InvalidRequestError, NotInCatalogueError, RatingsUnavailableError
+from service.schemas import NewRating, NewRatings, RatingsRequest
 
 log = logging.getLogger(__name__)
 
 MAX_NAMED = 10  # unknown movies named in one error message; the rest are counted
+MAX_FUTURE_SECONDS = 86_400  # client clocks drift, but a rating further ahead than a day is a bug in the client
 
 
 class RatingsWriter:
@@ -65,7 +66,9 @@ class RatingsWriter:
         """Store the request's ratings in one transaction; the answer (RatingsStored) exists only once committed.
 
         Raises:
-            InvalidRequestError: more ratings than RECSYS_MAX_RATINGS_PER_REQUEST, or movies not in `version`.
+            InvalidRequestError: more ratings than RECSYS_MAX_RATINGS_PER_REQUEST.
+            NotInCatalogueError: movies not in `version`.
+            FutureTimestampError: a rating dated more than a day ahead of the server's clock.
             RatingsUnavailableError: the database failed the write; nothing is acknowledged.
         """
         ratings = self._checked(version, request)
@@ -81,21 +84,34 @@ class RatingsWriter:
         return {"stored": len(ids), "ids": ids}
 
     def _checked(self, version: ModelVersion, request: RatingsRequest) -> list[Rating]:
-        """The request's ratings with their timestamps, if they are few enough and `version` knows every movie."""
+        """The request's ratings with their timestamps, if they are few, not ahead, and of movies `version` has."""
         root = request.root
         given = root.ratings if isinstance(root, NewRatings) else [root]
-        where = "body.ratings.{}.movie_id" if isinstance(root, NewRatings) else "body.movie_id"
+        where = "body.ratings.{}.{}" if isinstance(root, NewRatings) else "body.{1}"
         if len(given) > self.max_per_request:
             raise InvalidRequestError(
                 f"body.ratings: {len(given)} ratings in one request; at most {self.max_per_request} "
                 "(RECSYS_MAX_RATINGS_PER_REQUEST): send them in several requests"
             )
+        now = int(time.time())
+        _check_not_ahead(given, now, where)
         unknown = [(i, r.movie_id) for i, r in enumerate(given) if r.movie_id not in version.row_of_movie]
         if unknown:
-            named = "; ".join(f"{where.format(i)}: {m!r} is not in the catalogue" for i, m in unknown[:MAX_NAMED])
+            named = "; ".join(
+                f"{where.format(i, 'movie_id')}: {m!r} is not in the catalogue" for i, m in unknown[:MAX_NAMED]
+            )
             more = f" (and {len(unknown) - MAX_NAMED} more)" if len(unknown) > MAX_NAMED else ""
-            raise InvalidRequestError(
+            raise NotInCatalogueError(
                 f"{named}{more} of the served version {version.name} ({version.num_movies} movies)"
             )
-        now = int(time.time())
         return [Rating(r.user_id, r.movie_id, r.rating, r.timestamp if r.timestamp is not None else now) for r in given]
+
+
+def _check_not_ahead(given: list[NewRating], now: int, where: str) -> None:
+    """A rating's time depends on the server's clock, so no schema can bound it: it is checked here."""
+    for i, rating in enumerate(given):
+        if rating.timestamp is not None and rating.timestamp > now + MAX_FUTURE_SECONDS:
+            raise FutureTimestampError(
+                f"{where.format(i, 'timestamp')}: timestamp {rating.timestamp} is more than a day ahead of the "
+                f"server's clock ({now}); send when the user rated, in Unix seconds or ISO-8601"
+            )

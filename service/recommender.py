@@ -13,14 +13,14 @@ from contract.ratings import StoredRating
 from service.artifacts import ModelVersion
 from service.batcher import Batcher, Neighbours
 from service.config import Settings
-from service.errors import InvalidRequestError, ServiceError, UnknownMovieError, UnknownUserError
+from service.errors import InvalidRequestError, NotInCatalogueError, ServiceError, UnknownMovieError, UnknownUserError
 from service.schemas import RecommendRequest
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 def check_k(k: int, max_k: int) -> None:
-    """Schemas bound k from below; the upper bound is a setting, so it is checked here."""
+    """Schemas bound k from below; the upper bound is a setting (each app's OpenAPI states it), checked here."""
     if k > max_k:
         raise InvalidRequestError(f"k={k} is above the maximum of {max_k} (RECSYS_MAX_K)")
 
@@ -30,7 +30,9 @@ def _genre_mask(version: ModelVersion, genres: list[str]) -> np.ndarray | None:
         return None
     unknown = sorted(set(genres) - version.genre_masks.keys())
     if unknown:
-        raise InvalidRequestError(f"unknown genre(s) {unknown}; known genres: {sorted(version.genre_masks)}")
+        raise NotInCatalogueError(
+            f"unknown genre(s) {unknown} in version {version.name}; known genres: {sorted(version.genre_masks)}"
+        )
     mask = np.zeros(version.num_movies, dtype=bool)  # new array: the caller may change it
     for genre in genres:
         mask |= version.genre_masks[genre]
@@ -156,7 +158,8 @@ async def recommend(
     popularity ranking; everyone else the model, with their history.
 
     Raises:
-        InvalidRequestError: k above the maximum, or an unknown genre.
+        InvalidRequestError: k above the maximum.
+        NotInCatalogueError: a genre the version does not have.
         UnknownUserError: a user with no ratings at all when RECSYS_UNKNOWN_USER=404.
     """
     check_k(request.k, settings.max_k)
@@ -197,7 +200,8 @@ async def recommend_batch(
     `stored_for(user_id)` gives each user's ratings stored since the version's data was taken.
 
     Raises:
-        InvalidRequestError: too many requests, or one of them is invalid (its index is in the message).
+        InvalidRequestError: too many requests.
+        ServiceError: what recommend() raises for one of them, with its index in the message.
     """
     if len(requests) > settings.max_batch_requests:
         raise InvalidRequestError(

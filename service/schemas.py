@@ -3,61 +3,112 @@
 import contextlib
 import functools
 import re
-import time
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar, get_origin
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     RootModel,
+    StringConstraints,
     Tag,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
-    field_validator,
 )
 from starlette.datastructures import QueryParams
 
-MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last instant ISO-8601 can spell
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last instant RFC 3339 can spell
+MAX_INTEGER_ID = 2**53 - 1  # the largest id sent as a JSON integer: every JSON parser reads it exactly
+# The schema's pattern for a date-time's year; "format": "date-time" (RFC 3339) states the rest.
+DATE_TIME_YEARS = "^(19[7-9][0-9]|[2-9][0-9]{3})-"
+_DATE_TIME = re.compile(
+    DATE_TIME_YEARS[1:] + r"[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})", re.I
+)
+_SIGNED_DIGITS = re.compile(r"-?[0-9]+")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_SECOND = timedelta(seconds=1)
+
+# A setting bounds some values (k, batch sizes); the schema marks them so that each app's OpenAPI states its own.
+SETTING_BOUNDS = {"x-maximum-setting": "maximum", "x-maxItems-setting": "maxItems"}
 
 
-def _to_unix_seconds(value: Any) -> Any:
-    """Accept Unix seconds (number or digits) or an ISO-8601 date-time; a naive date-time is UTC."""
+def _date_time_seconds(text: str) -> int:
+    """Unix seconds (floored) of an RFC 3339 date-time from 1970 to 9999, as its schema states."""
+    if _DATE_TIME.fullmatch(text):
+        with contextlib.suppress(ValueError):  # e.g. February 30th
+            return (datetime.fromisoformat(text.upper()) - _EPOCH) // _ONE_SECOND
+    raise ValueError(
+        f"timestamp {text[:40]!r} is neither Unix seconds nor an ISO-8601 (RFC 3339) date-time from 1970 to 9999 "
+        "with Z or an offset (e.g. 1997-11-09T10:45:27Z)"
+    )
+
+
+def _whole(value: Any) -> Any:
+    """A JSON number without a fraction is an integer, as JSON Schema says: 10.0 is 10 (and true is no number)."""
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+def _to_unix_seconds(value: Any, info: ValidationInfo) -> Any:
+    """Unix seconds (a JSON integer, or digits in a query string) or an RFC 3339 date-time string."""
     if isinstance(value, bool):
         raise ValueError("timestamp must be Unix seconds or an ISO-8601 date-time, not a boolean")
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if not isinstance(value, str):
-        return value
-    text = value.strip()
-    with contextlib.suppress(ValueError):
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+    value = _whole(value)
+    if isinstance(value, str):
+        # A query string is all text (validated in python mode); in a JSON body Unix seconds are a number.
+        if info.mode == "json" or not _SIGNED_DIGITS.fullmatch(value):
+            return _date_time_seconds(value)
+        value = int(value)
+    if isinstance(value, int) and not 0 <= value <= MAX_TIMESTAMP:
         raise ValueError(
-            f"timestamp {value!r} is neither Unix seconds nor an ISO-8601 date-time (e.g. 1997-11-09T10:45:27Z)"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp())
+            f"timestamp {value} is out of range: Unix seconds must be greater than or equal to 0 and at most "
+            f"{MAX_TIMESTAMP} (9999-12-31T23:59:59Z)"
+        )
+    return value  # an int; anything else is refused by the strict int after this
 
 
 Timestamp = Annotated[
     int,
     BeforeValidator(_to_unix_seconds),
-    Field(ge=0, le=MAX_TIMESTAMP),
     WithJsonSchema(
         {
-            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "format": "date-time"}],
-            "description": "Unix seconds, or an ISO-8601 date-time (UTC when it has no offset).",
+            "anyOf": [
+                {"type": "integer", "minimum": 0, "maximum": MAX_TIMESTAMP},
+                {"type": "string", "format": "date-time", "pattern": DATE_TIME_YEARS},
+            ],
+            "description": "Unix seconds, or an ISO-8601 (RFC 3339) date-time from 1970 to 9999 with Z or an offset.",
             "examples": [879024327, "1997-11-08T21:25:27Z"],
         }
     ),
+]
+
+
+def _integer_id_as_text(value: Any) -> Any:
+    """An id sent as a JSON integer (42) is the same id as its decimal text ("42")."""
+    value = _whole(value)
+    if type(value) is int:  # exactly int: a boolean is no id
+        if not 0 <= value <= MAX_INTEGER_ID:
+            raise ValueError(f"id {str(value)!r} is an integer outside 0 to {MAX_INTEGER_ID}: send it as a string")
+        return str(value)
+    return value
+
+
+def _text_or_integer(text: dict[str, Any]) -> WithJsonSchema:
+    return WithJsonSchema({"anyOf": [text, {"type": "integer", "minimum": 0, "maximum": MAX_INTEGER_ID}]})
+
+
+# user_id 42 and "42" are the same user; an integer id is 0 to MAX_INTEGER_ID.
+UserId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    BeforeValidator(_integer_id_as_text),
+    _text_or_integer({"type": "string", "minLength": 1, "maxLength": 64}),
 ]
 
 
@@ -66,7 +117,7 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        coerce_numbers_to_str=True,  # user_id 42 and "42" are the same user
+        strict=True,  # k: true or exclude: [0] is a client bug, not 1 or "0"
         json_schema_extra={
             "examples": [
                 {"user_id": "42", "timestamp": 879024327, "k": 10},
@@ -82,9 +133,14 @@ class RecommendRequest(BaseModel):
         },
     )
 
-    user_id: str = Field(min_length=1, max_length=64, description="MovieLens user id, as a string.")
+    user_id: UserId = Field(description="MovieLens user id, as a string (an integer is read as its digits).")
     timestamp: Timestamp | None = Field(default=None, description="When the user asks; defaults to now.")
-    k: int = Field(default=10, ge=1, description="How many movies; at most RECSYS_MAX_K (default 100).")
+    k: Annotated[int, BeforeValidator(_whole)] = Field(
+        default=10,
+        ge=1,
+        description="How many movies; at most RECSYS_MAX_K (default 100).",
+        json_schema_extra={"x-maximum-setting": "max_k"},
+    )
     exclude_seen: bool = Field(default=True, description="Leave out the movies the user rated in training.")
     exclude: list[str] = Field(default_factory=list, max_length=1000, description="movie_ids to leave out.")
     genres: list[str] = Field(
@@ -155,11 +211,14 @@ class BatchRecommendRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"requests": [{"user_id": "42", "k": 3}, {"user_id": "7", "k": 3}]}]},
     )
 
     # The upper bound is the RECSYS_MAX_BATCH_REQUESTS setting, checked by the recommender.
-    requests: list[RecommendRequest] = Field(min_length=1)
+    requests: list[RecommendRequest] = Field(
+        min_length=1, json_schema_extra={"x-maxItems-setting": "max_batch_requests"}
+    )
 
 
 class BatchRecommendResponse(BaseModel):
@@ -199,7 +258,9 @@ class Readiness(BaseModel):
 
 
 class PinRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"version": "20261122T103000Z"}]})
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"version": "20261122T103000Z"}]}
+    )
 
     version: str = Field(min_length=1, max_length=128, description="A version directory name under models/.")
 
@@ -242,9 +303,12 @@ def parse_query(model: type[Model], query: QueryParams) -> Model:
     lists = _list_fields(model)
     data = {key: query.getlist(key) if key in lists else value for key, value in query.items()}
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=False)  # a query string is text: "10" is read as 10
     except ValidationError as e:
         raise _invalid(e, "query") from None
+
+
+UTF8_BOM = b"\xef\xbb\xbf"  # JSON must not start with one, but a parser may ignore it (RFC 8259): every route does
 
 
 def parse_body(model: type[Model], body: bytes) -> Model:
@@ -254,7 +318,7 @@ def parse_body(model: type[Model], body: bytes) -> Model:
         RequestValidationError: mapped to a 422 like any FastAPI validation error.
     """
     try:
-        return model.model_validate_json(body)
+        return model.model_validate_json(body.removeprefix(UTF8_BOM))
     except ValidationError as e:
         raise _invalid(e, "body") from None
 
@@ -269,10 +333,19 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
             "in": "query",
             "required": name in required,
             "description": field.get("description", ""),
-            "schema": field,
+            "schema": _without_null(field),
         }
         for name, field in schema["properties"].items()
     ]
+
+
+def _without_null(field: dict[str, Any]) -> dict[str, Any]:
+    """A query string cannot spell null: an optional parameter is left out instead."""
+    options = [option for option in field.get("anyOf", []) if option != {"type": "null"}]
+    if len(options) == len(field.get("anyOf", [])):
+        return field
+    rest = {key: value for key, value in field.items() if key != "anyOf"}
+    return {**options[0], **rest} if len(options) == 1 else {**rest, "anyOf": options}
 
 
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
@@ -280,6 +353,18 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema()
     schema = _inline_refs(schema, schema.get("$defs", {}))
     return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def with_settings(schema: Any, settings: Mapping[str, Any]) -> Any:
+    """`schema` with the bounds settings set filled in: {"x-maximum-setting": "max_k"} becomes {"maximum": 100}."""
+    if isinstance(schema, list):
+        return [with_settings(item, settings) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        SETTING_BOUNDS.get(key, key): settings[value] if key in SETTING_BOUNDS else with_settings(value, settings)
+        for key, value in schema.items()
+    }
 
 
 def _inline_refs(schema: Any, defs: dict[str, Any]) -> Any:
@@ -295,8 +380,30 @@ def _inline_refs(schema: Any, defs: dict[str, Any]) -> Any:
 
 # --- POST /ratings ------------------------------------------------------------------------------------------
 
-MAX_FUTURE_SECONDS = 86_400  # client clocks drift, but a rating further ahead than a day is a bug in the client
 USER_ID = re.compile(r"0|[1-9][0-9]{0,17}")  # how an integer prints: training's int keys and stored strings agree
+
+
+def _numeric_user_id(user_id: str) -> str:
+    if not USER_ID.fullmatch(user_id):
+        raise ValueError(
+            f"user_id {user_id[:40]!r} is not a MovieLens-style numeric id: 1 to 18 digits without a leading "
+            "zero (training keys users by integer)"
+        )
+    return user_id
+
+
+NumericUserId = Annotated[
+    str,
+    AfterValidator(_numeric_user_id),
+    BeforeValidator(_integer_id_as_text),
+    _text_or_integer({"type": "string", "pattern": f"^(?:{USER_ID.pattern})$"}),
+]
+MovieId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64),
+    BeforeValidator(_integer_id_as_text),
+    _text_or_integer({"type": "string", "minLength": 1, "maxLength": 64}),
+]
 
 
 class NewRating(BaseModel):
@@ -304,49 +411,29 @@ class NewRating(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        coerce_numbers_to_str=True,  # user_id 42 and "42" are the same user
+        strict=True,
         json_schema_extra={"examples": [{"user_id": "42", "movie_id": "50", "rating": 4.5, "timestamp": 893286638}]},
     )
 
-    user_id: str = Field(
-        description="MovieLens-style numeric user id: 1 to 18 digits, no leading zero.",
-        json_schema_extra={"pattern": f"^(?:{USER_ID.pattern})$"},
-    )
-    movie_id: str = Field(min_length=1, max_length=64, description="A movie in the served version's catalogue.")
-    rating: float = Field(strict=True, ge=0.5, le=5.0, multiple_of=0.5, description="0.5 to 5.0 in steps of 0.5.")
+    user_id: NumericUserId = Field(description="MovieLens-style numeric user id: 1 to 18 digits, no leading zero.")
+    movie_id: MovieId = Field(description="A movie in the served version's catalogue.")
+    rating: float = Field(ge=0.5, le=5.0, multiple_of=0.5, description="0.5 to 5.0 in steps of 0.5.")
     timestamp: Timestamp | None = Field(
         default=None, description="When the user rated; defaults to now (server time); at most a day ahead."
     )
-
-    @field_validator("user_id")
-    @classmethod
-    def _numeric_user_id(cls, user_id: str) -> str:
-        if not USER_ID.fullmatch(user_id):
-            raise ValueError(
-                f"user_id {user_id[:40]!r} is not a MovieLens-style numeric id: 1 to 18 digits without a leading "
-                "zero (training keys users by integer)"
-            )
-        return user_id
-
-    @field_validator("timestamp")
-    @classmethod
-    def _not_in_the_future(cls, timestamp: int | None) -> int | None:
-        now = int(time.time())
-        if timestamp is not None and timestamp > now + MAX_FUTURE_SECONDS:
-            raise ValueError(
-                f"timestamp {timestamp} is more than a day ahead of the server's clock ({now}); "
-                "send when the user rated, in Unix seconds or ISO-8601"
-            )
-        return timestamp
 
 
 class NewRatings(BaseModel):
     """Several ratings stored together, in one transaction."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     # The upper bound is the RECSYS_MAX_RATINGS_PER_REQUEST setting, checked when storing.
-    ratings: list[NewRating] = Field(min_length=1, description="At most RECSYS_MAX_RATINGS_PER_REQUEST (1000).")
+    ratings: list[NewRating] = Field(
+        min_length=1,
+        description="At most RECSYS_MAX_RATINGS_PER_REQUEST (1000).",
+        json_schema_extra={"x-maxItems-setting": "max_ratings_per_request"},
+    )
 
 
 def _ratings_shape(body: Any) -> str:
@@ -392,7 +479,7 @@ def parse_ratings(body: bytes) -> RatingsRequest:
         RequestValidationError: mapped to a 422 like any FastAPI validation error.
     """
     try:
-        return RatingsRequest.model_validate_json(body)
+        return RatingsRequest.model_validate_json(body.removeprefix(UTF8_BOM))
     except ValidationError as e:
         raise RequestValidationError(
             [{**err, "loc": ("body", *_untagged(err["loc"]))} for err in e.errors(include_url=False)]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +72,14 @@ def test_k_defaults_to_10_and_timestamp_to_now(client: TestClient, oracle: Oracl
 
 def test_timestamp_changes_the_answer_and_iso_equals_unix_seconds(client: TestClient, oracle: Oracle) -> None:
     iso = datetime.fromtimestamp(TS, UTC).isoformat()
-    naive = datetime.fromtimestamp(TS, UTC).replace(tzinfo=None).isoformat()
+    zulu = datetime.fromtimestamp(TS, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    east = datetime.fromtimestamp(TS, timezone(timedelta(hours=5, minutes=30))).isoformat()
     by_iso = recommend(client, user_id="4", timestamp=iso, k=5)
     assert by_iso == recommend(client, user_id="4", timestamp=TS, k=5)
-    assert by_iso == recommend(client, user_id="4", timestamp=naive, k=5)  # no offset: UTC
-    assert by_iso == recommend(client, user_id="4", timestamp=str(TS), k=5)
+    assert by_iso == recommend(client, user_id="4", timestamp=zulu, k=5)
+    assert by_iso == recommend(client, user_id="4", timestamp=east, k=5)
+    assert by_iso == recommend(client, user_id="4", timestamp=float(TS), k=5.0)  # JSON Schema: 5.0 is an integer
+    assert by_iso == client.get("/recommend", params={"user_id": "4", "timestamp": iso, "k": 5}).json()
     later = recommend(client, user_id="4", timestamp=TS + 200_000_000, k=5)
     assert_same_ranking(later, expected_items(oracle, "4", 5, timestamp=TS + 200_000_000))
     assert later["items"] != by_iso["items"]
@@ -83,6 +87,7 @@ def test_timestamp_changes_the_answer_and_iso_equals_unix_seconds(client: TestCl
 
 def test_integer_user_id_is_coerced_to_a_string(client: TestClient) -> None:
     assert recommend(client, user_id=5, k=3) == recommend(client, user_id="5", k=3)
+    assert recommend(client, user_id=5.0, k=3) == recommend(client, user_id="5", k=3)
 
 
 def test_exclude_seen_false_can_return_seen_movies(client: TestClient, oracle: Oracle) -> None:
@@ -180,6 +185,10 @@ def test_unknown_user_can_be_a_404(shared_models_dir: Path) -> None:
         ({"user_id": "1", "k": "ten"}, ["query.k", "integer"]),
         ({"user_id": "1", "timestamp": "yesterday"}, ["query.timestamp", "'yesterday'", "ISO-8601"]),
         ({"user_id": "1", "timestamp": "-5"}, ["query.timestamp", "greater than or equal to 0"]),
+        ({"user_id": "1", "timestamp": "253402300800"}, ["query.timestamp", "at most 253402300799"]),
+        ({"user_id": "1", "timestamp": "1960-01-01T00:00:00Z"}, ["query.timestamp", "from 1970"]),
+        ({"user_id": "1", "k": "true"}, ["query.k", "integer"]),
+        ({"user_id": "1", "k": 51}, ["k=51", "maximum of 50", "RECSYS_MAX_K"]),
         ({"user_id": "1", "exclude_seen": "perhaps"}, ["query.exclude_seen"]),
         ({"user_id": "1", "colour": "red"}, ["query.colour", "Extra inputs"]),
     ],
@@ -195,6 +204,20 @@ def test_get_rejects_bad_parameters(client: TestClient, params: dict[str, object
         ({"user_id": "1", "k": 0}, ["body.k"]),
         ({"user_id": "1", "timestamp": True}, ["body.timestamp", "not a boolean"]),
         ({"user_id": "1", "timestamp": "1997-13-45"}, ["body.timestamp", "ISO-8601"]),
+        ({"user_id": "1", "timestamp": "1997-11-30T10:45:27"}, ["body.timestamp", "with Z or an offset"]),
+        ({"user_id": "1", "timestamp": "1997-02-30T10:45:27Z"}, ["body.timestamp", "'1997-02-30T10:45:27Z'"]),
+        ({"user_id": "1", "timestamp": "879024327"}, ["body.timestamp", "'879024327'"]),  # a number, in JSON
+        ({"user_id": "1", "timestamp": -1}, ["body.timestamp", "greater than or equal to 0"]),
+        ({"user_id": "1", "timestamp": 879024327.5}, ["body.timestamp", "integer"]),
+        ({"user_id": "1", "k": True}, ["body.k", "valid integer"]),
+        ({"user_id": "1", "k": "10"}, ["body.k", "valid integer"]),
+        ({"user_id": "1", "k": 2.5}, ["body.k", "integer"]),
+        ({"user_id": "1", "exclude": [0]}, ["body.exclude.0", "valid string"]),
+        ({"user_id": "1", "history": [50]}, ["body.history.0", "valid string"]),
+        ({"user_id": "1", "exclude_seen": "false"}, ["body.exclude_seen", "valid boolean"]),
+        ({"user_id": True}, ["body.user_id", "valid string"]),
+        ({"user_id": -1}, ["body.user_id", "'-1'", "send it as a string"]),
+        ({"user_id": 2**53}, ["body.user_id", "outside 0 to 9007199254740991"]),
         ({"user_id": "1", "exlude": ["50"]}, ["body.exlude", "Extra inputs"]),
         ({"user_id": "1", "genres": "Comedy"}, ["body.genres", "array"]),
         ({"user_id": ["1"]}, ["body.user_id"]),
@@ -205,10 +228,28 @@ def test_post_rejects_bad_bodies(client: TestClient, body: object, fragments: li
     assert_error(client.post("/recommend", json=body), 422, "invalid_request", *fragments)
 
 
-def test_post_rejects_malformed_json(client: TestClient) -> None:
-    response = client.post("/recommend", content=b'{"user_id": ', headers={"content-type": "application/json"})
-    assert_error(response, 422, "invalid_request", "body", "JSON")
-    assert_error(client.post("/recommend"), 422, "invalid_request", "body")
+@pytest.mark.parametrize("path", ["/recommend", "/recommend/batch", "/ratings", "/admin/pin"])
+def test_every_body_route_answers_malformed_json_alike(client: TestClient, path: str) -> None:
+    headers = {"content-type": "application/json", "Authorization": "Bearer s3cret"}
+    for body in (b'{"user_id": ', b'{"user_id": "\xff"}', b"", b"\xef\xbb\xbf"):
+        assert_error(client.post(path, content=body, headers=headers), 422, "invalid_request", "body", "JSON")
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/recommend", {"user_id": "1", "timestamp": TS}),
+        ("/recommend/batch", {"requests": [{"user_id": "1", "timestamp": TS}]}),
+        ("/admin/pin", {"version": V1}),
+    ],
+)
+def test_every_body_route_ignores_a_utf8_bom(client: TestClient, path: str, body: dict[str, object]) -> None:
+    """As /ratings does (tests/service/test_ratings_api.py): a client that writes one is still understood."""
+    headers = {"content-type": "application/json", "Authorization": "Bearer s3cret"}
+    plain = client.post(path, json=body, headers=headers)
+    with_bom = client.post(path, content=b"\xef\xbb\xbf" + json.dumps(body).encode(), headers=headers)
+    assert plain.status_code == 200 and with_bom.json() == plain.json(), with_bom.text
+    client.delete("/admin/pin", headers=headers)
 
 
 def test_k_above_the_maximum_says_which_setting(client: TestClient) -> None:
@@ -218,7 +259,7 @@ def test_k_above_the_maximum_says_which_setting(client: TestClient) -> None:
 
 def test_unknown_genre_lists_the_known_ones(client: TestClient) -> None:
     response = client.post("/recommend", json={"user_id": "1", "genres": ["Comdy"]})
-    assert_error(response, 422, "invalid_request", "'Comdy'", "Comedy", "Drama")
+    assert_error(response, 422, "not_in_catalogue", "'Comdy'", V1, "Comedy", "Drama")
 
 
 # --- /recommend/batch ---------------------------------------------------------------------------------------
@@ -244,7 +285,7 @@ def test_batch_errors(client: TestClient) -> None:
     bad_item = {"requests": [{"user_id": "1"}, {"user_id": "2", "k": 0}]}
     assert_error(client.post("/recommend/batch", json=bad_item), 422, "invalid_request", "body.requests.1.k")
     bad_genre = {"requests": [{"user_id": "1"}, {"user_id": "2", "genres": ["Nope"]}]}
-    assert_error(client.post("/recommend/batch", json=bad_genre), 422, "invalid_request", "requests[1]", "'Nope'")
+    assert_error(client.post("/recommend/batch", json=bad_genre), 422, "not_in_catalogue", "requests[1]", "'Nope'")
     over_k = {"requests": [{"user_id": "1", "k": 51}]}
     assert_error(client.post("/recommend/batch", json=over_k), 422, "invalid_request", "requests[0]", "k=51")
 
@@ -269,6 +310,7 @@ def test_similar_errors(client: TestClient) -> None:
     assert_error(client.get("/movies/9999/similar"), 404, "unknown_movie", "'9999'", "40 movies")
     assert_error(client.get("/movies/3/similar", params={"k": 0}), 422, "invalid_request", "query.k")
     assert_error(client.get("/movies/3/similar", params={"k": 51}), 422, "invalid_request", "RECSYS_MAX_K")
+    assert_error(client.get("/movies/3/similar", params={"k": "true"}), 422, "invalid_request", "query.k")
 
 
 # --- operations ---------------------------------------------------------------------------------------------
@@ -304,7 +346,10 @@ def test_metrics_count_requests_batches_and_the_served_version(client: TestClien
 
 def test_unknown_routes_and_methods_use_the_error_shape(client: TestClient) -> None:
     assert_error(client.get("/nope"), 404, "not_found")
-    assert_error(client.put("/recommend"), 405, "method_not_allowed")
+    response = client.put("/recommend")
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == "GET, POST"  # every route at the path, not the first one's
+    assert client.options("/admin/pin").headers["allow"] == "DELETE, POST"
 
 
 def test_openapi_documents_the_hand_parsed_routes(client: TestClient) -> None:
@@ -313,5 +358,22 @@ def test_openapi_documents_the_hand_parsed_routes(client: TestClient) -> None:
     assert {p["name"] for p in get["parameters"]} >= {"user_id", "timestamp", "k", "exclude", "genres"}
     post = spec["paths"]["/recommend"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"]["examples"]
-    assert "422" in post["responses"] and "503" in post["responses"]
+    assert {"413", "422", "503"} <= set(post["responses"])
     assert client.get("/docs").status_code == 200
+
+
+def test_openapi_states_the_bounds_this_server_enforces(client: TestClient) -> None:
+    """max_k=50 and max_batch_requests=4 here: the schema says so wherever they apply, and no marker is left."""
+    spec = client.get("/openapi.json").json()
+    parameters = {p["name"]: p["schema"] for p in spec["paths"]["/recommend"]["get"]["parameters"]}
+    body = spec["paths"]["/recommend"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    batch = spec["paths"]["/recommend/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    similar = {p["name"]: p["schema"] for p in spec["paths"]["/movies/{movie_id}/similar"]["get"]["parameters"]}
+    for k in (parameters["k"], body["properties"]["k"], batch["properties"]["requests"]["items"]["properties"]["k"]):
+        assert (k["minimum"], k["maximum"]) == (1, 50)
+    assert (similar["k"]["minimum"], similar["k"]["maximum"]) == (1, 50)
+    assert batch["properties"]["requests"]["maxItems"] == 4
+    timestamp = parameters["timestamp"]["anyOf"]
+    assert timestamp[0] == {"type": "integer", "minimum": 0, "maximum": 253_402_300_799}
+    assert timestamp[1]["format"] == "date-time" and timestamp[1]["pattern"].startswith("^(19[7-9]")
+    assert "-setting" not in json.dumps(spec)

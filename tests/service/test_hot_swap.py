@@ -203,8 +203,13 @@ def test_admin_needs_the_token(models_dir: Path, shared_models_dir: Path) -> Non
         assert_error(response, 401, "unauthorized", "Authorization: Bearer")
         assert response.headers["www-authenticate"] == "Bearer"
         assert_error(client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
+        assert_error(client.post("/admin/reload", headers={"Authorization": "Basic czNjcmV0"}), 401, "unauthorized")
         assert client.post("/admin/reload", headers=AUTH).status_code == 200
     with serving(shared_models_dir) as client:
+        # Without a token: 401 like any server (it says admin is off); with one: 403, as no token would help.
+        response = client.delete("/admin/pin")
+        assert_error(response, 401, "unauthorized", "Authorization: Bearer", "disabled")
+        assert response.headers["www-authenticate"] == "Bearer"
         assert_error(client.post("/admin/reload", headers=AUTH), 403, "admin_disabled", "RECSYS_ADMIN_TOKEN")
 
 

@@ -70,11 +70,13 @@ def test_a_kept_alive_connection_serves_requests_and_its_next_request_gets_a_fre
 
 
 def test_a_body_over_the_cap_is_refused_413_in_the_error_shape(shared_models_dir: Path) -> None:
-    with serving(shared_models_dir, max_body_bytes=2048) as client:
+    with serving(shared_models_dir, max_body_bytes=2048, admin_token="s3cret") as client:
         big = {"user_id": "1", "exclude": ["1"] * 1000}  # ~5 KB
         assert_error(client.post("/recommend", json=big), 413, "request_entity_too_large", "2048 bytes")
-        batch = {"requests": [{"user_id": "1"}] * 200}  # parsed by FastAPI, not by hand
+        batch = {"requests": [{"user_id": "1"}] * 200}
         assert_error(client.post("/recommend/batch", json=batch), 413, "request_entity_too_large")
         ratings = {"ratings": [{"user_id": "1", "movie_id": "1", "rating": 4}] * 100}
         assert_error(client.post("/ratings", json=ratings), 413, "request_entity_too_large")
+        admin = {"Authorization": "Bearer s3cret"}
+        assert_error(client.post("/admin/pin", content=b" " * 4096, headers=admin), 413, "request_entity_too_large")
         assert client.post("/recommend", json={"user_id": "1"}).status_code == 200
