@@ -23,13 +23,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import typer
 
-# name -> overrides of the default configuration (the default itself is "default").
+# name -> overrides of the default configuration; the names say what each one sets, whatever the default is.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "user_dropout_0.3": {"user_dropout": 0.3},
-    "user_dropout_0.5": {"user_dropout": 0.5},
+    "default": {},  # history 20, user dropout 0.1: the pick of the first sweep (README)
+    "history_50": {"history_length": 50},  # the default before that sweep
+    "history_50_dropout_0.3": {"history_length": 50, "user_dropout": 0.3},
+    "history_50_dropout_0.5": {"history_length": 50, "user_dropout": 0.5},
+    "history_50_epochs_15": {"history_length": 50, "epochs": 15},
     "history_20": {"history_length": 20},
-    "epochs_15": {"epochs": 15},
     "history_10": {"history_length": 10},
     "history_20_dropout_0.3": {"history_length": 20, "user_dropout": 0.3},
     "history_20_dropout_0.5": {"history_length": 20, "user_dropout": 0.5},
