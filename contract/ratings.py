@@ -7,6 +7,8 @@ so ids are handed out in commit order on both backends (see `_serialize_writers`
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -79,6 +81,9 @@ class RatingsStore:
 
     def __init__(self, url: str) -> None:
         self._url: sa.URL | None = None
+        self._readers = threading.local()  # each thread's kept read connection (see _fetch)
+        self._readers_lock = threading.Lock()
+        self._open_readers: list[sa.Connection] = []
         with self._errors("open the ratings database"):
             self._url = sa.make_url(url)
             if self._url.get_backend_name() == "sqlite" and self._url.database not in (None, "", ":memory:"):
@@ -124,6 +129,12 @@ class RatingsStore:
         query = _before(sa.select(t).where(t.c.user_id == user_id, t.c.id > after_id), before)
         query = query.order_by(t.c.timestamp.desc(), t.c.id.desc()).limit(limit)
         return [_stored(row) for row in reversed(self._fetch(query, "read a user's ratings"))]
+
+    def since(self, user_id: str, after_id: int) -> list[StoredRating]:
+        """The user's ratings stored after `after_id`, oldest first: the server's read on every request, so its
+        statement is built once (building and caching a statement per call cost ~90 us here)."""
+        rows = self._fetch(_SINCE, "read a user's ratings", {"user_id": user_id, "after_id": after_id})
+        return [_stored(row) for row in rows]
 
     def histories(
         self, user_ids: Sequence[str], before: int | None = None, after_id: int = 0
@@ -171,7 +182,12 @@ class RatingsStore:
         )
 
     def close(self) -> None:
-        """Closes pooled connections; call on shutdown so PostgreSQL sees the sessions end."""
+        """Closes the readers' and the pooled connections; call on shutdown so PostgreSQL sees the sessions end."""
+        with self._readers_lock:
+            readers, self._open_readers = self._open_readers, []
+        for conn in readers:
+            with contextlib.suppress(SQLAlchemyError):
+                conn.close()
         self._engine.dispose()
 
     def __enter__(self) -> Self:
@@ -182,9 +198,30 @@ class RatingsStore:
     ) -> None:
         self.close()
 
-    def _fetch(self, query: sa.Select[Any], doing: str) -> Sequence[sa.Row[Any]]:
-        with self._errors(doing), self._engine.connect() as conn:
-            return conn.execute(query).all()
+    def _fetch(
+        self, query: sa.Select[Any], doing: str, parameters: dict[str, Any] | None = None
+    ) -> Sequence[sa.Row[Any]]:
+        """One read on this thread's own connection, kept open between reads.
+
+        The server reads a user's new ratings on every request: a pool checkout with its pre-ping cost
+        ~150-220 us here, the read on a kept connection ~20 us. Each read's transaction ends at once, so the
+        next read sees every commit since (a SQLite WAL reader would otherwise keep its old snapshot).
+        """
+        with self._errors(doing):
+            conn: sa.Connection | None = getattr(self._readers, "connection", None)
+            if conn is None or conn.closed or conn.invalidated:
+                conn = self._engine.connect()
+                self._readers.connection = conn
+                with self._readers_lock:
+                    self._open_readers.append(conn)
+            try:
+                return conn.execute(query, parameters).all()
+            except SQLAlchemyError:
+                conn.invalidate()  # a broken connection is replaced on the next read, not reused
+                raise
+            finally:
+                if not conn.invalidated:
+                    conn.rollback()
 
     def _serialize_writers(self, conn: sa.Connection) -> None:
         # SQLite writers already queue on its one write lock. PostgreSQL hands out sequence values before commit,
@@ -209,6 +246,13 @@ class RatingsStore:
                 f"cannot {doing} at {where} ({type(exc).__name__}: {reason}); check that the URL looks like "
                 f"{URL_EXAMPLES}, that the server is running and reachable, and that the user may connect"
             ) from None  # the chained driver exception could carry credentials into logs
+
+
+_SINCE = (
+    sa.select(ratings_table)
+    .where(ratings_table.c.user_id == sa.bindparam("user_id"), ratings_table.c.id > sa.bindparam("after_id"))
+    .order_by(ratings_table.c.timestamp, ratings_table.c.id)
+)
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:

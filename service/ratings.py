@@ -57,7 +57,7 @@ class RatingsWriter:
         A failing database degrades the answer rather than failing it: the version's own ratings still count.
         """
         try:
-            return self.store.history(user_id, after_id=version.manifest.data.ratings_cutoff_id)
+            return self.store.since(user_id, version.manifest.data.ratings_cutoff_id)
         except RatingsStoreError as e:
             log.warning("answering without stored ratings: %s", e)
             return []

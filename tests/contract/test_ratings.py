@@ -210,3 +210,15 @@ def test_unreachable_postgresql_raises_without_the_password() -> None:
 def test_bad_url_says_what_a_url_looks_like(url: str) -> None:
     with pytest.raises(RatingsStoreError, match=re.escape("sqlite:///path/to/ratings.db")):
         RatingsStore(url)
+
+
+def test_since_reads_a_users_new_ratings_and_sees_every_later_commit(store: RatingsStore, store_url: str) -> None:
+    """The server's per-request read keeps its connection open: it must still see commits made after it."""
+    first = store.add([Rating("7", "1", 4.0, 300), Rating("8", "1", 3.0, 100)])
+    assert store.since("7", after_id=0)[0].movie_id == "1"
+    assert store.since("7", after_id=first[0]) == []  # nothing after the cutoff yet, read on the kept connection
+    with RatingsStore(store_url) as other_replica:
+        later = other_replica.add([Rating("7", "2", 5.0, 200), Rating("7", "3", 1.0, 400)])
+    rows = store.since("7", after_id=first[0])
+    assert [(r.id, r.movie_id) for r in rows] == [(later[0], "2"), (later[1], "3")]  # by time, then id
+    assert store.since("9", after_id=0) == []
