@@ -61,6 +61,11 @@ class UserRatings:
         return np.where(index >= start[:, None], self.movie_rows[np.clip(index, 0, None)], PAD).astype(np.int32)
 
 
+def history_movie_ids(histories: np.ndarray, movie_ids: np.ndarray) -> np.ndarray:
+    """str [n, H]: the query tower's `history` input from `histories` rows (PAD becomes "", the padding)."""
+    return np.concatenate([[""], movie_ids])[histories + 1]
+
+
 def span_pairs(movie_rows: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(query row, movie row) for every rating inside each query's [start, end), without a Python loop."""
     lengths = end - start

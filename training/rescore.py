@@ -17,6 +17,7 @@ from contract import manifest as layout
 from contract.contents import read_candidate_embeddings, read_movies, read_popularity, read_seen
 from contract.manifest import Table, read_manifest
 from training.evaluate import HeldOut, accuracy_table, model_ranks
+from training.history import history_movie_ids
 
 
 def score_exported(
@@ -49,7 +50,6 @@ def score_exported(
 
     serve = tf.saved_model.load(str(version_dir / layout.QUERY_MODEL)).signatures["serving_default"]
     length = manifest.query.history_length
-    padded_ids = np.concatenate([[""], movie_ids])
     queries = []
     for lo in range(0, len(users), batch_size):
         hi = min(lo + batch_size, len(users))
@@ -59,7 +59,7 @@ def score_exported(
         }
         if length:
             rows = held_out.known.histories(users[lo:hi], timestamps[lo:hi], length)
-            inputs["history"] = tf.constant(padded_ids[rows + 1])
+            inputs["history"] = tf.constant(history_movie_ids(rows, movie_ids))
         queries.append(serve(**inputs)["embedding"].numpy())
     embeddings = np.concatenate(queries) if queries else np.zeros((0, candidates.shape[1]), np.float32)
     return accuracy_table(model_ranks(embeddings, candidates, popularity, rescored, exclude=True))

@@ -34,7 +34,7 @@ from training.dataset import (
 from training.evaluate import HeldOut as HeldOutRatings
 from training.evaluate import accuracy_table, baseline_ranks, model_ranks, popularity_ranking
 from training.export import TrainedArtifacts, export_version
-from training.history import UserRatings, build_user_ratings
+from training.history import UserRatings, build_user_ratings, history_movie_ids
 from training.model import build_model
 from training.plot import training_curve_png
 from training.progress import EpochProgress
@@ -290,7 +290,7 @@ def query_inputs(frame: pd.DataFrame, histories: np.ndarray | None, movie_ids: n
         "timestamp": frame["timestamp"].to_numpy(np.int64),
     }
     if histories is not None:
-        inputs["history"] = np.concatenate([[""], movie_ids])[histories + 1]
+        inputs["history"] = history_movie_ids(histories, movie_ids)
     return inputs
 
 
