@@ -24,9 +24,11 @@ SEEN = "seen.npz"  # each known user's ratings, oldest first, CSR: user_ids, ind
 POPULARITY = "popularity.npy"  # int32 movie rows, most rated first (the unknown-user fallback)
 TRAINING_HISTORY = "training_history.json"  # per-epoch loss and held-out figures
 TRAINING_CURVE = "training_curve.png"  # held-out top-100 accuracy against epoch
+QUERY_WEIGHTS = "query_weights.npz"  # the query tower as arrays, served in NumPy once it equals query_model
 # What a server needs to answer; the training history and curve are for people (the page's model card).
 REQUIRED_ENTRIES = (QUERY_MODEL, CANDIDATE_MODEL, CANDIDATE_EMBEDDINGS, SCANN, MOVIES, SEEN, POPULARITY)
-OPTIONAL_ENTRIES = (TRAINING_HISTORY, TRAINING_CURVE)
+# query_weights.npz is optional: without it (a version from before it existed) the server calls query_model.
+OPTIONAL_ENTRIES = (TRAINING_HISTORY, TRAINING_CURVE, QUERY_WEIGHTS)
 
 Table = dict[str, float]  # {"top_1": 0.01, ..., "top_100": 0.4}
 

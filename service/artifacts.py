@@ -2,6 +2,9 @@
 
 import logging
 import math
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from contract.contents import (
     verified_manifest,
 )
 from contract.manifest import IndexInfo, Manifest, VersionError
+from contract.query_tower import QueryTower, max_difference, probe_queries, read_query_weights
 from service.errors import VersionRejectedError
 
 log = logging.getLogger(__name__)
@@ -88,7 +92,10 @@ class ModelVersion:
     candidate_embeddings: np.ndarray  # float32 [num_movies, d]
     searcher: Any
     search_plan: SearchPlan
-    query_model: Any  # the loaded SavedModel; kept so its variables outlive the signature below
+    # The query tower: NumPy arrays when the version has them (proved equal to its SavedModel at load), else
+    # the loaded SavedModel and its signature.
+    query_tower: QueryTower | None
+    query_model: Any  # kept so its variables outlive the signature below; None with query_tower
     query_fn: Any
     loaded_at: float = field(default_factory=time.time)
     _all_true: np.ndarray = field(init=False, repr=False)
@@ -128,20 +135,14 @@ class ModelVersion:
         return [self.movies[row]["movie_id"] for row in latest]
 
     def embed(self, user_ids: list[str], timestamps: list[int], histories: list[list[str]]) -> np.ndarray:
-        """One query_model call for the whole batch: float32 [batch, d].
+        """The query tower on the whole batch: float32 [batch, d].
 
         Args:
             histories: per query, movie ids newest first; cut or padded with "" to the model's length.
         """
-        inputs = {
-            "user_id": tf.constant(user_ids, dtype=tf.string),
-            "timestamp": tf.constant(timestamps, dtype=tf.int64),
-        }
-        length = self.history_length
-        if length:
-            padded = [history[:length] + [""] * (length - len(history[:length])) for history in histories]
-            inputs["history"] = tf.constant(padded, dtype=tf.string, shape=(len(user_ids), length))
-        return self.query_fn(**inputs)["embedding"].numpy()
+        if self.query_tower is not None:
+            return self.query_tower(user_ids, timestamps, histories)
+        return saved_model_embed(self.query_fn, self.history_length, user_ids, timestamps, histories)
 
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """One batched ScaNN search: movie rows and dot-product scores [batch, depth], best first.
@@ -153,7 +154,8 @@ class ModelVersion:
         return rows.astype(np.int64), scores
 
 
-def _load_query_fn(path: Path, history_length: int) -> tuple[Any, Any]:
+def load_query_fn(path: Path, history_length: int) -> tuple[Any, Any]:
+    """The query SavedModel and its serving signature, checked to take the inputs the manifest says."""
     model = tf.saved_model.load(str(path))
     if "serving_default" not in model.signatures:
         raise ValueError("query_model has no 'serving_default' signature")
@@ -163,6 +165,20 @@ def _load_query_fn(path: Path, history_length: int) -> tuple[Any, Any]:
     if inputs != expected:
         raise ValueError(f"query_model signature takes {sorted(inputs)}, the manifest says {sorted(expected)}")
     return model, fn
+
+
+def saved_model_embed(
+    fn: Any, history_length: int, user_ids: list[str], timestamps: list[int], histories: list[list[str]]
+) -> np.ndarray:
+    """One call of the query SavedModel's signature: float32 [batch, d]; histories cut or padded with ""."""
+    inputs = {
+        "user_id": tf.constant(user_ids, dtype=tf.string),
+        "timestamp": tf.constant(timestamps, dtype=tf.int64),
+    }
+    if history_length:
+        padded = [h[:history_length] + [""] * (history_length - len(h[:history_length])) for h in histories]
+        inputs["history"] = tf.constant(padded, dtype=tf.string, shape=(len(user_ids), history_length))
+    return fn(**inputs)["embedding"].numpy()
 
 
 def _genre_masks(movies: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -182,7 +198,15 @@ def _read(path: Path, manifest: Manifest) -> ModelVersion:
         raise VersionError(f"the index covers {manifest.index.num_movies} movies, the catalogue {len(movies)}")
     # load_searcher's compatibility shim would write into the version directory; the contract has the file.
     searcher = scann_ops_pybind.load_searcher(str(path / layout.SCANN), assets_backcompat_shim=False)
-    model, fn = _load_query_fn(path / layout.QUERY_MODEL, manifest.query.history_length)
+    tower = read_query_weights(path)
+    model = fn = None
+    if tower is None:
+        model, fn = load_query_fn(path / layout.QUERY_MODEL, manifest.query.history_length)
+    elif (tower.history_length, tower.dim) != (manifest.query.history_length, manifest.embedding_dim):
+        raise VersionError(
+            f"{layout.QUERY_WEIGHTS} takes history {tower.history_length} and returns {tower.dim} dimensions; the "
+            f"manifest says {manifest.query.history_length} and {manifest.embedding_dim}"
+        )
     return ModelVersion(
         name=path.name,
         manifest=manifest,
@@ -197,9 +221,54 @@ def _read(path: Path, manifest: Manifest) -> ModelVersion:
         candidate_embeddings=embeddings,
         searcher=searcher,
         search_plan=SearchPlan.from_index(manifest.index),
+        query_tower=tower,
         query_model=model,
         query_fn=fn,
     )
+
+
+def check_query_tower(version: ModelVersion, path: Path, tolerance: float = 1e-4, timeout: float = 300) -> None:
+    """Prove the NumPy query tower equals the version's SavedModel before it serves a single query.
+
+    Probe queries cover every branch (known, unknown and blank users; timestamps around the clamp range, on
+    bucket edges and at now; empty, short, full and over-long histories with unknown movies). The SavedModel
+    answers them in a child process (service/tower_check.py), so its load never holds this process's GIL.
+
+    Raises:
+        ValueError: the SavedModel cannot answer, or the two disagree by more than `tolerance` (relative to
+            the largest embedding value).
+    """
+    tower = version.query_tower
+    if tower is None:
+        return
+    known = [movie["movie_id"] for movie in version.movies[:50]]
+    users, timestamps, histories = probe_queries(tower.arrays, known, int(time.time()))
+    length = version.history_length
+    padded = [h[:length] + [""] * (length - len(h[:length])) for h in histories]
+    with tempfile.TemporaryDirectory(prefix="tower-check-") as scratch:
+        probes, out = Path(scratch) / "probes.npz", Path(scratch) / "embeddings.npy"
+        np.savez(
+            probes,
+            user_ids=np.array(users, dtype=str),
+            timestamps=np.array(timestamps, dtype=np.int64),
+            histories=np.array(padded, dtype=str).reshape(len(users), length),
+            history_length=np.int64(length),
+        )
+        command = [sys.executable, "-m", "service.tower_check", str(path / layout.QUERY_MODEL), str(probes), str(out)]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise ValueError(f"{layout.QUERY_MODEL} did not answer the probe queries within {timeout} s") from None
+        if done.returncode != 0:
+            last = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+            raise ValueError(f"{layout.QUERY_MODEL} cannot answer the probe queries: {last[0]}")
+        expected = np.load(out, allow_pickle=False)
+    difference = max_difference(expected, tower(users, timestamps, histories))
+    if not difference <= tolerance:
+        raise ValueError(
+            f"{layout.QUERY_WEIGHTS} disagrees with {layout.QUERY_MODEL} by {difference:.3g} (relative) on "
+            f"{len(users)} probe queries, over the {tolerance} allowed"
+        )
 
 
 def warm_up(version: ModelVersion, max_batch: int, min_recall: float) -> None:
@@ -246,6 +315,7 @@ def load_version(path: Path, max_batch: int, min_recall: float) -> ModelVersion:
         raise VersionRejectedError(str(e)) from e
     try:
         version = _read(path, manifest)
+        check_query_tower(version, path)
         warm_up(version, max_batch, min_recall)
     except (OSError, ValueError, KeyError, TypeError, tf.errors.OpError, RuntimeError) as e:
         raise VersionRejectedError(f"version {path.name!r} failed to load: {e}") from e

@@ -25,9 +25,11 @@ from contract import manifest as layout
 from contract.checksums import file_checksums
 from contract.manifest import DataInfo, Manifest, Metrics, QueryInfo, write_manifest
 from contract.pointers import TMP_PREFIX, fsync_dir, new_version_name
+from contract.query_tower import write_query_weights
 from training.config import TrainConfig
 from training.history import UserRatings
 from training.index import build_index
+from training.query_weights import query_tower_arrays
 
 LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "numpy", "pandas")
 
@@ -91,6 +93,9 @@ def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
     if artifacts.query.history_length:
         query_inputs["history"] = tf.TensorSpec([None, artifacts.query.history_length], tf.string)
     _save_tower(artifacts.query_tower, staging / layout.QUERY_MODEL, query_inputs)
+    arrays = query_tower_arrays(artifacts.query_tower)
+    if arrays is not None:
+        write_query_weights(staging, arrays)
     _save_tower(
         artifacts.candidate_tower,
         staging / layout.CANDIDATE_MODEL,

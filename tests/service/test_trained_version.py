@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from fastapi.testclient import TestClient
 
+from contract.checksums import file_checksums
+from contract.manifest import read_manifest, write_manifest
+from contract.query_tower import max_difference, probe_queries
+from service.artifacts import load_version
+from service.errors import VersionRejectedError
 from tests.service.conftest import TS, serving
 
 
@@ -86,3 +93,51 @@ def test_queries_at_now_are_personalised_and_time_is_clamped(tiny_models_dir: Pa
         at_now = _mean_overlap([_top_10(client, user, None) for user in users])
         inside = _mean_overlap([_top_10(client, user, end - 86_400) for user in users])
     assert start < end - 86_400 and at_now <= inside + 0.05, (at_now, inside)
+
+
+def _rechecksum(version_dir: Path) -> None:
+    """Make the manifest's checksums match the files again, as a careless or malicious writer would."""
+    manifest = read_manifest(version_dir)
+    write_manifest(version_dir, manifest.model_copy(update={"files": file_checksums(version_dir)}))
+
+
+def _saved_model_embeddings(
+    version_dir: Path, users: list[str], timestamps: list[int], histories: list[list[str]]
+) -> np.ndarray:
+    fn = tf.saved_model.load(str(version_dir / "query_model")).signatures["serving_default"]
+    length = read_manifest(version_dir).query.history_length
+    padded = [h[:length] + [""] * (length - len(h[:length])) for h in histories]
+    return fn(user_id=tf.constant(users), timestamp=tf.constant(timestamps, tf.int64), history=tf.constant(padded))[
+        "embedding"
+    ].numpy()
+
+
+def test_the_served_query_tower_is_numpy_and_equals_the_saved_model(tiny_version_dir: Path) -> None:
+    """Probe queries through every branch, at now too: the arrays the server computes with are the SavedModel."""
+    version = load_version(tiny_version_dir, max_batch=8, min_recall=0.8)
+    assert version.query_tower is not None and version.query_fn is None  # the SavedModel was checked, then dropped
+    known = [m["movie_id"] for m in version.movies]
+    users, timestamps, histories = probe_queries(version.query_tower.arrays, known, int(time.time()), count=200, seed=7)
+    expected = _saved_model_embeddings(tiny_version_dir, users, timestamps, histories)
+    assert max_difference(expected, version.embed(users, timestamps, histories)) < 1e-5
+
+
+def test_query_weights_that_disagree_with_the_saved_model_are_refused(tiny_version_dir: Path, tmp_path: Path) -> None:
+    version_dir = Path(shutil.copytree(tiny_version_dir, tmp_path / tiny_version_dir.name))
+    members = dict(np.load(version_dir / "query_weights.npz"))
+    members["timestamp_embedding"] = members["timestamp_embedding"][::-1].copy()  # buckets in the wrong order
+    np.savez(version_dir / "query_weights.npz", **members)
+    _rechecksum(version_dir)
+    with pytest.raises(VersionRejectedError, match=r"query_weights\.npz disagrees with query_model by"):
+        load_version(version_dir, max_batch=8, min_recall=0.8)
+
+
+def test_a_version_without_query_weights_serves_from_its_saved_model(tiny_version_dir: Path, tmp_path: Path) -> None:
+    version_dir = Path(shutil.copytree(tiny_version_dir, tmp_path / tiny_version_dir.name))
+    (version_dir / "query_weights.npz").unlink()
+    _rechecksum(version_dir)
+    version = load_version(version_dir, max_batch=8, min_recall=0.8)
+    assert version.query_tower is None and version.query_fn is not None
+    users, timestamps, histories = ["1", "no-such-user"], [TS, int(time.time())], [[], [version.movies[0]["movie_id"]]]
+    expected = _saved_model_embeddings(tiny_version_dir, users, timestamps, histories)
+    np.testing.assert_allclose(version.embed(users, timestamps, histories), expected, rtol=1e-6)

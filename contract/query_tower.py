@@ -1,0 +1,272 @@
+"""The query tower as plain arrays (query_weights.npz) and its forward pass in NumPy.
+
+Why: at batch 1 a SavedModel call costs ~0.4 ms of Python and TensorFlow dispatch for a few microseconds of
+arithmetic, most of a /recommend. The same tower in NumPy costs tens of microseconds. It is only trusted
+once it reproduces the SavedModel: `max_difference` compares the two on `probe_queries`, and the server
+refuses a version whose arrays disagree with its SavedModel (the gate runs the same loader).
+
+The forward pass mirrors training/model.py's query tower layer for layer, in float32 as Keras computes it:
+  user:      StringLookup (out-of-vocabulary index 0) -> Embedding
+  timestamp: clamp to [low, high] -> Bucketize(float32, boundaries) -> Embedding, and
+             (float32(t) - mean) / max(sqrt(variance), 1e-7) as one more column
+  history:   StringLookup ("" masked, unknown -> out-of-vocabulary) -> Embedding -> masked mean, or a softmax
+             over learned per-position logits of the unmasked positions ("positional"); zeros when empty
+  features concatenated in that order -> Dense layers (ReLU where `dense_relu`) -> optional L2 normalisation
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from contract.manifest import QUERY_WEIGHTS, VersionError
+
+_EPSILON = np.float32(1e-7)  # Keras's backend.epsilon(), the floor of Normalization's standard deviation
+_NORM_EPSILON = np.float32(1e-12)  # tf.math.l2_normalize's floor of the squared norm
+POOLINGS = ("mean", "positional")
+
+
+@dataclass(frozen=True)
+class QueryTowerArrays:
+    """Every weight and constant of one query tower; `from_arrays`/`to_arrays` are the file's layout."""
+
+    user_vocabulary: np.ndarray  # str [U]: position = embedding row; the out-of-vocabulary token at `user_oov`
+    user_oov: int
+    user_embedding: np.ndarray  # float32 [U, e]
+    timestamp_low: int
+    timestamp_high: int
+    timestamp_boundaries: np.ndarray  # float32 [B - 1], interior bucket edges
+    timestamp_embedding: np.ndarray  # float32 [B, e]
+    timestamp_mean: np.float32
+    timestamp_variance: np.float32
+    dense_kernels: tuple[np.ndarray, ...]  # float32 [in, out] each
+    dense_biases: tuple[np.ndarray, ...]
+    dense_relu: tuple[bool, ...]
+    normalize: bool
+    history_length: int = 0
+    history_vocabulary: np.ndarray | None = None  # str [M]: "" (masked) and the out-of-vocabulary token included
+    history_oov: int = 1
+    history_embedding: np.ndarray | None = None  # float32 [M, e]
+    history_pooling: str = "mean"
+    history_position_logits: np.ndarray | None = None  # float32 [H], "positional" only
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The npz members: plain arrays only, so the file loads with allow_pickle=False."""
+        arrays: dict[str, np.ndarray] = {
+            "user_vocabulary": np.asarray(self.user_vocabulary, dtype=str),
+            "user_oov": np.array(self.user_oov, dtype=np.int64),
+            "user_embedding": self.user_embedding.astype(np.float32),
+            "timestamp_range": np.array([self.timestamp_low, self.timestamp_high], dtype=np.int64),
+            "timestamp_boundaries": self.timestamp_boundaries.astype(np.float32),
+            "timestamp_embedding": self.timestamp_embedding.astype(np.float32),
+            "timestamp_moments": np.array([self.timestamp_mean, self.timestamp_variance], dtype=np.float32),
+            "dense_relu": np.array(self.dense_relu, dtype=bool),
+            "normalize": np.array(self.normalize, dtype=bool),
+            "history_length": np.array(self.history_length, dtype=np.int64),
+        }
+        for i, (kernel, bias) in enumerate(zip(self.dense_kernels, self.dense_biases, strict=True)):
+            arrays[f"dense_kernel_{i}"] = kernel.astype(np.float32)
+            arrays[f"dense_bias_{i}"] = bias.astype(np.float32)
+        if self.history_length:
+            assert self.history_vocabulary is not None and self.history_embedding is not None
+            arrays["history_vocabulary"] = np.asarray(self.history_vocabulary, dtype=str)
+            arrays["history_oov"] = np.array(self.history_oov, dtype=np.int64)
+            arrays["history_embedding"] = self.history_embedding.astype(np.float32)
+            arrays["history_pooling"] = np.asarray(self.history_pooling, dtype=str)
+            if self.history_position_logits is not None:
+                arrays["history_position_logits"] = self.history_position_logits.astype(np.float32)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> QueryTowerArrays:
+        """Raises KeyError for a missing member; shapes are checked by `check`."""
+        relu = tuple(bool(x) for x in arrays["dense_relu"])
+        low, high = (int(x) for x in arrays["timestamp_range"])
+        mean, variance = (np.float32(x) for x in arrays["timestamp_moments"])
+        history_length = int(arrays["history_length"])
+        history = {}
+        if history_length:
+            history = {
+                "history_vocabulary": arrays["history_vocabulary"].astype(str),
+                "history_oov": int(arrays["history_oov"]),
+                "history_embedding": arrays["history_embedding"].astype(np.float32),
+                "history_pooling": str(arrays["history_pooling"]),
+                "history_position_logits": (
+                    arrays["history_position_logits"].astype(np.float32)
+                    if "history_position_logits" in arrays
+                    else None
+                ),
+            }
+        return cls(
+            user_vocabulary=arrays["user_vocabulary"].astype(str),
+            user_oov=int(arrays["user_oov"]),
+            user_embedding=arrays["user_embedding"].astype(np.float32),
+            timestamp_low=low,
+            timestamp_high=high,
+            timestamp_boundaries=arrays["timestamp_boundaries"].astype(np.float32),
+            timestamp_embedding=arrays["timestamp_embedding"].astype(np.float32),
+            timestamp_mean=mean,
+            timestamp_variance=variance,
+            dense_kernels=tuple(arrays[f"dense_kernel_{i}"].astype(np.float32) for i in range(len(relu))),
+            dense_biases=tuple(arrays[f"dense_bias_{i}"].astype(np.float32) for i in range(len(relu))),
+            dense_relu=relu,
+            normalize=bool(arrays["normalize"]),
+            history_length=history_length,
+            **history,  # type: ignore[arg-type]
+        )
+
+    def _check_history(self) -> int:
+        """Raises ValueError for a history part that does not fit; returns its width."""
+        if self.history_vocabulary is None or self.history_embedding is None:
+            raise ValueError("history_length > 0 without a history vocabulary and embedding")
+        if len(self.history_vocabulary) != len(self.history_embedding) or "" not in self.history_vocabulary:
+            raise ValueError("history_vocabulary (with its '' mask) and history_embedding disagree")
+        if self.history_pooling not in POOLINGS:
+            raise ValueError(f"history_pooling {self.history_pooling!r} is none of {POOLINGS}")
+        if self.history_pooling == "positional" and (
+            self.history_position_logits is None or self.history_position_logits.shape != (self.history_length,)
+        ):
+            raise ValueError("positional pooling needs history_position_logits [history_length]")
+        return int(self.history_embedding.shape[1])
+
+    def check(self) -> None:
+        """Raises ValueError when the shapes do not chain into one tower."""
+        width = self.user_embedding.shape[1] + self.timestamp_embedding.shape[1] + 1
+        if len(self.user_vocabulary) != len(self.user_embedding) or not 0 <= self.user_oov < len(self.user_vocabulary):
+            raise ValueError("user_vocabulary and user_embedding disagree")
+        if len(self.timestamp_boundaries) + 1 != len(self.timestamp_embedding):
+            raise ValueError("timestamp_boundaries and timestamp_embedding disagree")
+        if self.history_length:
+            width += self._check_history()
+        for kernel, bias in zip(self.dense_kernels, self.dense_biases, strict=True):
+            if kernel.ndim != 2 or kernel.shape[0] != width or bias.shape != (kernel.shape[1],):
+                raise ValueError(f"dense kernel {kernel.shape} does not take {width} inputs")
+            width = kernel.shape[1]
+        if not self.dense_kernels:
+            raise ValueError("no dense layers")
+        values = [self.user_embedding, self.timestamp_embedding, *self.dense_kernels, *self.dense_biases]
+        if self.history_embedding is not None:
+            values.append(self.history_embedding)
+        if not all(np.isfinite(v).all() for v in values):
+            raise ValueError("weights hold non-finite values")
+
+
+class QueryTower:
+    """The forward pass over `QueryTowerArrays`; holds the token -> row dictionaries built once at load."""
+
+    def __init__(self, arrays: QueryTowerArrays) -> None:
+        arrays.check()
+        self.arrays = arrays
+        self.history_length = arrays.history_length
+        self._user_rows = {token: row for row, token in enumerate(arrays.user_vocabulary.tolist())}
+        self._history_rows: dict[str, int] = {}
+        self._mask_row = -1
+        if arrays.history_vocabulary is not None:
+            self._history_rows = {token: row for row, token in enumerate(arrays.history_vocabulary.tolist())}
+            self._mask_row = self._history_rows[""]
+        self._std = np.maximum(np.sqrt(arrays.timestamp_variance), _EPSILON)
+
+    @property
+    def dim(self) -> int:
+        return int(self.arrays.dense_kernels[-1].shape[1])
+
+    def __call__(
+        self, user_ids: Sequence[str], timestamps: Sequence[int], histories: Sequence[Sequence[str]]
+    ) -> np.ndarray:
+        """float32 [batch, d] for the same inputs the SavedModel signature takes (histories newest first)."""
+        a = self.arrays
+        users = np.fromiter((self._user_rows.get(u, a.user_oov) for u in user_ids), np.int64, len(user_ids))
+        clamped = np.clip(np.asarray(timestamps, dtype=np.int64), a.timestamp_low, a.timestamp_high)
+        as_float = clamped.astype(np.float32)
+        buckets = np.searchsorted(a.timestamp_boundaries, as_float, side="right")
+        standardised = (as_float - a.timestamp_mean) / self._std
+        features = [a.user_embedding[users], a.timestamp_embedding[buckets], standardised[:, None]]
+        if self.history_length:
+            features.append(self._pool_history(histories))
+        x = np.concatenate(features, axis=1, dtype=np.float32)
+        for kernel, bias, relu in zip(a.dense_kernels, a.dense_biases, a.dense_relu, strict=True):
+            x = x @ kernel + bias
+            if relu:
+                np.maximum(x, 0, out=x)
+        if a.normalize:
+            x = x / np.sqrt(np.maximum(np.sum(x * x, axis=1, keepdims=True), _NORM_EPSILON))
+        return x
+
+    def _pool_history(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        a = self.arrays
+        assert a.history_embedding is not None
+        length, rows, oov = self.history_length, self._history_rows, a.history_oov
+        index = np.full((len(histories), length), self._mask_row, dtype=np.int64)
+        for i, history in enumerate(histories):
+            cut = history[:length]
+            index[i, : len(cut)] = [rows.get(movie, oov) for movie in cut]
+        present = (index != self._mask_row).astype(np.float32)
+        vectors = a.history_embedding[index]
+        if a.history_pooling == "positional":
+            assert a.history_position_logits is not None
+            logits = np.where(present > 0, a.history_position_logits[None, :], -np.inf)
+            top = np.max(logits, axis=1, keepdims=True)
+            weights = np.where(present > 0, np.exp(logits - np.where(np.isfinite(top), top, 0)), 0).astype(np.float32)
+            weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1e-30))
+        else:
+            weights = present / np.maximum(present.sum(axis=1, keepdims=True), np.float32(1.0))
+        return np.einsum("bh,bhe->be", weights, vectors).astype(np.float32)
+
+
+def probe_queries(
+    arrays: QueryTowerArrays, known_movies: Sequence[str], now: int, count: int = 64, seed: int = 0
+) -> tuple[list[str], list[int], list[list[str]]]:
+    """Queries that reach every branch: known, unknown and blank users; timestamps before, at and after the
+    clamp range, on and beside bucket edges, and now; histories empty, short, full, with unknown movies."""
+    rng = np.random.default_rng(seed)
+    vocabulary = [u for u in arrays.user_vocabulary.tolist() if u and u != arrays.user_vocabulary[arrays.user_oov]]
+    sampled = rng.choice(vocabulary, size=count - 2, replace=len(vocabulary) < count - 2).tolist() if vocabulary else []
+    users = [*sampled, "", "no-such-user"]
+    low, high = arrays.timestamp_low, arrays.timestamp_high
+    special = [now, low - 1, low, high, high + 1]
+    edges = arrays.timestamp_boundaries.astype(np.int64)
+    if len(edges):
+        special += [int(edges[0]), int(edges[len(edges) // 2]) - 1, int(edges[-1]) + 1]
+    timestamps = [special[i] if i < len(special) else int(rng.integers(low, high + 1)) for i in range(len(users))]
+    movies = list(known_movies)
+    histories: list[list[str]] = []
+    for i in range(len(users)):
+        size = [0, 1, 3, arrays.history_length, arrays.history_length + 5][i % 5] if movies else 0
+        history = rng.choice(movies, size=min(size, len(movies)), replace=False).tolist() if size else []
+        if i % 7 == 3:
+            history.insert(0, "no-such-movie")
+        histories.append(history)
+    return users, timestamps, histories
+
+
+def max_difference(expected: np.ndarray, actual: np.ndarray) -> float:
+    """Largest absolute difference, relative to the largest expected magnitude (at least 1)."""
+    if expected.shape != actual.shape:
+        return float("inf")
+    scale = max(1.0, float(np.max(np.abs(expected))) if expected.size else 1.0)
+    return float(np.max(np.abs(expected - actual)) / scale) if expected.size else 0.0
+
+
+def write_query_weights(version_dir: Path, arrays: QueryTowerArrays) -> None:
+    arrays.check()
+    np.savez(version_dir / QUERY_WEIGHTS, **arrays.to_arrays())  # type: ignore[arg-type]
+
+
+def read_query_weights(version_dir: Path) -> QueryTower | None:
+    """The NumPy query tower of a version, or None for a version exported without query_weights.npz.
+
+    Raises:
+        VersionError: the file is there but unreadable or its arrays do not form one tower.
+    """
+    path = version_dir / QUERY_WEIGHTS
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as members:
+            arrays = QueryTowerArrays.from_arrays({name: members[name] for name in members.files})
+        return QueryTower(arrays)
+    except (OSError, ValueError, KeyError) as error:
+        raise VersionError(f"{QUERY_WEIGHTS} cannot be read as a query tower ({error})") from None
