@@ -84,6 +84,7 @@ class RatingsStore:
         self._readers = threading.local()  # each thread's kept read connection (see _fetch)
         self._readers_lock = threading.Lock()
         self._open_readers: list[sa.Connection] = []
+        self._since: _DriverStatement | None = None  # compiled on first use, for this engine's dialect
         with self._errors("open the ratings database"):
             self._url = sa.make_url(url)
             if self._url.get_backend_name() == "sqlite" and self._url.database not in (None, "", ":memory:"):
@@ -131,10 +132,18 @@ class RatingsStore:
         return [_stored(row) for row in reversed(self._fetch(query, "read a user's ratings"))]
 
     def since(self, user_id: str, after_id: int) -> list[StoredRating]:
-        """The user's ratings stored after `after_id`, oldest first: the server's read on every request, so its
-        statement is built once (building and caching a statement per call cost ~90 us here)."""
-        rows = self._fetch(_SINCE, "read a user's ratings", {"user_id": user_id, "after_id": after_id})
-        return [_stored(row) for row in rows]
+        """The user's ratings stored after `after_id`, oldest first: the server's read on every request.
+
+        So it skips SQLAlchemy's execution layer: the statement is compiled once for the dialect and run on
+        the kept connection's driver cursor (through SQLAlchemy this read cost ~100 us, a fifth of a request).
+        """
+        if self._since is None:
+            self._since = _DriverStatement(_SINCE, self._engine.dialect)
+        rows = self._fetch_driver(self._since, {"user_id": user_id, "after_id": after_id}, "read a user's ratings")
+        return [
+            StoredRating(id=i, user_id=u, movie_id=m, rating=r, timestamp=t, received_at=a)
+            for i, u, m, r, t, a in rows
+        ]
 
     def histories(
         self, user_ids: Sequence[str], before: int | None = None, after_id: int = 0
@@ -198,22 +207,27 @@ class RatingsStore:
     ) -> None:
         self.close()
 
+    def _reader(self) -> sa.Connection:
+        """This thread's read connection, kept open between reads (opened on first use or after a failure).
+
+        The server reads a user's new ratings on every request: a pool checkout with its pre-ping cost
+        ~150-220 us here, a read on a kept connection ~20 us.
+        """
+        conn: sa.Connection | None = getattr(self._readers, "connection", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._engine.connect()
+            self._readers.connection = conn
+            with self._readers_lock:
+                self._open_readers.append(conn)
+        return conn
+
     def _fetch(
         self, query: sa.Select[Any], doing: str, parameters: dict[str, Any] | None = None
     ) -> Sequence[sa.Row[Any]]:
-        """One read on this thread's own connection, kept open between reads.
-
-        The server reads a user's new ratings on every request: a pool checkout with its pre-ping cost
-        ~150-220 us here, the read on a kept connection ~20 us. Each read's transaction ends at once, so the
-        next read sees every commit since (a SQLite WAL reader would otherwise keep its old snapshot).
-        """
+        """One read on this thread's kept connection. Each read's transaction ends at once, so the next read
+        sees every commit since (a SQLite WAL reader would otherwise keep its old snapshot)."""
         with self._errors(doing):
-            conn: sa.Connection | None = getattr(self._readers, "connection", None)
-            if conn is None or conn.closed or conn.invalidated:
-                conn = self._engine.connect()
-                self._readers.connection = conn
-                with self._readers_lock:
-                    self._open_readers.append(conn)
+            conn = self._reader()
             try:
                 return conn.execute(query, parameters).all()
             except SQLAlchemyError:
@@ -222,6 +236,25 @@ class RatingsStore:
             finally:
                 if not conn.invalidated:
                     conn.rollback()
+
+    def _fetch_driver(self, statement: _DriverStatement, parameters: dict[str, Any], doing: str) -> list[Any]:
+        """`_fetch` on the driver's own cursor, for the per-request read; same connection, same transaction end."""
+        driver_error = self._engine.dialect.loaded_dbapi.Error
+        with self._errors(doing):
+            conn = self._reader()
+            try:
+                driver = conn.connection.dbapi_connection
+                assert driver is not None
+                cursor = driver.cursor()
+                try:
+                    cursor.execute(statement.sql, statement.parameters(parameters))
+                    return list(cursor.fetchall())
+                finally:
+                    cursor.close()
+                    driver.rollback()
+            except driver_error as error:
+                conn.invalidate()
+                raise sa.exc.DBAPIError(statement.sql, None, error) from error
 
     def _serialize_writers(self, conn: sa.Connection) -> None:
         # SQLite writers already queue on its one write lock. PostgreSQL hands out sequence values before commit,
@@ -253,6 +286,18 @@ _SINCE = (
     .where(ratings_table.c.user_id == sa.bindparam("user_id"), ratings_table.c.id > sa.bindparam("after_id"))
     .order_by(ratings_table.c.timestamp, ratings_table.c.id)
 )
+
+
+class _DriverStatement:
+    """A statement compiled once for a dialect: its SQL and how to order its parameters for the driver."""
+
+    def __init__(self, statement: sa.Select[Any], dialect: sa.Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self._positions = compiled.positiontup if compiled.positional else None
+
+    def parameters(self, values: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
+        return tuple(values[name] for name in self._positions) if self._positions is not None else values
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:

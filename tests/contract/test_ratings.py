@@ -222,3 +222,23 @@ def test_since_reads_a_users_new_ratings_and_sees_every_later_commit(store: Rati
     rows = store.since("7", after_id=first[0])
     assert [(r.id, r.movie_id) for r in rows] == [(later[0], "2"), (later[1], "3")]  # by time, then id
     assert store.since("9", after_id=0) == []
+
+
+def test_a_per_request_read_on_a_dropped_connection_fails_cleanly_then_reconnects(
+    store: RatingsStore, store_url: str
+) -> None:
+    """since() runs on the driver's cursor: a connection the database dropped is a RatingsStoreError (the
+    server's 503), never a driver exception, and the next read opens a fresh connection."""
+    store.add([rating("7", "1", 100)])
+    assert len(store.since("7", after_id=0)) == 1  # opens this thread's kept connection
+    kept = store._reader()
+    if store_url.startswith("postgresql"):
+        with sa.create_engine(store_url).connect() as admin:
+            pid = kept.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+            kept.rollback()
+            admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    else:
+        kept.connection.dbapi_connection.close()  # type: ignore[union-attr]
+    with pytest.raises(RatingsStoreError, match="cannot read a user's ratings"):
+        store.since("7", after_id=0)
+    assert [r.movie_id for r in store.since("7", after_id=0)] == ["1"]
