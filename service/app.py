@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.datastructures import QueryParams
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import FileResponse
@@ -43,6 +44,7 @@ from service.errors import (
     VersionNotFoundError,
     VersionRejectedError,
 )
+from service.hot_route import HotRoute
 from service.limits import BodyLimit
 from service.metrics import Metrics, MetricsMiddleware
 from service.ratings import RatingsWriter
@@ -106,6 +108,16 @@ class JSONBytes(Response):
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> Response:
     """Every error answer has this body: {"error": {"code": ..., "message": ...}}."""
     return JSONBytes({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def known_error(exc: Exception) -> tuple[int, str, str, dict[str, str] | None] | None:
+    """(status, code, message, headers) for a domain or validation error; None for anything else (a 500)."""
+    if isinstance(exc, ServiceError):
+        status, code = next(ERROR_STATUS[kind] for kind in type(exc).__mro__ if kind in ERROR_STATUS)
+        return status, code, exc.message, {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, RequestValidationError):
+        return 422, "invalid_request", _describe(exc), None
+    return None
 
 
 @dataclass(frozen=True)
@@ -180,9 +192,24 @@ async def _recommend(service: Service, params: RecommendRequest) -> dict[str, An
 )
 async def recommend_get(request: Request) -> Response:
     """Top-k movies for a user at a timestamp; lists as repeated parameters (`&genres=Comedy&genres=Drama`)."""
-    service: Service = request.app.state.service
-    params = parse_query(RecommendRequest, request.query_params)
-    return JSONBytes(await _recommend(service, params))
+    status, body, headers = await answer_recommend_get(request.app.state.service, request.query_params)
+    return Response(body, status, headers={k.decode(): v.decode() for k, v in headers}, media_type="application/json")
+
+
+async def answer_recommend_get(service: Service, query: QueryParams) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """GET /recommend from its query string to (status, JSON body, extra headers), errors included: one
+    function for the FastAPI route and for service/hot_route.py, which answers most GETs without the router."""
+    try:
+        params = parse_query(RecommendRequest, query)
+        return 200, orjson.dumps(await _recommend(service, params)), []
+    except Exception as exc:
+        known = known_error(exc)
+        if known is None:
+            log.exception("unhandled error on GET /recommend", exc_info=exc)
+            known = (500, "internal_error", "internal error; the server log has the details", None)
+        status, code, message, headers = known
+        body = orjson.dumps({"error": {"code": code, "message": message}})
+        return status, body, [(name.lower().encode(), value.encode()) for name, value in (headers or {}).items()]
 
 
 @router.post(
@@ -389,15 +416,10 @@ def _allow(request: Request, exc: StarletteHTTPException) -> Mapping[str, str] |
 
 
 def _add_error_handlers(app: FastAPI) -> None:
-    async def service_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ServiceError)
-        status, code = next(ERROR_STATUS[kind] for kind in type(exc).__mro__ if kind in ERROR_STATUS)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return error_response(status, code, exc.message, headers)
-
-    async def validation_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, RequestValidationError)
-        return error_response(422, "invalid_request", _describe(exc))
+    async def domain_or_validation_error(request: Request, exc: Exception) -> Response:
+        known = known_error(exc)
+        assert known is not None
+        return error_response(*known)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -415,8 +437,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error_response(500, "internal_error", "internal error; the server log has the details")
 
     app.add_exception_handler(ClientDisconnect, client_gone)
-    app.add_exception_handler(ServiceError, service_error)
-    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(ServiceError, domain_or_validation_error)
+    app.add_exception_handler(RequestValidationError, domain_or_validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, unexpected_error)
 
@@ -466,8 +488,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it counts every answer, 413s included
     _add_error_handlers(app)
     app.include_router(router)
+    get_recommend = next(r for r in router.routes if isinstance(r, APIRoute) and r.name == "recommend_get")
+
+    async def hot_recommend(query: QueryParams) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        return await answer_recommend_get(service, query)
+
+    app.add_middleware(HotRoute, path="/recommend", handler=hot_recommend, route=get_recommend)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it counts every answer, 413s included
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
