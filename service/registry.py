@@ -109,11 +109,11 @@ class Registry:
         old = self._name()
         self._current = version
         self._refused.pop(name, None)
-        # The replaced version's cycles are freed off the event loop (~25 ms of destructors on these cores).
-        await asyncio.to_thread(gc.collect)
-        self._metrics.swaps.inc()
+        self._metrics.swaps.inc()  # with the swap itself, so /metrics never lags /model
         self._metrics.served(old, version.name)
         log.info("now serving version %s (was %s)", version.name, old)
+        # The replaced version's cycles are freed off the event loop (~25 ms of destructors on these cores).
+        await asyncio.to_thread(gc.collect)
         return version
 
     def _name(self) -> str | None:
