@@ -1,8 +1,9 @@
 """Dynamic batching: concurrent requests share one query_model call and one ScaNN search.
 
-A TensorFlow call costs about the same for 1 or 256 queries, so whenever the model is free the worker takes
-everything queued (up to max_batch) at once. There is no waiting window: a lone request is computed as soon
-as it arrives, and batches grow only when requests pile up while the model is busy.
+A query-tower call and a search cost far less per query in a batch (the NumPy tower: ~50 us for 1 query,
+~250 us for 64), so each drain takes everything pending (up to max_batch) at once. There is no waiting
+window: a lone request is computed on the next turn of the event loop, and batches grow only from requests
+that arrive together or while a batch is being computed.
 """
 
 import asyncio
@@ -81,58 +82,82 @@ def _compute(batch: list[_Pending]) -> list[Neighbours | BaseException]:
 
 
 class Batcher:
-    """Queue of pending searches drained by one worker task; start() and stop() bracket its life."""
+    """Pending searches, drained by a callback scheduled on the event loop; start() and stop() bracket its life.
+
+    A callback rather than a worker task: the first request of an idle moment schedules one drain with
+    call_soon, and requests that run before it join its batch. A worker task woken through an asyncio.Queue
+    cost two more turns of the loop per batch, ~40 us a lone request on these cores.
+    """
 
     def __init__(self, max_batch: int, in_thread: bool, observe: Callable[[int], None]) -> None:
         self._max_batch = max_batch
         self._in_thread = in_thread
         self._observe = observe  # told each batch's size (a Prometheus histogram)
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
+        self._pending: list[_Pending] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False  # a drain is on the loop's ready queue
+        self._computing: asyncio.Task[None] | None = None  # in-thread mode: the batch being computed
 
     def start(self) -> None:
-        self._worker = asyncio.create_task(self._run(), name="batcher")
+        self._loop = asyncio.get_running_loop()
 
     async def stop(self) -> None:
-        """Stop the worker; anything still queued is cancelled rather than left waiting forever."""
-        if self._worker is not None:
-            self._worker.cancel()
+        """Stop draining; anything still pending is cancelled rather than left waiting forever."""
+        self._loop = None
+        if self._computing is not None:
+            self._computing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
-        while not self._queue.empty():
-            self._queue.get_nowait().future.cancel()
+                await self._computing
+        pending, self._pending = self._pending, []
+        for item in pending:
+            item.future.cancel()
 
     async def search(
         self, version: Searchable, user_id: str, timestamp: int, history: list[str], depth: int
     ) -> Neighbours:
         """Queue one query (its history: movie ids, newest first) and wait for the batch it lands in."""
-        if self._worker is None:
+        loop = self._loop
+        if loop is None:
             raise RuntimeError("Batcher.start() was not called")
-        future: asyncio.Future[Neighbours] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(version, user_id, timestamp, history, depth, future))
+        future: asyncio.Future[Neighbours] = loop.create_future()
+        self._pending.append(_Pending(version, user_id, timestamp, history, depth, future))
+        self._schedule()
         return await future
 
-    async def _run(self) -> None:
-        while True:
-            batch = [await self._queue.get()]
-            # One turn of the event loop lets handlers woken in the same turn enqueue too (no timer: a lone
-            # request waits microseconds). Measured at concurrency 8: 3.4 -> 7.4 requests per batch.
-            await asyncio.sleep(0)
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+    def _schedule(self) -> None:
+        if not self._scheduled and self._computing is None and self._pending and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+        batch = [pending for pending in batch if not pending.future.done()]  # callers that went away
+        if batch:
             self._observe(len(batch))
             # On the event loop by default: on 2 cores a worker thread cost 8-17% more server CPU per request
             # and batched worse (4.6 vs 7.9 per call at concurrency 8); the prototype measured it 4-5x slower.
             # RECSYS_BATCH_IN_THREAD keeps the choice measurable (benchmarks/load_recommend.py --compare-thread).
             if self._in_thread:
-                results = await asyncio.to_thread(_compute, batch)
-            else:
-                results = _compute(batch)
-            for pending, result in zip(batch, results, strict=True):
-                if pending.future.done():  # the caller went away (client disconnect)
-                    continue
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
-                else:
-                    pending.future.set_result(result)
+                assert self._loop is not None
+                self._computing = self._loop.create_task(self._compute_in_thread(batch), name="batch")
+                return
+            _deliver(batch, _compute(batch))
+        self._schedule()  # whatever is left over max_batch, or arrived while computing
+
+    async def _compute_in_thread(self, batch: list[_Pending]) -> None:
+        try:
+            _deliver(batch, await asyncio.to_thread(_compute, batch))
+        finally:
+            self._computing = None
+            self._schedule()
+
+
+def _deliver(batch: list[_Pending], results: list[Neighbours | BaseException]) -> None:
+    for pending, result in zip(batch, results, strict=True):
+        if pending.future.done():  # the caller went away (client disconnect)
+            continue
+        if isinstance(result, BaseException):
+            pending.future.set_exception(result)
+        else:
+            pending.future.set_result(result)
