@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from contract.ratings import StoredRating
 from service import catalogue, recommender
@@ -118,6 +119,18 @@ def known_error(exc: Exception) -> tuple[int, str, str, dict[str, str] | None] |
     if isinstance(exc, RequestValidationError):
         return 422, "invalid_request", _describe(exc), None
     return None
+
+
+class ServiceApp(FastAPI):
+    """FastAPI, with GET /recommend answered ahead of its whole middleware stack (service/hot_route.py)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        service: Service = self.state.service
+
+        async def hot_recommend(query: QueryParams) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+            return await answer_recommend_get(service, query)
+
+        return HotRoute(super().build_middleware_stack(), "/recommend", hot_recommend, service.metrics)
 
 
 @dataclass(frozen=True)
@@ -471,7 +484,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await service.batcher.stop()
             service.ratings.close()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="Movie recommendations",
         version="1",
         summary="Top-k movies for a user from a two-tower model and a ScaNN index, hot-swapped from models/.",
@@ -490,12 +503,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     _add_error_handlers(app)
     app.include_router(router)
-    get_recommend = next(r for r in router.routes if isinstance(r, APIRoute) and r.name == "recommend_get")
-
-    async def hot_recommend(query: QueryParams) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-        return await answer_recommend_get(service, query)
-
-    app.add_middleware(HotRoute, path="/recommend", handler=hot_recommend, route=get_recommend)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: it counts every answer, 413s included
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # it counts every answer, 413s included
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -1,18 +1,20 @@
-"""GET /recommend answered in plain ASGI, ahead of FastAPI's router, because it is nearly all the traffic.
+"""GET /recommend answered in plain ASGI, ahead of FastAPI's middleware and router: nearly all the traffic.
 
 Why: profiled under load on 2 cores, Starlette's routing, FastAPI's request/response plumbing and the
-exception and response wrappers took ~half of a /recommend's CPU, more than a whole bare endpoint. This
-middleware sits inside the metrics middleware (so the request is counted and timed as route /recommend) and
-calls the same handler the FastAPI route calls, which parses, answers and maps errors exactly as the route
-does; requests it does not take (other paths and methods, or a GET that carries a body) go on to FastAPI.
-The route stays declared in FastAPI for the OpenAPI schema and for those requests.
+exception, metrics and response wrappers took ~half of a /recommend's CPU, more than a whole bare endpoint.
+This wraps the app's whole middleware stack (service.app.ServiceApp), counts and times the request itself
+as route /recommend, and calls the same handler the FastAPI route calls, which parses, answers and maps
+errors exactly as the route does; requests it does not take (other paths and methods, or a GET that carries
+a body) go on to FastAPI. The route stays declared in FastAPI for the OpenAPI schema and for those requests.
 """
 
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.metrics import Metrics
 
 # A handler returns the status and the encoded JSON body, or raises nothing: errors are answers too.
 Handler = Callable[[QueryParams], Awaitable[tuple[int, bytes, list[tuple[bytes, bytes]]]]]
@@ -22,21 +24,22 @@ _JSON = (b"content-type", b"application/json")
 class HotRoute:
     """Answers `GET path` (without a body) with `handler`; everything else goes to `app`."""
 
-    def __init__(self, app: ASGIApp, path: str, handler: Handler, route: Any) -> None:
+    def __init__(self, app: ASGIApp, path: str, handler: Handler, metrics: Metrics) -> None:
         self.app = app
         self.path = path
         self.handler = handler
-        self.route = route  # the FastAPI route object, whose template the metrics label reads
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "GET" or _has_body(scope):
             await self.app(scope, receive, send)
             return
-        scope["route"] = self.route
+        started = time.perf_counter()
         status, body, headers = await self.handler(QueryParams(scope["query_string"]))
         start = [_JSON, (b"content-length", str(len(body)).encode()), *headers]
         await send({"type": "http.response.start", "status": status, "headers": start})
         await send({"type": "http.response.body", "body": body})
+        self.metrics.record(self.path, "GET", status, time.perf_counter() - started)
 
 
 def _has_body(scope: Scope) -> bool:

@@ -52,6 +52,16 @@ class Metrics:
         self.ratings_stored = Counter(
             "recsys_ratings_stored", "Ratings committed to the ratings store by POST /ratings.", registry=self.registry
         )
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def record(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count and time one answered request; the labelled children are cached (labels() locks each call)."""
+        labels = (route, method, str(status))
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = (self.requests.labels(*labels), self.latency.labels(*labels))
+        series[0].inc()
+        series[1].observe(seconds)
 
     def served(self, old: str | None, new: str) -> None:
         """Move the served-version gauge from the old version to the new one."""
@@ -69,8 +79,6 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
-        # (route, method, status) -> its counter and histogram children: labels() takes a lock each call.
-        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,12 +98,6 @@ class MetricsMiddleware:
         finally:
             route: Any = scope.get("route")
             # The template, not the path: /movies/{movie_id}/similar stays one series whatever the id.
-            labels = (getattr(route, "path", "unmatched"), scope["method"], str(status))
-            series = self._series.get(labels)
-            if series is None:
-                series = self._series[labels] = (
-                    self.metrics.requests.labels(*labels),
-                    self.metrics.latency.labels(*labels),
-                )
-            series[0].inc()
-            series[1].observe(time.perf_counter() - started)
+            self.metrics.record(
+                getattr(route, "path", "unmatched"), scope["method"], status, time.perf_counter() - started
+            )
