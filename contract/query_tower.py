@@ -168,6 +168,16 @@ class QueryTower:
             self._history_rows = {token: row for row, token in enumerate(arrays.history_vocabulary.tolist())}
             self._mask_row = self._history_rows[""]
         self._std = np.maximum(np.sqrt(arrays.timestamp_variance), _EPSILON)
+        # The first dense layer distributes over the concatenation, and the history pooling is a weighted sum,
+        # so each embedding table is multiplied by its slice of the first kernel once, here: a query then
+        # gathers and adds rows of width `out` instead of concatenating features and multiplying.
+        kernel = arrays.dense_kernels[0]
+        user_width, time_width = arrays.user_embedding.shape[1], arrays.timestamp_embedding.shape[1]
+        cuts = np.cumsum([user_width, time_width, 1])
+        self._user_part = arrays.user_embedding @ kernel[: cuts[0]]
+        self._time_part = arrays.timestamp_embedding @ kernel[cuts[0] : cuts[1]] + arrays.dense_biases[0]
+        self._column_part = kernel[cuts[1]]
+        self._history_part = None if arrays.history_embedding is None else arrays.history_embedding @ kernel[cuts[2] :]
 
     @property
     def dim(self) -> int:
@@ -178,42 +188,44 @@ class QueryTower:
     ) -> np.ndarray:
         """float32 [batch, d] for the same inputs the SavedModel signature takes (histories newest first)."""
         a = self.arrays
-        users = np.fromiter((self._user_rows.get(u, a.user_oov) for u in user_ids), np.int64, len(user_ids))
-        clamped = np.clip(np.asarray(timestamps, dtype=np.int64), a.timestamp_low, a.timestamp_high)
+        users = [self._user_rows.get(u, a.user_oov) for u in user_ids]
+        clamped = np.minimum(np.maximum(np.asarray(timestamps, dtype=np.int64), a.timestamp_low), a.timestamp_high)
         as_float = clamped.astype(np.float32)
         buckets = np.searchsorted(a.timestamp_boundaries, as_float, side="right")
         standardised = (as_float - a.timestamp_mean) / self._std
-        features = [a.user_embedding[users], a.timestamp_embedding[buckets], standardised[:, None]]
-        if self.history_length:
-            features.append(self._pool_history(histories))
-        x = np.concatenate(features, axis=1, dtype=np.float32)
-        for kernel, bias, relu in zip(a.dense_kernels, a.dense_biases, a.dense_relu, strict=True):
+        x = self._user_part[users] + self._time_part[buckets] + standardised[:, None] * self._column_part
+        if self._history_part is not None:
+            x += self._pool_history(histories)
+        if a.dense_relu[0]:
+            np.maximum(x, 0, out=x)
+        for kernel, bias, relu in zip(a.dense_kernels[1:], a.dense_biases[1:], a.dense_relu[1:], strict=True):
             x = x @ kernel + bias
             if relu:
                 np.maximum(x, 0, out=x)
         if a.normalize:
             x = x / np.sqrt(np.maximum(np.sum(x * x, axis=1, keepdims=True), _NORM_EPSILON))
-        return x
+        return x.astype(np.float32, copy=False)
 
     def _pool_history(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """The pooled history already through the first kernel: a weighted sum of `_history_part` rows."""
         a = self.arrays
-        assert a.history_embedding is not None
+        assert self._history_part is not None
         length, rows, oov = self.history_length, self._history_rows, a.history_oov
         index = np.full((len(histories), length), self._mask_row, dtype=np.int64)
         for i, history in enumerate(histories):
             cut = history[:length]
             index[i, : len(cut)] = [rows.get(movie, oov) for movie in cut]
-        present = (index != self._mask_row).astype(np.float32)
-        vectors = a.history_embedding[index]
+        present = index != self._mask_row
         if a.history_pooling == "positional":
             assert a.history_position_logits is not None
-            logits = np.where(present > 0, a.history_position_logits[None, :], -np.inf)
+            logits = np.where(present, a.history_position_logits[None, :], -np.inf)
             top = np.max(logits, axis=1, keepdims=True)
-            weights = np.where(present > 0, np.exp(logits - np.where(np.isfinite(top), top, 0)), 0).astype(np.float32)
+            weights = np.where(present, np.exp(logits - np.where(np.isfinite(top), top, 0)), 0).astype(np.float32)
             weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1e-30))
         else:
-            weights = present / np.maximum(present.sum(axis=1, keepdims=True), np.float32(1.0))
-        return np.einsum("bh,bhe->be", weights, vectors).astype(np.float32)
+            weights = present.astype(np.float32)
+            weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1.0))
+        return np.einsum("bh,bho->bo", weights, self._history_part[index])
 
 
 def probe_queries(
