@@ -141,8 +141,7 @@ class RatingsStore:
             self._since = _DriverStatement(_SINCE, self._engine.dialect)
         rows = self._fetch_driver(self._since, {"user_id": user_id, "after_id": after_id}, "read a user's ratings")
         return [
-            StoredRating(id=i, user_id=u, movie_id=m, rating=r, timestamp=t, received_at=a)
-            for i, u, m, r, t, a in rows
+            StoredRating(id=i, user_id=u, movie_id=m, rating=r, timestamp=t, received_at=a) for i, u, m, r, t, a in rows
         ]
 
     def histories(
