@@ -34,6 +34,36 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "history_10": {"history_length": 10},
     "history_20_dropout_0.3": {"history_length": 20, "user_dropout": 0.3},
     "history_20_dropout_0.5": {"history_length": 20, "user_dropout": 0.5},
+    # Issue 10's levers, one at a time on the default, then together.
+    "accidental_hits": {"remove_accidental_hits": True},
+    "positional": {"history_pooling": "positional"},
+    "normalized_temp_0.1": {"normalize_embeddings": True, "temperature": 0.1},
+    "normalized_temp_0.05": {"normalize_embeddings": True, "temperature": 0.05},
+    "genres_year": {"candidate_genres": True, "candidate_year": True},
+    "adam_0.001": {"optimizer": "adam", "learning_rate": 0.001},
+    "adam_0.003": {"optimizer": "adam", "learning_rate": 0.003},
+    # Positional pooling is the one lever that lifts T; these ask whether the A/B levers keep that gain.
+    "positional_normalized_temp_0.1": {
+        "history_pooling": "positional",
+        "normalize_embeddings": True,
+        "temperature": 0.1,
+    },
+    "positional_normalized_temp_0.2": {
+        "history_pooling": "positional",
+        "normalize_embeddings": True,
+        "temperature": 0.2,
+    },
+    "positional_adam_0.001": {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.001},
+    "positional_adam_0.003": {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.003},
+    "positional_history_50": {"history_pooling": "positional", "history_length": 50},
+    "all_levers": {
+        "remove_accidental_hits": True,
+        "history_pooling": "positional",
+        "normalize_embeddings": True,
+        "temperature": 0.05,
+        "candidate_genres": True,
+        "candidate_year": True,
+    },
 }
 
 
@@ -44,7 +74,7 @@ def _run(name: str, seed: int, final: bool, data_dir: str, models_dir: str, queu
     from training.train import train_versions
 
     config = TrainConfig(**CONFIGS[name], seed=seed, refit=False, evaluate_on="test" if final else "validation")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     version = train_versions([config], Path(data_dir), Path(models_dir), progress=False)[0]
     metrics = version.metrics
     queue.put(
@@ -61,6 +91,8 @@ def _run(name: str, seed: int, final: bool, data_dir: str, models_dir: str, queu
             },
             "epochs": config.epochs,
             "wall_seconds": round(time.perf_counter() - started, 1),
+            # A paused run (SIGSTOP during someone's timing benchmark) inflates wall time, not CPU time.
+            "cpu_seconds": round(time.process_time() - cpu_started, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         }
     )

@@ -48,6 +48,19 @@ class TrainConfig(BaseModel):
     user_dropout: float = Field(
         0.1, ge=0, lt=1, description="Share of examples trained without user_id, for users the model never saw."
     )
+    history_pooling: Literal["mean", "positional"] = Field(
+        "mean", description="mean, or positional: a learned softmax weight per history position (starts as mean)."
+    )
+    remove_accidental_hits: bool = Field(
+        False, description="Do not count a batch's other copies of the positive movie as its negatives."
+    )
+    normalize_embeddings: bool = Field(
+        False, description="L2-normalise both towers' outputs, so scores are cosines (pair with a temperature)."
+    )
+    temperature: float = Field(1.0, gt=0, description="Logits are divided by it in the loss; below 1 sharpens.")
+    candidate_genres: bool = Field(False, description="Movie tower also reads the mean of its genres' embeddings.")
+    candidate_year: bool = Field(False, description="Movie tower also reads its release year's bucket (from title).")
+    year_bucket_width: int = Field(5, gt=0, description="Years per release-year bucket; unknown years get their own.")
     seed: int = Field(42, description="Drives the split, the shuffling and the weight initialisation.")
     split: Literal["random", "temporal"] = Field("random", description="random, or temporal (hold out the latest).")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the ratings held out for evaluation.")

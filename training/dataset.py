@@ -27,6 +27,8 @@ class Vocabularies:
     user_ids: np.ndarray  # str [num_train_users], sorted
     movie_ids: np.ndarray  # str [num_movies], catalogue order (= rows of movies.json)
     titles: np.ndarray  # str [num_movies]
+    genres: np.ndarray  # str [num_movies], "Action|Comedy" ("" for none)
+    years: np.ndarray  # int32 [num_movies], release year read from the title, 0 where it names none
     timestamp_min: int
     timestamp_max: int
     timestamp_mean: float
@@ -62,12 +64,20 @@ def build_vocabularies(data: MovieLens, train: pd.DataFrame) -> Vocabularies:
         user_ids=np.unique(train["user_id"].to_numpy()).astype(str),
         movie_ids=data.movies["movie_id"].to_numpy().astype(str),
         titles=data.movies["title"].to_numpy().astype(str),
+        genres=data.movies["genres"].to_numpy().astype(str),
+        years=release_years(data.movies["title"]),
         timestamp_min=int(timestamps.min()),
         timestamp_max=int(timestamps.max()),
         timestamp_mean=float(timestamps.mean()),
         timestamp_variance=float(timestamps.var()),
         movie_probability=_movie_probability(data, train),
     )
+
+
+def release_years(titles: pd.Series) -> np.ndarray:
+    """int32 [n]: the year MovieLens writes at the end of a title, "Toy Story (1995)" -> 1995; 0 when none."""
+    years = titles.astype(str).str.extract(r"\((\d{4})[^()]*\)\s*$", expand=False)
+    return years.fillna("0").astype(np.int32).to_numpy()
 
 
 def _movie_probability(data: MovieLens, train: pd.DataFrame) -> np.ndarray:

@@ -48,14 +48,47 @@ class MaskedMean(tf.keras.layers.Layer):
         return None
 
 
+class PositionalPool(tf.keras.layers.Layer):
+    """Weighted sum of the unmasked vectors of each row, with one learned logit per position (the history is
+    newest first) and a softmax over the unmasked positions only; zero logits give the mean, and a row with
+    nothing unmasked gives zeros."""
+
+    supports_masking = True
+
+    def __init__(self, length: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.length = int(length)
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        self.position_logits = self.add_weight(
+            name="position_logits", shape=(self.length,), initializer="zeros", trainable=True
+        )
+        super().build(input_shape)
+
+    def call(self, vectors: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
+        present = tf.ones(tf.shape(vectors)[:2]) if mask is None else tf.cast(mask, vectors.dtype)
+        # exp(logit - max) keeps the softmax finite; multiplying by the mask drops padded positions.
+        weights = tf.exp(self.position_logits - tf.reduce_max(self.position_logits))[None, :] * present
+        weights = tf.math.divide_no_nan(weights, tf.reduce_sum(weights, axis=1, keepdims=True))
+        return tf.reduce_sum(vectors * weights[..., None], axis=1)
+
+    def compute_mask(self, inputs: tf.Tensor, mask: tf.Tensor | None = None) -> None:
+        return None
+
+    def get_config(self) -> dict[str, object]:
+        return {**super().get_config(), "length": self.length}
+
+
 def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Model:
     """user_id string [batch], timestamp int64 [batch] (and history string [batch, H]) -> embedding [batch, d].
 
     As in the TFRS tutorial: a user-id embedding, an embedding of the timestamp discretised into
     `timestamp_buckets` equal-width buckets, and the standardised timestamp, with the timestamp first clamped
     to the training range. With `history_length` > 0, also the mean embedding of the movies the user rated
-    before the query (the YouTube-DNN "watch vector", Covington et al. 2016); "" pads a short history. An
-    unknown user_id (or "") takes the out-of-vocabulary embedding, which `user_dropout` trains.
+    before the query (the YouTube-DNN "watch vector", Covington et al. 2016), or with `history_pooling`
+    "positional" a learned weighting of its positions (layer `history_pool`); "" pads a short history. An
+    unknown user_id (or "") takes the out-of-vocabulary embedding, which `user_dropout` trains. With
+    `normalize_embeddings` the last layer, `query_normalize`, scales the embedding to unit length.
     """
     dim = config.embedding_dim
     user_id = keras.Input(shape=(), dtype=tf.string, name="user_id")
@@ -89,10 +122,16 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
         history_vectors = keras.layers.Embedding(
             len(vocab.movie_ids) + 2, dim, mask_zero=True, name="history_embedding"
         )(history_index)
-        features.append(MaskedMean(name="history_mean")(history_vectors))
+        if config.history_pooling == "positional":
+            pool: tf.keras.layers.Layer = PositionalPool(config.history_length, name="history_pool")
+        else:
+            pool = MaskedMean(name="history_mean")
+        features.append(pool(history_vectors))
 
     concatenated = keras.layers.Concatenate(name="query_features")(features)
     embedding = dense_stack(config.layers, "query_dense")(concatenated)
+    if config.normalize_embeddings:
+        embedding = keras.layers.UnitNormalization(name="query_normalize")(embedding)
     return keras.Model(inputs=inputs, outputs=embedding, name="query_tower")
 
 
@@ -100,7 +139,9 @@ def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.
     """movie_id and title (string [batch]) -> candidate embedding [batch, layers[-1]].
 
     The id embedding is keyed by movie_id, not title: ML-100K has distinct movies with the same title.
-    The title text (tokenised, embedded, averaged) lets similar titles share signal.
+    The title text (tokenised, embedded, averaged) lets similar titles share signal; `candidate_genres` adds
+    the mean of the movie's genre embeddings and `candidate_year` its release-year bucket's embedding. With
+    `normalize_embeddings` the last layer, `candidate_normalize`, scales the embedding to unit length.
     """
     dim = config.embedding_dim
     movie_id = keras.Input(shape=(), dtype=tf.string, name="movie_id")
@@ -115,32 +156,90 @@ def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.
     token_vectors = keras.layers.Embedding(config.max_title_tokens, dim, mask_zero=True, name="title_embedding")(tokens)
     text_vector = keras.layers.GlobalAveragePooling1D(name="title_average")(token_vectors)
 
-    features = keras.layers.Concatenate(name="candidate_features")([id_vector, text_vector])
-    embedding = dense_stack(config.layers, "candidate_dense")(features)
+    features = [id_vector, text_vector]
+    # Genres and year are catalogue facts keyed by movie_id, so fixed tables inside the tower look them up:
+    # its inputs (and the exported candidate signature) stay movie_id and title.
+    if config.candidate_genres:
+        shares = _catalogue_table(genre_shares(vocab.genres), "movie_genres")(movie_index)
+        features.append(keras.layers.Dense(dim, use_bias=False, name="genre_embedding")(shares))
+    if config.candidate_year:
+        one_hot = _catalogue_table(year_one_hot(vocab.years, config.year_bucket_width), "movie_year")(movie_index)
+        features.append(keras.layers.Dense(dim, use_bias=False, name="year_embedding")(one_hot))
+
+    concatenated = keras.layers.Concatenate(name="candidate_features")(features)
+    embedding = dense_stack(config.layers, "candidate_dense")(concatenated)
+    if config.normalize_embeddings:
+        embedding = keras.layers.UnitNormalization(name="candidate_normalize")(embedding)
     return keras.Model(inputs={"movie_id": movie_id, "title": title}, outputs=embedding, name="candidate_tower")
 
 
+def genre_shares(genres: np.ndarray) -> np.ndarray:
+    """float32 [num_movies + 1, num_genres]: row 1 + i holds 1/k on each of movie i's k genres (row 0, the
+    unknown movie, and a movie with no genre are zeros), so that rows @ genre embeddings = their mean."""
+    split = [[g for g in str(value).split("|") if g] for value in genres]
+    names = sorted({g for movie in split for g in movie})
+    column = {name: i for i, name in enumerate(names)}
+    table = np.zeros((len(genres) + 1, max(len(names), 1)), dtype=np.float32)
+    for row, movie in enumerate(split, start=1):
+        for g in movie:
+            table[row, column[g]] = 1.0 / len(movie)
+    return table
+
+
+def year_one_hot(years: np.ndarray, width: int) -> np.ndarray:
+    """float32 [num_movies + 1, buckets]: one-hot of each movie's `width`-year bucket from the earliest year;
+    column 0 is the unknown year (no year in the title, and row 0, the unknown movie)."""
+    known = years[years > 0]
+    first = int(known.min()) if known.size else 0
+    buckets = np.where(years > 0, (years - first) // width + 1, 0)
+    table = np.zeros((len(years) + 1, int(buckets.max(initial=0)) + 1), dtype=np.float32)
+    table[np.arange(len(years) + 1), np.concatenate([[0], buckets])] = 1.0
+    return table
+
+
+def _catalogue_table(table: np.ndarray, name: str) -> tf.keras.layers.Layer:
+    """A fixed lookup from a movie's row (StringLookup index, 0 = unknown) to its row of `table`."""
+    return keras.layers.Embedding(
+        table.shape[0],
+        table.shape[1],
+        embeddings_initializer=keras.initializers.Constant(table),
+        trainable=False,
+        name=name,
+    )
+
+
 class TwoTowerModel(tfrs.Model):
-    """In-batch softmax retrieval (tfrs.tasks.Retrieval), optionally with the sampling-bias (logQ) correction.
+    """In-batch softmax retrieval (tfrs.tasks.Retrieval), optionally with the sampling-bias (logQ) correction,
+    accidental hits removed (by movie_id) and logits divided by a temperature.
 
     Offline figures come from training/evaluate.py, which scores exactly what the service ranks; the task
     carries no streaming top-k metric, which would only cost a pass over every movie per batch.
     """
 
     def __init__(
-        self, query_tower: tf.keras.Model, candidate_tower: tf.keras.Model, sampling_bias_correction: bool = False
+        self,
+        query_tower: tf.keras.Model,
+        candidate_tower: tf.keras.Model,
+        sampling_bias_correction: bool = False,
+        remove_accidental_hits: bool = False,
+        temperature: float = 1.0,
     ):
         super().__init__()
         self.sampling_bias_correction = sampling_bias_correction
+        self.remove_accidental_hits = remove_accidental_hits
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
-        self.task = tfrs.tasks.Retrieval()
+        self.task = tfrs.tasks.Retrieval(
+            temperature=None if temperature == 1.0 else temperature, remove_accidental_hits=remove_accidental_hits
+        )
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         query = self.query_tower({name: features[name] for name in self.query_tower.input_names})
         candidate = self.candidate_tower({"movie_id": features["movie_id"], "title": features["title"]})
         probability = features["candidate_probability"] if self.sampling_bias_correction else None
-        return self.task(query, candidate, candidate_sampling_probability=probability)
+        # Another rating of the positive's movie in the batch is not a negative for it.
+        candidate_ids = features["movie_id"] if self.remove_accidental_hits else None
+        return self.task(query, candidate, candidate_sampling_probability=probability, candidate_ids=candidate_ids)
 
 
 def build_model(vocab: Vocabularies, config: TrainConfig) -> tuple[TwoTowerModel, tf.keras.Model, tf.keras.Model]:
@@ -152,7 +251,13 @@ def build_model(vocab: Vocabularies, config: TrainConfig) -> tuple[TwoTowerModel
     with tf.distribute.get_strategy().scope():
         query_tower = build_query_tower(vocab, config)
         candidate_tower = build_candidate_tower(vocab, config)
-        model = TwoTowerModel(query_tower, candidate_tower, config.sampling_bias_correction)
+        model = TwoTowerModel(
+            query_tower,
+            candidate_tower,
+            config.sampling_bias_correction,
+            remove_accidental_hits=config.remove_accidental_hits,
+            temperature=config.temperature,
+        )
         optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam}[config.optimizer]
         model.compile(optimizer=optimizer(learning_rate=config.learning_rate))
     return model, query_tower, candidate_tower

@@ -18,6 +18,8 @@ VOCAB = Vocabularies(
     user_ids=np.array(["1", "2", "3"]),
     movie_ids=np.array(["10", "20"]),
     titles=np.array(["Toy Story (1995)", "Heat (1995)"]),
+    genres=np.array(["Animation|Comedy", "Crime"]),
+    years=np.array([1995, 1995], dtype=np.int32),
     timestamp_min=880_000_000,
     timestamp_max=890_000_000,
     timestamp_mean=885_000_000.0,

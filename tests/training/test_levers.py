@@ -1,0 +1,206 @@
+"""The quality levers (issue 10): each one's shapes and behaviour, and a model with all of them that learns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from contract.query_tower import QueryTower, max_difference, probe_queries
+from tests.conftest import TINY_TRAINING
+from training.config import TrainConfig
+from training.dataset import Vocabularies, release_years
+from training.model import (
+    MaskedMean,
+    PositionalPool,
+    TwoTowerModel,
+    build_candidate_tower,
+    build_query_tower,
+    genre_shares,
+    year_one_hot,
+)
+from training.query_weights import query_tower_arrays
+
+VOCAB = Vocabularies(
+    user_ids=np.array(["1", "2", "3"]),
+    movie_ids=np.array(["10", "20", "30"]),
+    titles=np.array(["Toy Story (1995)", "Heat (1987)", "Untitled"]),
+    genres=np.array(["Animation|Comedy", "Crime", ""]),
+    years=np.array([1995, 1987, 0], dtype=np.int32),
+    timestamp_min=880_000_000,
+    timestamp_max=890_000_000,
+    timestamp_mean=885_000_000.0,
+    timestamp_variance=1e13,
+    movie_probability=np.array([0.4, 0.4, 0.2], dtype=np.float32),
+)
+SMALL = dict(layers=(8,), embedding_dim=4, history_length=3)
+
+
+def _masked(rows: int = 4, length: int = 3, dim: int = 5) -> tuple[tf.Tensor, tf.Tensor]:
+    vectors = tf.constant(np.random.default_rng(0).normal(size=(rows, length, dim)), tf.float32)
+    mask = tf.constant([[True, True, True], [True, False, False], [True, True, False], [False, False, False]])
+    return vectors, mask
+
+
+def test_positional_pooling_starts_as_the_masked_mean() -> None:
+    vectors, mask = _masked()
+    pool = PositionalPool(3, name="history_pool")
+    pooled = pool(vectors, mask=mask).numpy()
+    np.testing.assert_allclose(pooled, MaskedMean()(vectors, mask=mask).numpy(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(pooled[3], 0.0)  # no history: zeros
+    [logits] = pool.trainable_weights
+    assert logits.name == "history_pool/position_logits:0" and logits.shape == (3,)
+    assert pool.non_trainable_weights == []
+
+
+def test_positional_pooling_is_a_softmax_over_the_unmasked_positions() -> None:
+    vectors, mask = _masked()
+    pool = PositionalPool(3)
+    pool.build(vectors.shape)
+    logits = np.array([2.0, 0.5, -1.0], dtype=np.float32)
+    pool.position_logits.assign(logits)
+    weights = np.exp(logits)[None, :] * mask.numpy()
+    weights = weights / np.maximum(weights.sum(1, keepdims=True), 1e-30)  # an empty row stays zeros
+    expected = (vectors.numpy() * weights[..., None]).sum(1)
+    np.testing.assert_allclose(pool(vectors, mask=mask).numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pool(vectors, mask=mask).numpy()[1], vectors.numpy()[1, 0], rtol=1e-6)  # one kept
+
+
+@pytest.mark.parametrize("pooling, present, absent", [("positional", "history_pool", "history_mean"),
+                                                      ("mean", "history_mean", "history_pool")])  # fmt: skip
+def test_the_query_tower_pools_the_history_as_configured(pooling: str, present: str, absent: str) -> None:
+    tower = build_query_tower(VOCAB, TrainConfig(**SMALL, history_pooling=pooling))
+    names = [layer.name for layer in tower.layers]
+    assert present in names and absent not in names
+    if pooling == "positional":
+        [logits] = tower.get_layer("history_pool").weights
+        assert logits.name.endswith("position_logits:0") and logits.shape == (3,) and logits.trainable
+        np.testing.assert_array_equal(logits.numpy(), 0.0)
+
+
+def _query_inputs(n: int = 3) -> dict[str, tf.Tensor]:
+    return {
+        "user_id": tf.constant(["1", "2", "unknown"][:n]),
+        "timestamp": tf.constant([880_000_000, 885_000_000, 0][:n], tf.int64),
+        "history": tf.constant([["20", "10", ""], ["", "", ""], ["30", "", ""]][:n]),
+    }
+
+
+def _candidate_inputs() -> dict[str, tf.Tensor]:
+    return {"movie_id": tf.constant(["10", "20", "30", "99"]), "title": tf.constant(["a b", "c", "Untitled", "d"])}
+
+
+def test_normalized_towers_end_in_named_unit_normalization() -> None:
+    config = TrainConfig(**SMALL, normalize_embeddings=True, temperature=0.1)
+    query, candidate = build_query_tower(VOCAB, config), build_candidate_tower(VOCAB, config)
+    assert query.layers[-1].name == "query_normalize" and candidate.layers[-1].name == "candidate_normalize"
+    for tower, inputs in ((query, _query_inputs()), (candidate, _candidate_inputs())):
+        np.testing.assert_allclose(np.linalg.norm(tower(inputs).numpy(), axis=1), 1.0, rtol=1e-5)
+    plain = TrainConfig(**SMALL)
+    names = [layer.name for layer in build_query_tower(VOCAB, plain).layers]
+    names += [layer.name for layer in build_candidate_tower(VOCAB, plain).layers]
+    assert "query_normalize" not in names and "candidate_normalize" not in names
+
+
+def test_the_numpy_mirror_equals_a_positional_normalized_tower() -> None:
+    """The levers stay servable in NumPy: non-zero position logits and the unit normalisation are mirrored."""
+    tf.keras.utils.set_random_seed(3)
+    config = TrainConfig(**SMALL, history_pooling="positional", normalize_embeddings=True)
+    tower = build_query_tower(VOCAB, config)
+    tower.get_layer("history_pool").position_logits.assign([1.5, -0.5, 0.25])
+    arrays = query_tower_arrays(tower)
+    assert arrays is not None
+    users, timestamps, histories = probe_queries(arrays, VOCAB.movie_ids.tolist(), now=1_900_000_000, count=40)
+    padded = [(h[: config.history_length] + [""] * config.history_length)[: config.history_length] for h in histories]
+    expected = tower(
+        {"user_id": tf.constant(users), "timestamp": tf.constant(timestamps, tf.int64), "history": tf.constant(padded)}
+    ).numpy()
+    assert max_difference(expected, QueryTower(arrays)(users, timestamps, histories)) < 1e-5
+
+
+def _loss_and_scores(movie_ids: list[str], **levers: object) -> tuple[float, np.ndarray]:
+    config = TrainConfig(**SMALL, sampling_bias_correction=False)
+    tf.keras.utils.set_random_seed(0)
+    query, candidate = build_query_tower(VOCAB, config), build_candidate_tower(VOCAB, config)
+    model = TwoTowerModel(query, candidate, **levers)  # type: ignore[arg-type]
+    titles = dict(zip(VOCAB.movie_ids, VOCAB.titles, strict=True))
+    features = {
+        **_query_inputs(),
+        "movie_id": tf.constant(movie_ids),
+        "title": tf.constant([titles[m] for m in movie_ids]),
+    }
+    candidates = candidate({"movie_id": features["movie_id"], "title": features["title"]}).numpy()
+    return float(model.compute_loss(features)), query(_query_inputs()).numpy() @ candidates.T
+
+
+def _softmax_loss(scores: np.ndarray, keep: np.ndarray) -> float:
+    """Sum over rows of -log softmax(row)[diagonal], over the kept logits of each row only."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_normalizer = np.log((np.exp(shifted) * keep).sum(axis=1))
+    return float((log_normalizer - np.diag(shifted)).sum())
+
+
+def test_removing_accidental_hits_drops_the_other_copies_of_the_positive() -> None:
+    repeated = ["10", "10", "20"]  # the first two rows share a movie: each is the other's accidental negative
+    plain, scores = _loss_and_scores(repeated)
+    removed, _ = _loss_and_scores(repeated, remove_accidental_hits=True)
+    everything = np.ones((3, 3), dtype=bool)
+    no_copies = ~(np.equal.outer(repeated, repeated) & ~np.eye(3, dtype=bool))
+    assert plain == pytest.approx(_softmax_loss(scores, everything), rel=1e-5)
+    assert removed == pytest.approx(_softmax_loss(scores, no_copies), rel=1e-5)
+    assert removed < plain
+    distinct = ["10", "20", "30"]
+    assert _loss_and_scores(distinct, remove_accidental_hits=True)[0] == pytest.approx(_loss_and_scores(distinct)[0])
+
+
+def test_the_temperature_divides_the_logits() -> None:
+    movies = ["10", "20", "30"]
+    loss, scores = _loss_and_scores(movies, temperature=0.25)
+    assert loss == pytest.approx(_softmax_loss(scores / 0.25, np.ones((3, 3), dtype=bool)), rel=1e-5)
+    assert _loss_and_scores(movies, temperature=1.0)[0] == pytest.approx(_softmax_loss(scores, np.ones((3, 3), bool)))
+
+
+def test_genre_shares_and_year_buckets_by_hand() -> None:
+    shares = genre_shares(VOCAB.genres)  # columns: Animation, Comedy, Crime; row 0 is the unknown movie
+    np.testing.assert_array_equal(shares, [[0, 0, 0], [0.5, 0.5, 0], [0, 0, 1], [0, 0, 0]])
+    years = year_one_hot(VOCAB.years, width=5)  # 1987 -> bucket 1, 1995 -> bucket 2, no year -> bucket 0
+    np.testing.assert_array_equal(years, [[1, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]])
+    titles = pd.Series(["Toy Story (1995)", "unknown", "Kolya (Kolya) (1996)", "Misérables, Les (1995/I) ", "1984"])
+    assert release_years(titles).tolist() == [1995, 0, 1996, 1995, 0]
+
+
+def test_the_candidate_tower_reads_genres_and_year_from_movie_id_alone() -> None:
+    config = TrainConfig(**SMALL, candidate_genres=True, candidate_year=True)
+    tower = build_candidate_tower(VOCAB, config)
+    assert sorted(tower.input_names) == ["movie_id", "title"]  # the exported signature does not change
+    features = tf.keras.Model(tower.inputs, tower.get_layer("candidate_features").output)
+    assert features(_candidate_inputs()).shape == (4, 4 * 4)  # id, title, genres, year: embedding_dim each
+    genres = tf.keras.Model(tower.inputs, tower.get_layer("movie_genres").output)(_candidate_inputs()).numpy()
+    np.testing.assert_array_equal(genres, genre_shares(VOCAB.genres)[[1, 2, 3, 0]])  # "99" is unknown: row 0
+    trainable = {w.name.split("/")[0] for w in tower.trainable_weights}
+    assert {"genre_embedding", "year_embedding"} <= trainable and not {"movie_genres", "movie_year"} & trainable
+    assert tower(_candidate_inputs()).shape == (4, 8)
+
+
+def test_a_model_with_every_lever_beats_most_popular_and_exports(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """On the planted taste clusters; the export (candidate SavedModel included) must accept the new towers."""
+    from training.train import train_versions
+
+    levers = dict(
+        history_pooling="positional",
+        remove_accidental_hits=True,
+        normalize_embeddings=True,
+        temperature=0.1,
+        candidate_genres=True,
+        candidate_year=True,
+    )
+    config = TrainConfig(**{**TINY_TRAINING, **levers}, refit=False)
+    trained = train_versions([config], tiny_data_dir, tmp_path / "models", progress=False)[0]
+    model, popular = trained.metrics.model, trained.metrics.most_popular
+    for protocol in ("A", "B", "T"):
+        assert model[protocol]["top_10"] > popular[protocol]["top_10"], protocol
+    embeddings = np.load(trained.version_dir / "candidate_embeddings.npy")
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
