@@ -1,7 +1,7 @@
 """Benchmark: wall time and peak memory of loading an ML-25M-sized MovieLens CSV set.
 
-Writes a synthetic ratings.csv/movies.csv in the GroupLens CSV layout with ML-25M's shape (25,000,000 ratings,
-62,423 movies; real MovieLens may not be redistributed or downloaded here), loads it with
+Writes a synthetic ratings.csv/movies.csv in the GroupLens CSV layout with ML-25M's shape (training/synth.py:
+25,000,000 ratings, 162,541 users, 62,423 movies; real MovieLens may not be redistributed or downloaded here), loads it with
 training.data.load_movielens in a fresh child process, and records that process's wall time and peak RSS in
 benchmarks/results/load_data.json.
 
@@ -21,9 +21,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
-import pandas as pd
 import typer
+
+from training.synth import SynthSpec, write_synth
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
@@ -36,24 +36,6 @@ print(len(data.ratings), len(data.movies), time.perf_counter() - started)
 """
 
 
-def write_synthetic(directory: Path, ratings: int, movies: int = 62_423, users: int = 162_541) -> None:
-    """GroupLens CSV layout with ML-25M's column types and value ranges, seeded."""
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    ids = np.arange(1, movies + 1)
-    pd.DataFrame({"movieId": ids, "title": [f"Movie {i} (1999)" for i in ids], "genres": "Drama|Comedy"}).to_csv(
-        directory / "movies.csv", index=False
-    )
-    pd.DataFrame(
-        {
-            "userId": rng.integers(1, users + 1, ratings),
-            "movieId": rng.integers(1, movies + 1, ratings),
-            "rating": rng.integers(1, 11, ratings) / 2,
-            "timestamp": rng.integers(789_652_009, 1_574_327_703, ratings),
-        }
-    ).to_csv(directory / "ratings.csv", index=False)
-
-
 def main(
     ratings: Annotated[int, typer.Option(help="Number of ratings (ML-25M has 25,000,095).")] = 25_000_000,
     work: Annotated[Path, typer.Option(help="Scratch folder for the synthetic files.")] = Path("/tmp/ml-25m-synth"),
@@ -61,7 +43,7 @@ def main(
 ) -> None:
     target = work / "ml-25m"
     if not (target / "ratings.csv").is_file() or sum(1 for _ in (target / "ratings.csv").open()) != ratings + 1:
-        write_synthetic(target, ratings)
+        write_synth(SynthSpec(users=162_541, movies=62_423, ratings=ratings), target)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     child = subprocess.run(
@@ -70,7 +52,7 @@ def main(
     wall = time.perf_counter() - started
     rows, num_movies, load_seconds = child.stdout.split()
     result = {
-        "benchmark": "load_movielens on an ML-25M-sized GroupLens CSV set (synthetic values)",
+        "benchmark": "load_movielens on an ML-25M-sized GroupLens CSV set (training/synth.py, seed 0)",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "ratings_csv_bytes": (target / "ratings.csv").stat().st_size,

@@ -1,4 +1,4 @@
-"""Command line: `python -m training fetch|train|compare|retrain|promote`.
+"""Command line: `python -m training fetch|synth|train|compare|retrain|promote`.
 
 The training and gate options are generated from TrainConfig and GateConfig (training/options.py): every
 field is an option, documented once, by its description.
@@ -101,6 +101,27 @@ def fetch(
         typer.echo(str(fetch_dataset(dataset, data_dir, verify=verify, log=lambda m: typer.echo(m, err=True))))
     except FetchError as exc:
         _fail(str(exc))
+
+
+@app.command()
+def synth(
+    users: Annotated[int, typer.Option(help="Users; each rates at least once (ML-25M: 162,541).")],
+    movies: Annotated[int, typer.Option(help="Movies in movies.csv; some may go unrated (ML-25M: 62,423).")],
+    ratings: Annotated[int, typer.Option(help="Ratings, exactly; at most movies/2 per user (ML-25M: 25,000,095).")],
+    out: Annotated[Path, typer.Option(help="Folder for ratings.csv and movies.csv (GroupLens CSV layout).")],
+    seed: Annotated[int, typer.Option(help="Same seed, same bytes.")] = 0,
+) -> None:
+    """Write a synthetic MovieLens with planted tastes, popularity skew and drift. The last line is OUT."""
+    from training.synth import SynthSpec, write_synth
+
+    try:
+        spec = SynthSpec(users=users, movies=movies, ratings=ratings, seed=seed)
+    except ValueError as exc:
+        _fail(str(exc))
+    result = write_synth(spec, out)
+    rated = int((result.movie_counts > 0).sum())
+    typer.echo(f"{ratings:,} ratings by {users:,} users of {rated:,} of {movies:,} movies (seed {seed})")
+    typer.echo(str(out))
 
 
 @app.command()
