@@ -1,9 +1,9 @@
 """Benchmark: wall time and peak memory of loading an ML-25M-sized MovieLens CSV set.
 
 Writes a synthetic ratings.csv/movies.csv in the GroupLens CSV layout with ML-25M's shape (training/synth.py:
-25,000,000 ratings, 162,541 users, 62,423 movies; real MovieLens may not be redistributed or downloaded here), loads it with
-training.data.load_movielens in a fresh child process, and records that process's wall time and peak RSS in
-benchmarks/results/load_data.json.
+25,000,000 ratings, 162,541 users, 62,423 movies; real MovieLens may not be redistributed or downloaded here),
+loads it with training.data.load_movielens in a fresh child process, and records that process's wall time and
+peak RSS in benchmarks/results/load_data.json.
 
     python benchmarks/load_data.py [--ratings 25000000] [--work /tmp/ml-25m-synth]
 """
