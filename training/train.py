@@ -38,6 +38,7 @@ from training.history import UserRatings, build_user_ratings, history_movie_ids
 from training.model import build_model
 from training.plot import training_curve_png
 from training.progress import EpochProgress
+from training.stages import StageLog
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,7 @@ def train_versions(
     ratings_url: str | None = None,
     held_out_after_id: int | None = None,
     compare_with: Path | None = None,
+    stages: StageLog | None = None,
 ) -> list[TrainedVersion]:
     """The offline job: load, fit, evaluate, refit and export each configuration; promote a single one on request.
 
@@ -106,6 +108,7 @@ def train_versions(
         held_out_after_id: protocol T holds out the stored ratings after this id (the retrainer's window)
             instead of the latest share by time.
         compare_with: an exported version (the current one) to score under protocol T on that same window.
+        stages: records each stage's time and memory (a fresh log when not given).
     Raises:
         ValueError: configurations that would split differently, or promotion asked for several versions.
         training.data.DataError: the data cannot be used.
@@ -115,18 +118,19 @@ def train_versions(
         raise ValueError("compared configs must share dataset, split, test_fraction, seed, eval sizes and history")
     if promote_version and len(configs) != 1:
         raise ValueError("only a single trained version can be promoted; compare runs are studies")
-    prepared = prepare(configs[0], data_dir, ratings_url, held_out_after_id)
-    results = [_train_one(config, prepared, progress) for config in configs]
+    stages = stages if stages is not None else StageLog()
+    prepared = prepare(configs[0], data_dir, ratings_url, held_out_after_id, stages)
+    results = [_train_one(config, prepared, progress, stages) for config in configs]
     curve = training_curve_png({run.config.label: run.history for run, _ in results})
     compared = None
     if compare_with is not None and prepared.temporal is not None:
-        compared = _score_exported(compare_with, prepared.temporal, configs[0])
-    trained = [
-        TrainedVersion(
-            run.config, export_run(run, prepared, models_dir, curve, metrics), metrics, run.history, compared
-        )
-        for run, metrics in results
-    ]
+        with stages.stage("score the current version (T)"):
+            compared = _score_exported(compare_with, prepared.temporal, configs[0])
+    trained = []
+    for run, metrics in results:
+        with stages.stage("export"):
+            version_dir = export_run(run, prepared, models_dir, curve, metrics)
+        trained.append(TrainedVersion(run.config, version_dir, metrics, run.history, compared))
     if promote_version:
         promote(models_dir, trained[0].version_dir.name)
     return trained
@@ -155,21 +159,29 @@ def load_data(config: TrainConfig, data_dir: Path, ratings_url: str | None) -> M
 
 
 def prepare(
-    config: TrainConfig, data_dir: Path, ratings_url: str | None = None, held_out_after_id: int | None = None
+    config: TrainConfig,
+    data_dir: Path,
+    ratings_url: str | None = None,
+    held_out_after_id: int | None = None,
+    stages: StageLog | None = None,
 ) -> PreparedData:
     """Loads the data and fixes the folds, so that several models can be compared on the same ones."""
-    data = load_data(config, data_dir, ratings_url)
-    rows = catalogue_rows(data, data.ratings)
-    everything = build_user_ratings(data.ratings, rows)
-    split = split_ratings(data.ratings, config.split, config.test_fraction, config.seed)
-    train, test = split.train, split.test
-    if config.evaluate_on == "validation":  # carved from the training ratings: the test ratings stay unseen
-        carved = split_ratings(train, config.split, config.test_fraction, config.seed + 1)
-        train, test = carved.train, carved.test
-    random_fold = _scored_fold(config, data, train, test, known_at_query=None)
+    stages = stages if stages is not None else StageLog()
+    with stages.stage("load"):
+        data = load_data(config, data_dir, ratings_url)
+    with stages.stage("folds A/B"):
+        rows = catalogue_rows(data, data.ratings)
+        everything = build_user_ratings(data.ratings, rows)
+        split = split_ratings(data.ratings, config.split, config.test_fraction, config.seed)
+        train, test = split.train, split.test
+        if config.evaluate_on == "validation":  # carved from the training ratings: the test ratings stay unseen
+            carved = split_ratings(train, config.split, config.test_fraction, config.seed + 1)
+            train, test = carved.train, carved.test
+        random_fold = _scored_fold(config, data, train, test, known_at_query=None)
     temporal, info = None, None
     if config.evaluate_temporal:
-        temporal, info = _temporal_fold(config, data, everything, held_out_after_id)
+        with stages.stage("fold T"):
+            temporal, info = _temporal_fold(config, data, everything, held_out_after_id)
     serving = Fold(
         data=data,
         train=data.ratings,
@@ -244,13 +256,19 @@ def _scored_fold(
     )
 
 
-def _train_one(config: TrainConfig, prepared: PreparedData, progress: bool) -> tuple[TrainedRun, Metrics]:
+def _train_one(
+    config: TrainConfig, prepared: PreparedData, progress: bool, stages: StageLog
+) -> tuple[TrainedRun, Metrics]:
     """Fit and score on each protocol's fold, then the serving model (the refit, or the protocol-A/B one)."""
-    scored = fit(config, prepared.random, progress=progress, curve=True)
-    model, baseline = _tables(config, prepared.random, scored, {"A": False, "B": True})
+    with stages.stage("fit A/B"):
+        scored = fit(config, prepared.random, progress=progress, curve=True)
+    with stages.stage("score A/B"):
+        model, baseline = _tables(config, prepared.random, scored, {"A": False, "B": True})
     if prepared.temporal is not None:
-        temporal = fit(config, prepared.temporal, progress=progress, label=f"{config.label} (T)")
-        model_t, baseline_t = _tables(config, prepared.temporal, temporal, {"T": True})
+        with stages.stage("fit T"):
+            temporal = fit(config, prepared.temporal, progress=progress, label=f"{config.label} (T)")
+        with stages.stage("score T"):
+            model_t, baseline_t = _tables(config, prepared.temporal, temporal, {"T": True})
         model, baseline = {**model, **model_t}, {**baseline, **baseline_t}
     metrics = Metrics(
         model=model,
@@ -261,7 +279,8 @@ def _train_one(config: TrainConfig, prepared: PreparedData, progress: bool) -> t
     )
     if not config.refit:
         return scored, metrics
-    served = fit(config, prepared.everything, progress=progress, label=f"{config.label} (refit)")
+    with stages.stage("refit"):
+        served = fit(config, prepared.everything, progress=progress, label=f"{config.label} (refit)")
     # The curve and timings of the scored fit describe the configuration; the refit adds its own time.
     history = {**scored.history, "refit_seconds": served.history["train_seconds"]}
     return dataclasses.replace(served, history=history), metrics
@@ -348,6 +367,7 @@ def fit(
         train_seconds=seconds,
         train_cpu_seconds=time.process_time() - cpu_started,
         seconds_per_epoch=seconds / config.epochs,
+        examples_per_second=len(fold.train) * config.epochs / seconds,
     )
     return TrainedRun(config, vocab, query_tower, candidate_tower, candidate_embeddings, query_embeddings, history)
 

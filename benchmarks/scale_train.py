@@ -1,0 +1,126 @@
+"""Benchmark: the whole `train` at 1M, 10M and 25M ratings, stage by stage, and the input pipeline's speed.
+
+For each size, a deterministic synthetic MovieLens of that GroupLens shape (training/synth.py, seed 0) is
+written once under --work; then, each in a fresh process:
+- `train_versions` on it with the default configuration but `--epochs` (1: every stage runs once at full
+  size), recording each stage's wall time, RSS and peak RSS (training/stages.py) and the fits' examples/s;
+- the input pipeline alone (training.dataset.ratings_dataset, histories included) over one epoch of the
+  protocol-A/B training ratings at the same batch: its examples/s against the fit's shows whether the
+  model ever waits on input.
+Rows go to benchmarks/results/scale_train.json.
+
+    python benchmarks/scale_train.py [--size 1m --size 10m --size 25m] [--epochs 1] [--batch-size 4096]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = {  # GroupLens's users and movies at each size
+    "1m": (6_040, 3_883, 1_000_209),
+    "10m": (69_878, 10_681, 10_000_054),
+    "25m": (162_541, 62_423, 25_000_095),
+}
+TRAIN = """
+import json, logging, sys, tempfile
+from pathlib import Path
+import training
+from training.config import TrainConfig
+from training.stages import StageLog
+from training.train import train_versions
+config = TrainConfig(**json.loads(sys.argv[1]))
+log = StageLog()
+with tempfile.TemporaryDirectory() as models:
+    [version] = train_versions([config], Path(sys.argv[2]), Path(models), progress=False, stages=log)
+print(json.dumps({"stages": log.as_rows(), "history": {k: v for k, v in version.history.items()
+      if not isinstance(v, list)}, "metrics": version.metrics.model_dump()}))
+"""
+INPUT = """
+import json, sys, time
+from pathlib import Path
+import numpy as np
+import training
+from training.config import TrainConfig
+from training.dataset import build_vocabularies, ratings_dataset
+from training.train import prepare
+config = TrainConfig(**json.loads(sys.argv[1]))
+fold = prepare(config.model_copy(update={"evaluate_temporal": False}), Path(sys.argv[2])).random
+started = time.perf_counter()
+vocab = build_vocabularies(fold.data, fold.train)
+users, times = fold.train["user_id"].to_numpy(np.int64), fold.train["timestamp"].to_numpy(np.int64)
+histories = fold.known.histories(users, times, config.history_length)
+dataset = ratings_dataset(fold.data, fold.train, vocab, config.batch_size, histories=histories,
+                          shuffle_seed=config.seed, user_dropout=config.user_dropout)
+built = time.perf_counter()
+examples = sum(int(batch["timestamp"].shape[0]) for batch in dataset)
+done = time.perf_counter()
+print(json.dumps({"build_seconds": built - started, "epoch_seconds": done - built,
+                  "input_examples_per_second": examples / (done - built)}))
+"""
+
+
+def _child(code: str, config: dict[str, object], data_dir: Path) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(config), str(data_dir)], capture_output=True, text=True, env=env
+    )
+    if run.returncode != 0:
+        raise SystemExit(f"child failed ({run.returncode}):\n{run.stderr[-4000:]}")
+    return dict(json.loads(run.stdout.strip().splitlines()[-1]))
+
+
+def _ensure_data(work: Path, size: str) -> Path:
+    """The synthetic set of that size under work/synth-<size>/, written once (a marker says it is complete)."""
+    from training.synth import SynthSpec, write_synth
+
+    users, movies, ratings = SHAPES[size]
+    target = work / f"synth-{size}"
+    marker = target / "spec.json"
+    spec = SynthSpec(users=users, movies=movies, ratings=ratings)
+    if not marker.is_file() or json.loads(marker.read_text()) != [users, movies, ratings]:
+        write_synth(spec, target)
+        marker.write_text(json.dumps([users, movies, ratings]))
+    return target
+
+
+def main(
+    size: Annotated[list[str], typer.Option(help="1m, 10m, 25m (repeatable).")] = ["1m", "10m", "25m"],  # noqa: B006
+    epochs: Annotated[int, typer.Option(help="Epochs per fit; 1 runs every stage once at full size.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Ratings per step (large, as at scale).")] = 4096,
+    work: Annotated[Path, typer.Option(help="Scratch folder for the synthetic sets.")] = Path("/tmp/scale-synth"),
+    out: Annotated[Path, typer.Option()] = Path("benchmarks/results/scale_train.json"),
+) -> None:
+    rows = []
+    for name in size:
+        if name not in SHAPES:
+            raise typer.BadParameter(f"--size must be one of {sorted(SHAPES)}, got {name!r}")
+        data_dir = _ensure_data(work, name)
+        config = {"dataset": data_dir.name, "epochs": epochs, "batch_size": batch_size}
+        users, movies, ratings = SHAPES[name]
+        row: dict[str, object] = {"size": name, "ratings": ratings, "users": users, "movies": movies, **config}
+        row["train"] = _child(TRAIN, config, work)
+        row["input_pipeline"] = _child(INPUT, config, work)
+        rows.append(row)
+        print(json.dumps(row, indent=2), flush=True)
+    result = {
+        "benchmark": "python -m training train on synthetic GroupLens-shaped data, each stage's time and memory",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "runs": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    typer.run(main)
