@@ -102,6 +102,10 @@ class IndexInfo(_Part):
     recall_k: int = Field(ge=1, description="k of the recall figure")
     recall: float = Field(ge=0, le=1, description="recall@recall_k against brute force on held-out queries")
     num_movies: int = Field(ge=0)
+    build_seconds: float | None = Field(None, ge=0, description="wall time to build the searcher")
+    size_bytes: int | None = Field(None, ge=0, description="bytes of the serialised searcher (scann/)")
+    query_ms_p50: float | None = Field(None, ge=0, description="one query at a time, recall_k deep, one thread")
+    query_ms_p99: float | None = Field(None, ge=0, description="as query_ms_p50, the 99th percentile")
 
 
 class Manifest(BaseModel):

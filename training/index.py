@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +74,28 @@ def save_searcher(searcher: Any, directory: Path) -> None:
     assets.write_text(re.sub(r'asset_path: "[^"]*/([^"/]+)"', r'asset_path: "\1"', text))
 
 
+def query_latency_ms(searcher: Any, queries: np.ndarray, k: int, repeats: int = 1) -> np.ndarray:
+    """Milliseconds per single-query search (ScaNN's one-query search runs on the calling thread only)."""
+    queries = queries.astype(np.float32)
+    searcher.search(queries[0], final_num_neighbors=k)  # the first call allocates
+    times = []
+    for _ in range(repeats):
+        for query in queries:
+            started = time.perf_counter()
+            searcher.search(query, final_num_neighbors=k)
+            times.append(time.perf_counter() - started)
+    return np.asarray(times) * 1e3
+
+
 def build_index(embeddings: np.ndarray, queries: np.ndarray, config: TrainConfig, directory: Path) -> IndexInfo:
     """Chooses, builds, measures and saves the index; returns what the manifest records about it."""
     kind, params = choose_index(len(embeddings), config)
+    started = time.perf_counter()
     searcher = build_searcher(embeddings, kind, params, config.index_recall_k)
+    build_seconds = time.perf_counter() - started
+    k = min(config.index_recall_k, len(embeddings))
     recall = searcher_recall(searcher, embeddings, queries, config.index_recall_k)
+    latency = query_latency_ms(searcher, queries, k) if len(queries) else np.zeros(1)
     save_searcher(searcher, directory)
     return IndexInfo(
         kind=kind,  # type: ignore[arg-type]
@@ -85,4 +103,8 @@ def build_index(embeddings: np.ndarray, queries: np.ndarray, config: TrainConfig
         recall_k=config.index_recall_k,
         recall=recall,
         num_movies=len(embeddings),
+        build_seconds=round(build_seconds, 3),
+        size_bytes=sum(f.stat().st_size for f in directory.rglob("*") if f.is_file()),
+        query_ms_p50=round(float(np.percentile(latency, 50)), 4),
+        query_ms_p99=round(float(np.percentile(latency, 99)), 4),
     )

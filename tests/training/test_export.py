@@ -41,7 +41,15 @@ def test_manifest_lists_every_file_and_the_agreed_metrics(tiny_version_dir: Path
     assert manifest["config"]["layers"] == [16, 8]
     assert manifest["library_versions"]["scann"] == "1.4.2"
     assert manifest["index"]["kind"] == "brute_force" and manifest["index"]["recall"] == 1.0
+    index = manifest["index"]
+    scann_bytes = sum(size for name, size in _file_sizes(tiny_version_dir).items() if name.startswith("scann/"))
+    assert index["size_bytes"] == scann_bytes > 0
+    assert index["build_seconds"] >= 0 and 0 < index["query_ms_p50"] <= index["query_ms_p99"] < 1000
     assert (tiny_version_dir.parent / "CURRENT").read_text().strip() == tiny_version_dir.name
+
+
+def _file_sizes(directory: Path) -> dict[str, int]:
+    return {str(p.relative_to(directory)): p.stat().st_size for p in directory.rglob("*") if p.is_file()}
 
 
 def test_reloaded_towers_reproduce_the_metrics(tiny_data_dir: Path, tmp_path: Path) -> None:
