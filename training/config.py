@@ -35,8 +35,8 @@ class TrainConfig(BaseModel):
     dataset: str = Field("ml-100k", description="Label for the manifest, and the data-dir subfolder to look in.")
     layers: tuple[int, ...] = Field((64, 32), description="Dense stack on each tower, e.g. 64,32; ReLU but last.")
     embedding_dim: int = Field(32, gt=0, description="Width of every id, text and timestamp embedding.")
-    optimizer: Literal["adagrad", "adam"] = Field("adagrad", description="adagrad (the tutorial's) or adam.")
-    learning_rate: float = Field(0.1, gt=0, description="Optimizer step size.")
+    optimizer: Literal["adagrad", "adam"] = Field("adam", description="adam, or adagrad (the tutorial's).")
+    learning_rate: float = Field(0.001, gt=0, description="Optimizer step size.")
     batch_size: int = Field(2048, gt=0, description="Ratings per step; also the in-batch negatives per positive.")
     epochs: int = Field(30, gt=0, description="Passes over the training ratings.")
     sampling_bias_correction: bool = Field(
@@ -49,7 +49,7 @@ class TrainConfig(BaseModel):
         0.1, ge=0, lt=1, description="Share of examples trained without user_id, for users the model never saw."
     )
     history_pooling: Literal["mean", "positional"] = Field(
-        "mean", description="mean, or positional: a learned softmax weight per history position (starts as mean)."
+        "positional", description="mean, or positional: a learned softmax weight per history position (starts as mean)."
     )
     remove_accidental_hits: bool = Field(
         False, description="Do not count a batch's other copies of the positive movie as its negatives."
