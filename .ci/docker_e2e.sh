@@ -4,6 +4,7 @@
 # published port on 127.0.0.1, ratings posted through the proxy, one gated retraining cycle while a bounded
 # client loop keeps calling /recommend (the served version must change on every replica, it must have trained
 # on the posted ratings, the gate must have compared both models on them, and no request may fail),
+# then a two-worker training (`--profile distributed`) whose chief promotes a version every replica serves,
 # `docker compose down -v`, engine stopped. If the engine cannot start, this fails with that message: never a silent skip.
 #
 # Env: TRAIN_EPOCHS (3: CI proves the pipeline, not the model), API_REPLICAS (2), HTTP_PORT (a free port),
@@ -44,6 +45,19 @@ cleanup() {
   if [ "$rc" = 0 ]; then echo "PASS: docker end-to-end"; else echo "FAIL: docker end-to-end (exit $rc)" >&2; fi
 }
 trap cleanup EXIT
+
+wait_served() {  # every api replica serves version $1 within SWAP_TIMEOUT_SECONDS
+  local t0 served
+  t0=$(date +%s)
+  for i in $(seq "$REPLICAS"); do
+    until served=$(docker compose exec -T --index "$i" api python -c \
+        "import json, urllib.request; m = json.load(urllib.request.urlopen('http://127.0.0.1:8000/model')); print(m.get('version') or m.get('model_version'))") \
+        && [ "$served" = "$1" ]; do
+      [ "$(seconds_since "$t0")" -lt "$SWAP_TIMEOUT_SECONDS" ] || fail "api replica $i still serves ${served:-nothing}, not $1"
+      sleep 1
+    done
+  done
+}
 
 log "starting the Docker engine ($ENGINE start)"
 t0=$(date +%s)
@@ -90,14 +104,7 @@ candidate=$(basename "$(tail -n 1 "$WORK/retrain.out")")
 pass "retraining cycle promoted $candidate in $(seconds_since "$t0") s"
 
 t0=$(date +%s)
-for i in $(seq "$REPLICAS"); do
-  until served=$(docker compose exec -T --index "$i" api python -c \
-      "import json, urllib.request; m = json.load(urllib.request.urlopen('http://127.0.0.1:8000/model')); print(m.get('version') or m.get('model_version'))") \
-      && [ "$served" = "$candidate" ]; do
-    [ "$(seconds_since "$t0")" -lt "$SWAP_TIMEOUT_SECONDS" ] || fail "api replica $i still serves ${served:-nothing}, not $candidate"
-    sleep 1
-  done
-done
+wait_served "$candidate"
 [ "$candidate" != "$before" ] || fail "the served version did not change ($before)"
 pass "every api replica swapped $before -> $candidate in $(seconds_since "$t0") s"
 
@@ -129,3 +136,19 @@ assert summary["failures"] == 0, f"{summary['failures']} of {summary['requests']
 assert summary["versions"].get(before) and summary["versions"].get(after), "traffic did not span the swap"
 PY
 pass "no failed request among $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"])' "$WORK/loop.json") during retraining and the swap"
+
+t0=$(date +%s)
+log "two-worker training: docker compose --profile distributed (MultiWorkerMirroredStrategy, $TRAIN_EPOCHS epochs)"
+docker compose --profile distributed up -d --no-deps worker-0 worker-1 || fail "starting the distributed workers"
+for worker in worker-0 worker-1; do
+  code=$(docker wait "$(docker compose --profile distributed ps -aq "$worker")")
+  [ "$code" = 0 ] || { docker compose --profile distributed logs --no-color --tail 40 "$worker"; fail "$worker exited $code"; }
+done
+docker compose --profile distributed logs --no-color --no-log-prefix worker-0 > "$WORK/chief.out"
+grep -q "training under multi_worker (CollectiveAllReduceStrategy) with 2 replica(s)" "$WORK/chief.out" || fail "the chief did not train on 2 replicas"
+distributed=$(basename "$(tail -n 1 "$WORK/chief.out")")
+[ "$distributed" != "$candidate" ] || fail "the two workers promoted no new version"
+pass "two workers trained $distributed in $(seconds_since "$t0") s; the chief exported and promoted it"
+wait_served "$distributed"
+python3 deploy/probe.py recommend "$BASE" --user 1 --k 10 || fail "/recommend on the distributed version"
+pass "every api replica serves the two-worker version $distributed"

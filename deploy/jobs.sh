@@ -3,6 +3,8 @@
 #
 #   jobs.sh ensure-model        fetch MovieLens if missing; train and promote a version if none is current
 #   jobs.sh retrain [OPTIONS]   fetch if missing; one gated retraining cycle (add --every SECONDS to repeat)
+#   jobs.sh train-distributed   one worker of a multi-worker training (TF_CONFIG names the cluster and this
+#                               task); every worker runs it alike, the chief exports and promotes
 #
 # Environment (unset: the CLI's defaults): PYTHON, DATA_DIR, MODELS_DIR, DATASET,
 #   TRAIN_EPOCHS, TRAIN_LAYERS, TRAIN_PRESET, TRAIN_SEED (trainer and retrainer train alike), RETRAIN_KEEP,
@@ -31,6 +33,11 @@ case "$job" in
     fi
     set -- train --promote --no-progress
     ;;
+  train-distributed)
+    [ -n "${TF_CONFIG:-}" ] || { echo "train-distributed needs TF_CONFIG (the cluster and this task)" >&2; exit 2; }
+    fetch
+    set -- train --promote --no-progress --distribute multi_worker
+    ;;
   retrain)
     fetch
     set -- retrain "$@"
@@ -41,7 +48,7 @@ case "$job" in
     [ -n "${GATE_MIN_WINDOW:-}" ] && set -- "$@" --gate-min-window "$GATE_MIN_WINDOW"
     ;;
   *)
-    echo "usage: $0 ensure-model | retrain [--every SECONDS] [retrain options]" >&2
+    echo "usage: $0 ensure-model | train-distributed | retrain [--every SECONDS] [retrain options]" >&2
     exit 2
     ;;
 esac

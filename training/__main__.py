@@ -68,16 +68,22 @@ def _train(
     ratings_url: str | None = None,
 ) -> None:
     """Runs the one orchestration and prints each version's table; the last lines are the version directories."""
+    import logging
+
     from contract.ratings import RatingsStoreError
     from training.data import DataError
     from training.train import train_versions
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         trained = train_versions(
             configs, data_dir, models_dir, promote_version=promote, progress=progress, ratings_url=ratings_url
         )
     except (DataError, RatingsStoreError) as exc:
         _fail(str(exc))
+    if not trained:
+        typer.echo("worker: trained in lockstep with the chief, which exports and promotes")
+        return
     for version in trained:
         typer.echo(f"\n{version.config.label}\n{_table(version.metrics)}")
     typer.echo(f"promoted: {promote}")

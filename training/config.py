@@ -61,6 +61,11 @@ class TrainConfig(BaseModel):
     candidate_genres: bool = Field(False, description="Movie tower also reads the mean of its genres' embeddings.")
     candidate_year: bool = Field(False, description="Movie tower also reads its release year's bucket (from title).")
     year_bucket_width: int = Field(5, gt=0, description="Years per release-year bucket; unknown years get their own.")
+    distribute: Literal["auto", "default", "mirrored", "multi_worker"] = Field(
+        "auto",
+        description="tf.distribute strategy: multi_worker (TF_CONFIG's cluster), mirrored (this host's GPUs), "
+        "default (one device); auto picks by TF_CONFIG and the GPUs. Only the chief exports.",
+    )
     seed: int = Field(42, description="Drives the split, the shuffling and the weight initialisation.")
     split: Literal["random", "temporal"] = Field("random", description="random, or temporal (hold out the latest).")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the ratings held out for evaluation.")

@@ -142,7 +142,10 @@ def ratings_dataset(
         return features
 
     dataset = dataset.batch(batch_size).map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # Under a multi-worker strategy each worker keeps its share of every batch (there are no files to shard).
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def candidates_dataset(vocab: Vocabularies, batch_size: int = 128) -> tf.data.Dataset:

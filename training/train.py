@@ -9,6 +9,7 @@ rating for the version that is served (`refit`).
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from training.dataset import (
     ratings_dataset,
     split_ratings,
 )
+from training.distribute import cluster_from_env, make_strategy
 from training.evaluate import HeldOut as HeldOutRatings
 from training.evaluate import accuracy_table, baseline_ranks, model_ranks, popularity_ranking
 from training.export import TrainedArtifacts, export_version
@@ -103,6 +105,8 @@ def train_versions(
 ) -> list[TrainedVersion]:
     """The offline job: load, fit, evaluate, refit and export each configuration; promote a single one on request.
 
+    Under a multi-worker strategy every worker calls this alike; the chief returns its versions, the others [].
+
     Args:
         ratings_url: a ratings store whose ratings (up to its newest id now) are trained on too.
         held_out_after_id: protocol T holds out the stored ratings after this id (the retrainer's window)
@@ -118,14 +122,22 @@ def train_versions(
         raise ValueError("compared configs must share dataset, split, test_fraction, seed, eval sizes and history")
     if promote_version and len(configs) != 1:
         raise ValueError("only a single trained version can be promoted; compare runs are studies")
+    strategy = make_strategy(configs[0].distribute)  # before TensorFlow runs anything else
+    chief = cluster_from_env().is_chief
     stages = stages if stages is not None else StageLog()
     prepared = prepare(configs[0], data_dir, ratings_url, held_out_after_id, stages)
-    results = [_train_one(config, prepared, progress, stages) for config in configs]
+    with strategy.scope():
+        results = [_train_one(config, prepared, progress, stages) for config in configs]
     curve = training_curve_png({run.config.label: run.history for run, _ in results})
     compared = None
     if compare_with is not None and prepared.temporal is not None:
         with stages.stage("score the current version (T)"):
             compared = _score_exported(compare_with, prepared.temporal, configs[0])
+    if not chief:  # a worker exports too (saving may need every worker), into a folder it then deletes
+        with tempfile.TemporaryDirectory(prefix="worker-export-") as scratch:
+            for run, metrics in results:
+                export_run(run, prepared, Path(scratch), curve, metrics)
+        return []
     trained = []
     for run, metrics in results:
         with stages.stage("export"):
@@ -340,10 +352,8 @@ def fit(
         queries_ds = tf.data.Dataset.from_tensor_slices(inputs).batch(config.eval_batch_size).cache()
 
     def embed() -> tuple[np.ndarray, np.ndarray | None]:
-        candidates = candidate_tower.predict(movies_ds, verbose=0).astype(np.float32)
-        if queries_ds is None:
-            return candidates, None
-        return candidates, query_tower.predict(queries_ds, verbose=0).astype(np.float32)
+        candidates = embed_batches(candidate_tower, movies_ds)
+        return candidates, None if queries_ds is None else embed_batches(query_tower, queries_ds)
 
     def evaluate_now() -> dict[str, dict[str, float]]:
         candidates, queries = embed()
@@ -382,7 +392,16 @@ def _index_queries(run: TrainedRun, prepared: PreparedData) -> np.ndarray:
         histories = serving.known.histories(users, times, config.history_length)
     movie_ids = prepared.data.movies["movie_id"].to_numpy().astype(str)
     inputs = query_inputs(frame, histories, movie_ids)
-    return run.query_tower.predict(inputs, batch_size=config.eval_batch_size, verbose=0).astype(np.float32)
+    return embed_batches(run.query_tower, tf.data.Dataset.from_tensor_slices(inputs).batch(config.eval_batch_size))
+
+
+def embed_batches(tower: tf.keras.Model, batches: tf.data.Dataset) -> np.ndarray:
+    """float32 [n, d]: the tower on every batch, in order, on this process alone.
+
+    Not `predict`: under a multi-worker strategy it would shard the batches across workers.
+    """
+    parts = [tower(batch, training=False).numpy() for batch in batches]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, tower.output_shape[-1]), np.float32)
 
 
 def export_run(run: TrainedRun, prepared: PreparedData, models_dir: Path, curve_png: bytes, metrics: Metrics) -> Path:
