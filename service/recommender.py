@@ -138,6 +138,11 @@ async def _model_top_k(
         return _NO_ROWS, None
     k = request.k
     depth = search_depth(k, version.num_movies, genre_count, num_excluded)
+    if available <= depth:
+        # The filters leave fewer movies than the search would have to look at (a rare genre in a large
+        # catalogue): scoring just those is exact and cheaper, so the batcher only embeds the query.
+        hits = await batcher.search(version, request.user_id, timestamp, state.history, 0)
+        return exact_top_k(version, hits.query, allowed, k)
     hits = await batcher.search(version, request.user_id, timestamp, state.history, depth)
     rows, scores = best_allowed(hits, allowed, k)
     if len(rows) < min(k, available):  # the filters left too few hits: search all allowed movies

@@ -128,6 +128,28 @@ def test_rare_genre_returns_what_the_catalogue_has(client: TestClient, oracle: O
     assert_same_ranking(body, expected_items(oracle, "8", 10, genres=(RARE_GENRE,), exclude_seen=False))
 
 
+def test_a_filter_that_leaves_few_movies_scores_them_exactly_without_the_index(
+    client: TestClient, oracle: Oracle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rare genre in a large catalogue would need a search deeper than the movies it allows: skip it."""
+    from service.artifacts import ModelVersion
+
+    depths: list[int] = []
+    search = ModelVersion.search
+
+    def spy(self: ModelVersion, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        depths.append(depth)
+        return search(self, queries, depth)
+
+    monkeypatch.setattr(ModelVersion, "search", spy)
+    for at in ({"timestamp": TS}, {"timestamp": None}):  # inside the data, and now
+        body = recommend(client, user_id="8", k=10, genres=[RARE_GENRE], exclude_seen=False, **at)
+        assert {item["movie_id"] for item in body["items"]} == {"4", "8"}
+    assert depths == []
+    recommend(client, user_id="8", k=3)  # unfiltered, the index is searched
+    assert depths and min(depths) >= 3
+
+
 def test_user_who_saw_almost_everything_gets_the_rest(client: TestClient, oracle: Oracle) -> None:
     heavy = oracle.user_ids[-1]
     body = recommend(client, user_id=heavy, k=10)
