@@ -40,6 +40,8 @@ ratings_table = sa.Table(
     sa.Column("timestamp", sa.BigInteger, nullable=False),  # Unix seconds: when the user rated
     sa.Column("received_at", sa.BigInteger, nullable=False),  # Unix seconds: when the server stored it
     sa.Index("ix_ratings_user_id_timestamp", "user_id", "timestamp"),
+    # The per-request read (`since`): one user's ratings after a cutoff id, a range scan however many they have.
+    sa.Index("ix_ratings_user_id_id", "user_id", "id"),
     sqlite_autoincrement=True,
 )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from contract import ratings as ratings_module
 from contract.ratings import Rating, RatingsStore, RatingsStoreError
@@ -242,3 +243,16 @@ def test_a_per_request_read_on_a_dropped_connection_fails_cleanly_then_reconnect
     with pytest.raises(RatingsStoreError, match="cannot read a user's ratings"):
         store.since("7", after_id=0)
     assert [r.movie_id for r in store.since("7", after_id=0)] == ["1"]
+
+
+def test_the_per_request_read_is_a_range_scan_on_user_and_id(tmp_path: Path) -> None:
+    """`since` must not walk a heavy rater's whole history to find the few ratings after a cutoff."""
+    path = tmp_path / "plan.db"
+    with RatingsStore(f"sqlite:///{path}") as store:
+        store.create_schema()
+        store.add([Rating("u1", "m1", 4.0, 880_000_000)])
+    with sqlite3.connect(path) as conn:
+        statement = str(ratings_module._SINCE.compile(dialect=sqlite_dialect()))  # the store's own query
+        plan = conn.execute(f"EXPLAIN QUERY PLAN {statement}", ("u1", 0)).fetchall()
+    details = " ".join(str(row[-1]) for row in plan)
+    assert "USING INDEX ix_ratings_user_id_id (user_id=? AND id>?)" in details, details
