@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import typer
 
 import training  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from benchmarks.tutorial_depths import machine
+from benchmarks.machine import machine
 from training.config import TrainConfig
 from training.fetch import fetch
 from training.train import train_versions

@@ -15,8 +15,7 @@ threads).
 from __future__ import annotations
 
 import json
-import os
-import platform
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -26,7 +25,9 @@ from typing import Annotated
 import numpy as np
 import typer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import training  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+from benchmarks.machine import machine
 from training.config import TrainConfig
 from training.index import build_index
 
@@ -77,7 +78,7 @@ def main(
     result = {
         "benchmark": "training/index.py's chosen ScaNN searcher on synthetic clustered embeddings (d=32)",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "targets": {"recall_at_100": 0.95, "query_ms": 1.0},
         "runs": rows,
     }

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from typing import Annotated
 
 import typer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.machine import machine
 from training.synth import SynthSpec, write_synth
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,7 @@ def main(
     result = {
         "benchmark": "load_movielens on an ML-25M-sized GroupLens CSV set (training/synth.py, seed 0)",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "ratings_csv_bytes": (target / "ratings.csv").stat().st_size,
         "ratings": int(rows),
         "movies": int(num_movies),

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
 import socket
@@ -31,6 +30,9 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.machine import machine as base_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMESTAMP = 879024327  # inside ML-100K's rating period
@@ -58,20 +60,9 @@ end
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                    if line.startswith("model name")), cpu)  # fmt: skip
+    """The shared machine record, plus wrk's version."""
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "wrk": wrk[0] if wrk else "unknown",
-        "load_average_at_start": list(os.getloadavg()),
-    }
+    return {**base_machine(), "wrk": wrk[0] if wrk else "unknown"}
 
 
 def free_port() -> int:

@@ -110,7 +110,7 @@ def main(
     out: Annotated[Path, typer.Option()] = Path("benchmarks/results/quality_sweep.json"),
     models_dir: Annotated[Path, typer.Option()] = Path("benchmarks/out/sweep"),
 ) -> None:
-    from benchmarks.tutorial_depths import machine
+    from benchmarks.machine import machine
     from training.fetch import fetch
 
     fetch("ml-100k", data_dir, log=lambda m: print(m, file=sys.stderr))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -24,6 +23,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = {  # GroupLens's users and movies at each size
@@ -115,7 +117,7 @@ def main(
     result = {
         "benchmark": "python -m training train on synthetic GroupLens-shaped data, each stage's time and memory",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": machine(),
         "runs": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import typer
 
 import service  # noqa: F401  (TensorFlow and BLAS environment before TensorFlow loads)
-from benchmarks.tutorial_depths import machine
+from benchmarks.machine import machine
 from service.artifacts import configure_tensorflow
 from service.metrics import Metrics
 from service.registry import Registry, freeze_runtime

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -21,7 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import typer
+
+from benchmarks.machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 # GroupLens shapes: (users, movies in movies.csv) of ML-1M, ML-10M and ML-25M.
@@ -47,16 +50,6 @@ print(json.dumps({{
     "max_ratings_per_user": int(result.planted.counts.max()),
 }}))
 """
-
-
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
 def measure(ratings: int, work: Path, keep: bool) -> dict[str, object]:

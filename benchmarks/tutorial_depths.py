@@ -12,8 +12,6 @@ benchmarks/results/<preset>_depths.json, plus the validation-curve PNG.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
 import sys
 from datetime import UTC, datetime
@@ -25,22 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import typer
 
 import training  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from benchmarks.machine import machine
 from training.config import build_config
 from training.fetch import fetch
 from training.train import train_versions
 
 DEPTHS = ((32,), (64, 32), (128, 64, 32))
 PUBLISHED_TOP_100 = {"32": 0.27, "64,32": 0.29, "128,64,32": 0.26}
-
-
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
 def main(
