@@ -5,11 +5,12 @@ written once under --work; then, each in a fresh process:
 - `train_versions` on it with the default configuration but `--epochs` (1: every stage runs once at full
   size), recording each stage's wall time, RSS and peak RSS (training/stages.py) and the fits' examples/s;
 - the input pipeline alone (training.dataset.ratings_dataset, histories included) over one epoch of the
-  protocol-A/B training ratings at the same batch: its examples/s against the fit's shows whether the
-  model ever waits on input.
+  protocol-A/B training ratings at the same batch, then 50 training steps fed by it against 50 fed by one
+  batch held in memory: the difference is the share of step time spent waiting on input.
 Rows go to benchmarks/results/scale_train.json.
 
     python benchmarks/scale_train.py [--size 1m --size 10m --size 25m] [--epochs 1] [--batch-size 4096]
+                                     [--scored-fit-only] [--input-only]
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import training
 from training.config import TrainConfig
 from training.stages import StageLog
 from training.train import train_versions
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 config = TrainConfig(**json.loads(sys.argv[1]))
 log = StageLog()
 with tempfile.TemporaryDirectory() as models:
@@ -66,8 +68,30 @@ dataset = ratings_dataset(fold.data, fold.train, vocab, config.batch_size, histo
 built = time.perf_counter()
 examples = sum(int(batch["timestamp"].shape[0]) for batch in dataset)
 done = time.perf_counter()
+# Input wait: the same number of training steps fed by the live pipeline, then by one batch held in memory.
+import tensorflow as tf
+from training.model import build_model
+model, _, _ = build_model(vocab, config)
+step = model.make_train_function()
+live = iter(dataset)
+for _ in range(5):
+    step(live)  # trace, and fill the shuffle buffer
+steps = 50
+started_live = time.perf_counter()
+for _ in range(steps):
+    step(live)
+live_seconds = time.perf_counter() - started_live
+held = iter(tf.data.Dataset.from_tensors(next(live)).repeat())
+step(held)
+started_held = time.perf_counter()
+for _ in range(steps):
+    step(held)
+held_seconds = time.perf_counter() - started_held
 print(json.dumps({"build_seconds": built - started, "epoch_seconds": done - built,
-                  "input_examples_per_second": examples / (done - built)}))
+                  "input_examples_per_second": examples / (done - built),
+                  "train_examples_per_second_live": steps * config.batch_size / live_seconds,
+                  "train_examples_per_second_held": steps * config.batch_size / held_seconds,
+                  "input_wait_share": max(0.0, 1 - held_seconds / live_seconds)}))
 """
 
 
@@ -101,16 +125,23 @@ def main(
     batch_size: Annotated[int, typer.Option(help="Ratings per step (large, as at scale).")] = 4096,
     work: Annotated[Path, typer.Option(help="Scratch folder for the synthetic sets.")] = Path("/tmp/scale-synth"),
     out: Annotated[Path, typer.Option()] = Path("benchmarks/results/scale_train.json"),
+    input_only: Annotated[bool, typer.Option(help="Only the input-pipeline measurement.")] = False,
+    scored_fit_only: Annotated[
+        bool, typer.Option(help="One fit (A/B) and export: no protocol-T fit, no refit (each is another fit).")
+    ] = False,
 ) -> None:
     rows = []
     for name in size:
         if name not in SHAPES:
             raise typer.BadParameter(f"--size must be one of {sorted(SHAPES)}, got {name!r}")
         data_dir = _ensure_data(work, name)
-        config = {"dataset": data_dir.name, "epochs": epochs, "batch_size": batch_size}
+        config: dict[str, object] = {"dataset": data_dir.name, "epochs": epochs, "batch_size": batch_size}
+        if scored_fit_only:
+            config.update(evaluate_temporal=False, refit=False)
         users, movies, ratings = SHAPES[name]
         row: dict[str, object] = {"size": name, "ratings": ratings, "users": users, "movies": movies, **config}
-        row["train"] = _child(TRAIN, config, work)
+        if not input_only:
+            row["train"] = _child(TRAIN, config, work)
         row["input_pipeline"] = _child(INPUT, config, work)
         rows.append(row)
         print(json.dumps(row, indent=2), flush=True)
