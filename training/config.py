@@ -84,6 +84,11 @@ class TrainConfig(BaseModel):
     max_title_tokens: int = Field(10_000, gt=1, description="Title vocabulary size (TextVectorization).")
     eval_every: int = Field(5, gt=0, description="Epochs between held-out evaluations (the training curve).")
     eval_max_queries: int = Field(200_000, gt=0, description="Cap on held-out ratings scored (ML-25M holds 5M).")
+    eval_max_cells: int = Field(
+        20_000_000_000,
+        gt=0,
+        description="Cap on held-out ratings x movies scored per evaluation (a million movies: 20,000 queries).",
+    )
     eval_batch_size: int = Field(4096, gt=0, description="Queries and movies per tower call when evaluating.")
     eval_score_chunk: int = Field(2048, gt=0, description="Queries scored against every movie at once (memory).")
     index: Literal["auto", "brute_force", "tree_ah"] = Field(

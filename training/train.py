@@ -117,7 +117,10 @@ def train_versions(
         ValueError: configurations that would split differently, or promotion asked for several versions.
         training.data.DataError: the data cannot be used.
     """
-    split_keys = {(c.dataset, c.split, c.test_fraction, c.seed, c.eval_max_queries, c.history_length) for c in configs}
+    split_keys = {
+        (c.dataset, c.split, c.test_fraction, c.seed, c.eval_max_queries, c.eval_max_cells, c.history_length)
+        for c in configs
+    }
     if len(split_keys) != 1:
         raise ValueError("compared configs must share dataset, split, test_fraction, seed, eval sizes and history")
     if promote_version and len(configs) != 1:
@@ -241,8 +244,10 @@ def _scored_fold(
     user's training ratings before it, and all of them are excluded. Otherwise (protocol T) it knows every
     rating before its time in `known_at_query`, and those are both its history and its exclusions.
     """
-    if len(test) > config.eval_max_queries:
-        picked = np.random.default_rng(config.seed).choice(len(test), config.eval_max_queries, replace=False)
+    # Scoring costs queries x movies: a large catalogue gets fewer queries.
+    limit = min(config.eval_max_queries, max(1, config.eval_max_cells // max(len(data.movies), 1)))
+    if len(test) > limit:
+        picked = np.random.default_rng(config.seed).choice(len(test), limit, replace=False)
         test = test.iloc[np.sort(picked)].reset_index(drop=True)
     known = build_user_ratings(train, catalogue_rows(data, train))
     users, times = test["user_id"].to_numpy(np.int64), test["timestamp"].to_numpy(np.int64)

@@ -31,3 +31,14 @@ def test_validation_folds_are_carved_from_training_ratings_only(tiny_data_dir: P
         )
     scored = prepare(TrainConfig(), tiny_data_dir)
     assert scored.random.test is not None and _keys(scored.random.test) == random_test  # the default scores test
+
+
+def test_a_large_catalogue_scores_fewer_held_out_ratings(tiny_data_dir: Path) -> None:
+    """Scoring costs queries x movies, so eval_max_cells caps the held-out ratings scored, a sample of them."""
+    full = prepare(TrainConfig(), tiny_data_dir)
+    movies = len(full.data.movies)
+    capped = prepare(TrainConfig(eval_max_cells=movies * 100), tiny_data_dir)
+    assert full.random.test is not None and capped.random.test is not None and len(full.random.test) > 100
+    assert len(capped.random.test) == 100 and _keys(capped.random.test) <= _keys(full.random.test)
+    assert capped.temporal is not None and capped.temporal.test is not None and len(capped.temporal.test) == 100
+    assert capped.random.held_out is not None and len(capped.random.held_out) == 100
