@@ -19,6 +19,7 @@ import numpy as np
 from training.history import UserRatings, span_pairs
 
 KS = (1, 5, 10, 50, 100)
+MAX_CHUNK_CELLS = 128 * 2**20  # scores held at once: 512 MB of float32 (2,048 queries x 65,536 movies)
 Table = dict[str, float]
 
 
@@ -92,16 +93,20 @@ def model_ranks(
         scores[held_out.fallback[lo:hi]] = fallback_scores
         return scores
 
-    return _ranks(score, held_out, exclude, chunk)
+    return _ranks(score, held_out, exclude, chunk, len(candidates))
 
 
 def baseline_ranks(popularity: np.ndarray, held_out: HeldOut, exclude: bool, chunk: int = 2048) -> np.ndarray:
     """Ranks of the held-out movies when everyone gets the most-rated training movies."""
     scores = popularity_scores(popularity)
-    return _ranks(lambda lo, hi: np.tile(scores, (hi - lo, 1)), held_out, exclude, chunk)
+    return _ranks(lambda lo, hi: np.tile(scores, (hi - lo, 1)), held_out, exclude, chunk, len(popularity))
 
 
-def _ranks(score: Callable[[int, int], np.ndarray], held_out: HeldOut, exclude: bool, chunk: int) -> np.ndarray:
+def _ranks(
+    score: Callable[[int, int], np.ndarray], held_out: HeldOut, exclude: bool, chunk: int, num_movies: int
+) -> np.ndarray:
+    # A chunk of queries x every movie is one float32 matrix: fewer queries per chunk in a large catalogue.
+    chunk = max(1, min(chunk, MAX_CHUNK_CELLS // max(num_movies, 1)))
     ranks = [np.zeros(0, dtype=np.int64)]
     for lo in range(0, len(held_out), chunk):
         hi = min(lo + chunk, len(held_out))

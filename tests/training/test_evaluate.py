@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from training import evaluate as evaluate_module
 from training.dataset import split_ratings
 from training.evaluate import (
     HeldOut,
@@ -54,6 +56,26 @@ def test_model_tables_by_hand() -> None:
     # B: movie 0 is excluded for both users, so query 0 ranks 0 and query 2 ranks 1.
     b = accuracy_table(model_ranks(queries, movies, popularity, held_out, exclude=True, chunk=2))
     assert b["top_1"] == 2 / 3 and b["top_5"] == 1.0
+
+
+def test_a_large_catalogue_is_scored_in_smaller_chunks_with_the_same_ranks(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(0)
+    queries, movies = rng.normal(size=(50, 4)).astype(np.float32), rng.normal(size=(30, 4)).astype(np.float32)
+    known = _ratings([(u, int(rng.integers(30)), 5) for u in range(10)])
+    held_out = _held_out(known, list(range(10)) * 5, rng.integers(0, 30, 50).tolist(), [10] * 50, before=False)
+    popularity = popularity_ranking(known.movie_rows, 30)
+    expected = model_ranks(queries, movies, popularity, held_out, exclude=True, chunk=64)
+    shapes: list[tuple[int, ...]] = []
+    original = evaluate_module.target_ranks
+
+    def spy(scores: np.ndarray, *args: object) -> np.ndarray:
+        shapes.append(scores.shape)
+        return original(scores, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(evaluate_module, "MAX_CHUNK_CELLS", 30 * 7)  # 7 queries x 30 movies at a time
+    monkeypatch.setattr(evaluate_module, "target_ranks", spy)
+    np.testing.assert_array_equal(model_ranks(queries, movies, popularity, held_out, exclude=True, chunk=64), expected)
+    assert max(shape[0] for shape in shapes) == 7 and sum(shape[0] for shape in shapes) == 50
 
 
 def test_a_user_the_model_does_not_know_is_scored_by_popularity_as_the_service_answers() -> None:
