@@ -38,7 +38,8 @@ cleanup() {
       docker compose ps -a
       docker compose logs --no-color --tail 40
     fi
-    docker compose down -v --remove-orphans >/dev/null 2>&1 && log "docker compose down -v: done"
+    # --profile distributed: the workers' containers hold the volumes too, and `down` skips inactive profiles.
+    docker compose --profile distributed down -v --remove-orphans >/dev/null 2>&1 && log "docker compose down -v: done"
     [ "${KEEP_ENGINE:-}" = 1 ] || bash "$ENGINE" stop
   fi
   rm -rf "$WORK"
@@ -67,6 +68,8 @@ fi
 engine_up=1
 pass "engine started in $(seconds_since "$t0") s"
 
+# A stack left by an interrupted run (same project name) would keep its models volume: start from nothing.
+docker compose --profile distributed down -v --remove-orphans >/dev/null 2>&1 || true
 docker compose config -q || fail "docker compose config -q"
 hadolint Dockerfile || fail "hadolint Dockerfile"
 pass "docker-compose.yml is valid and the Dockerfile is hadolint clean"
