@@ -16,7 +16,7 @@ from tests.synth import Synth, make_synth, write_layout
 
 # Few timestamp buckets: 1,000 buckets over ~1,000 training ratings would leave each bucket one example.
 TINY_TRAINING = dict(
-    layers=(16, 8), embedding_dim=8, epochs=8, batch_size=128, eval_every=4, learning_rate=0.01, timestamp_buckets=20
+    layers=(16, 8), embedding_dim=8, epochs=8, batch_size=64, eval_every=4, learning_rate=0.01, timestamp_buckets=20
 )
 
 

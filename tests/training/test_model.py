@@ -82,7 +82,14 @@ def test_training_loss_decreases(tiny_version_dir: Path) -> None:
 
 
 def test_model_learns_the_synthetic_taste_clusters(tiny_version_dir: Path, synth) -> None:  # type: ignore[no-untyped-def]
-    """Users of cluster c mostly rate genre c: the learned scores must prefer that genre."""
+    """Users of cluster c mostly rate genre c: their scores for genre c must stand out.
+
+    The comparison is cluster x genre mean scores with each genre's and each cluster's mean removed (the
+    interaction), because a movie-side bias (a genre every user scores high) or a query norm says nothing about
+    taste. Per user, 60 users on 8 epochs of ~1,000 ratings are too few for a steady threshold; per cluster
+    (15 users each) the signal is steady over seeds, and an untrained model passes all four by chance about
+    once in sixteen.
+    """
     manifest = json.loads((tiny_version_dir / "manifest.json").read_text())
     assert manifest["config"]["epochs"] == 8
     query_model = tf.saved_model.load(str(tiny_version_dir / "query_model")).signatures["serving_default"]
@@ -98,7 +105,8 @@ def test_model_learns_the_synthetic_taste_clusters(tiny_version_dir: Path, synth
         history=tf.constant([[""] * length] * 60),  # the user embeddings alone must have learnt the clusters
     )
     scores = q["embedding"].numpy() @ embeddings.T
-    liked = np.array([[GENRES[u % 4] in g for g in movies["genres"]] for u in users])
-    mean_liked = (scores * liked).sum(1) / liked.sum(1)
-    mean_other = (scores * ~liked).sum(1) / (~liked).sum(1)
-    assert (mean_liked > mean_other).mean() > 0.65  # an untrained model sits near 0.5
+    genre = np.array([GENRES.index(genres[0]) for genres in movies["genres"]])  # one genre per synthetic movie
+    cluster = users % len(GENRES)
+    means = np.array([[scores[cluster == c][:, genre == g].mean() for g in range(4)] for c in range(4)])
+    interaction = means - means.mean(0, keepdims=True) - means.mean(1, keepdims=True) + means.mean()
+    assert (np.diag(interaction) > 0).all(), interaction
