@@ -7,7 +7,7 @@ written once under --work; then, each in a fresh process:
 - the input pipeline alone (training.dataset.ratings_dataset, histories included) over one epoch of the
   protocol-A/B training ratings at the same batch, then 50 training steps fed by it against 50 fed by one
   batch held in memory: the difference is the share of step time spent waiting on input.
-Rows go to benchmarks/results/scale_train.json.
+Rows go to benchmarks/results/scale_train.json, beside the runs of other sizes and settings already there.
 
     python benchmarks/scale_train.py [--size 1m --size 10m --size 25m] [--epochs 1] [--batch-size 4096]
                                      [--scored-fit-only] [--input-only]
@@ -119,6 +119,21 @@ def _ensure_data(work: Path, size: str) -> Path:
     return target
 
 
+def _merged(out: Path, rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The results file's earlier runs with these replacing any of the same size and settings.
+
+    One size takes minutes to an hour here, so sizes are run one at a time and the file accumulates them.
+    """
+
+    def key(row: dict[str, object]) -> tuple[object, ...]:
+        return tuple(row.get(name) for name in ("size", "epochs", "batch_size", "evaluate_temporal", "refit"))
+
+    earlier = json.loads(out.read_text())["runs"] if out.is_file() else []
+    replaced = {key(row) for row in rows}
+    kept = [row for row in earlier if key(row) not in replaced]
+    return sorted(kept + rows, key=lambda row: (int(str(row["ratings"])), str(row.get("refit"))))
+
+
 def main(
     size: Annotated[list[str], typer.Option(help="1m, 10m, 25m (repeatable).")] = ["1m", "10m", "25m"],  # noqa: B006
     epochs: Annotated[int, typer.Option(help="Epochs per fit; 1 runs every stage once at full size.")] = 1,
@@ -140,6 +155,7 @@ def main(
             config.update(evaluate_temporal=False, refit=False)
         users, movies, ratings = SHAPES[name]
         row: dict[str, object] = {"size": name, "ratings": ratings, "users": users, "movies": movies, **config}
+        row["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         if not input_only:
             row["train"] = _child(TRAIN, config, work)
         row["input_pipeline"] = _child(INPUT, config, work)
@@ -149,7 +165,7 @@ def main(
         "benchmark": "python -m training train on synthetic GroupLens-shaped data, each stage's time and memory",
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "runs": rows,
+        "runs": _merged(out, rows),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
