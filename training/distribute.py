@@ -73,3 +73,17 @@ def make_strategy(kind: str) -> tf.distribute.Strategy:
         strategy = tf.distribute.get_strategy()
     log.info("training under %s (%s) with %d replica(s)", kind, type(strategy).__name__, strategy.num_replicas_in_sync)
     return strategy
+
+
+def agreed_minimum(strategy: tf.distribute.Strategy, value: int) -> int:
+    """The smallest of every worker's `value`, the same on each; `value` itself in a single process.
+
+    Workers that train on a live ratings store each read its newest id when they start, a few milliseconds
+    apart; a rating committed in between would give them different data and a different number of steps,
+    and the lockstep fit would hang or diverge. The smallest id was committed before every worker read it,
+    so all of them can train on exactly the ratings up to it.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return value  # one process: MirroredStrategy's replicas share this process's value
+    local = strategy.experimental_distribute_values_from_function(lambda _: tf.constant([value], tf.int64))
+    return int(tf.reduce_min(strategy.gather(local, axis=0)).numpy())

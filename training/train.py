@@ -32,7 +32,7 @@ from training.dataset import (
     ratings_dataset,
     split_ratings,
 )
-from training.distribute import cluster_from_env, make_strategy
+from training.distribute import agreed_minimum, cluster_from_env, make_strategy
 from training.evaluate import HeldOut as HeldOutRatings
 from training.evaluate import accuracy_table, baseline_ranks, model_ranks, popularity_ranking
 from training.export import TrainedArtifacts, export_version
@@ -128,7 +128,8 @@ def train_versions(
     strategy = make_strategy(configs[0].distribute)  # before TensorFlow runs anything else
     chief = cluster_from_env().is_chief
     stages = stages if stages is not None else StageLog()
-    prepared = prepare(configs[0], data_dir, ratings_url, held_out_after_id, stages)
+    cutoff = None if ratings_url is None else agreed_minimum(strategy, _newest_stored_id(ratings_url))
+    prepared = prepare(configs[0], data_dir, ratings_url, held_out_after_id, stages, ratings_cutoff_id=cutoff)
     with strategy.scope():
         results = [_train_one(config, prepared, progress, stages) for config in configs]
     curve = training_curve_png({run.config.label: run.history for run, _ in results})
@@ -160,8 +161,18 @@ def _score_exported(version_dir: Path, fold: Fold, config: TrainConfig) -> Table
     return score_exported(version_dir, fold.held_out, users, times, movie_ids, config.eval_batch_size)
 
 
-def load_data(config: TrainConfig, data_dir: Path, ratings_url: str | None) -> MovieLens:
-    """The MovieLens files, plus every stored rating up to the store's newest id when a store is given."""
+def _newest_stored_id(ratings_url: str) -> int:
+    from contract.ratings import RatingsStore
+
+    with RatingsStore(ratings_url) as store:
+        store.create_schema()
+        return store.last_id()
+
+
+def load_data(
+    config: TrainConfig, data_dir: Path, ratings_url: str | None, ratings_cutoff_id: int | None = None
+) -> MovieLens:
+    """The MovieLens files, plus the stored ratings up to `ratings_cutoff_id` (default: the store's newest id)."""
     data = load_movielens(data_dir, config.dataset)
     if ratings_url is None:
         return data
@@ -169,7 +180,7 @@ def load_data(config: TrainConfig, data_dir: Path, ratings_url: str | None) -> M
 
     with RatingsStore(ratings_url) as store:
         store.create_schema()
-        cutoff = store.last_id()
+        cutoff = store.last_id() if ratings_cutoff_id is None else ratings_cutoff_id
         return with_stored_ratings(data, store.ratings_up_to(cutoff), cutoff)
 
 
@@ -179,11 +190,16 @@ def prepare(
     ratings_url: str | None = None,
     held_out_after_id: int | None = None,
     stages: StageLog | None = None,
+    *,
+    ratings_cutoff_id: int | None = None,
 ) -> PreparedData:
-    """Loads the data and fixes the folds, so that several models can be compared on the same ones."""
+    """Loads the data and fixes the folds, so that several models can be compared on the same ones.
+
+    `ratings_cutoff_id`: the newest stored rating to train on (every worker of a cluster passes the same).
+    """
     stages = stages if stages is not None else StageLog()
     with stages.stage("load"):
-        data = load_data(config, data_dir, ratings_url)
+        data = load_data(config, data_dir, ratings_url, ratings_cutoff_id)
     with stages.stage("folds A/B"):
         rows = catalogue_rows(data, data.ratings)
         everything = build_user_ratings(data.ratings, rows)

@@ -85,3 +85,27 @@ def test_two_workers_train_one_version_that_serves(tiny_data_dir: Path, tiny_ver
     for protocol in ("A", "B", "T"):
         assert abs(two["model"][protocol]["top_10"] - one["model"][protocol]["top_10"]) < 0.1
     assert two["model"]["B"]["top_10"] > two["most_popular"]["B"]["top_10"]
+
+
+AGREE = """
+import sys
+from training.distribute import agreed_minimum, make_strategy
+strategy = make_strategy("multi_worker")
+print("agreed", agreed_minimum(strategy, int(sys.argv[1])))
+"""
+
+
+@pytest.mark.slow
+def test_workers_agree_on_the_smallest_cutoff() -> None:
+    """Each worker read a different newest id from a live store; both train up to the smallest."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workers = []
+    for index, newest in ((0, 1_000_007), (1, 1_000_003)):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        command = [sys.executable, "-c", AGREE, str(newest)]
+        workers.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-3000:]
+    assert [out.strip().splitlines()[-1] for out, _ in outputs] == ["agreed 1000003", "agreed 1000003"]

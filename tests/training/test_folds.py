@@ -42,3 +42,20 @@ def test_a_large_catalogue_scores_fewer_held_out_ratings(tiny_data_dir: Path) ->
     assert len(capped.random.test) == 100 and _keys(capped.random.test) <= _keys(full.random.test)
     assert capped.temporal is not None and capped.temporal.test is not None and len(capped.temporal.test) == 100
     assert capped.random.held_out is not None and len(capped.random.held_out) == 100
+
+
+def test_stored_ratings_are_read_up_to_the_agreed_cutoff(tiny_data_dir: Path, tmp_path: Path, synth) -> None:  # type: ignore[no-untyped-def]
+    """Workers of a cluster pass the same cutoff, so a rating stored after it is in nobody's data."""
+    from contract.ratings import Rating, RatingsStore
+
+    url = f"sqlite:///{tmp_path}/ratings.db"
+    end = int(synth.ratings[:, 3].max())
+    with RatingsStore(url) as store:
+        store.create_schema()
+        ids = store.add([Rating("1001", str(m), 4.0, end + m) for m in range(1, 11)])
+    files = len(prepare(TrainConfig(), tiny_data_dir).data.ratings)
+    newest = prepare(TrainConfig(), tiny_data_dir, url).data
+    assert newest.ratings_cutoff_id == ids[-1] and len(newest.ratings) == files + 10
+    agreed = prepare(TrainConfig(), tiny_data_dir, url, ratings_cutoff_id=ids[3]).data
+    assert agreed.ratings_cutoff_id == ids[3] and agreed.num_stored == 4 and len(agreed.ratings) == files + 4
+    assert sorted(agreed.ratings["stored_id"][agreed.ratings["stored_id"] > 0]) == ids[:4]
