@@ -59,6 +59,31 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "positional_adam_0.001": {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.001},
     "positional_adam_0.003": {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.003},
     "positional_history_50": {"history_pooling": "positional", "history_length": 50},
+    # Protocol T is next-item prediction for users mostly unseen in training: the newest movies one by one.
+    **{
+        f"positional_adam_0.001_recent_{n}": {
+            "history_pooling": "positional",
+            "optimizer": "adam",
+            "learning_rate": 0.001,
+            "history_recent": n,
+        }
+        for n in (1, 3)
+    },
+    # The T queries come after the training data, so their clamped timestamp lands in the last time bucket:
+    # 1,000 buckets make it the last ~4 hours of ML-100K, a thinly trained embedding.
+    **{
+        f"positional_adam_0.001_{name}": {
+            "history_pooling": "positional",
+            "optimizer": "adam",
+            "learning_rate": 0.001,
+            **overrides,
+        }
+        for name, overrides in (
+            ("buckets_50", {"timestamp_buckets": 50}),
+            ("buckets_200", {"timestamp_buckets": 200}),
+            ("dropout_0.3", {"user_dropout": 0.3}),
+        )
+    },
     "all_levers": {
         "remove_accidental_hits": True,
         "history_pooling": "positional",

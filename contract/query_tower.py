@@ -11,6 +11,8 @@ The forward pass mirrors training/model.py's query tower layer for layer, in flo
              (float32(t) - mean) / max(sqrt(variance), 1e-7) as one more column
   history:   StringLookup ("" masked, unknown -> out-of-vocabulary) -> Embedding -> masked mean, or a softmax
              over learned per-position logits of the unmasked positions ("positional"); zeros when empty
+  recent:    with `history_recent` N > 0, the N newest positions' lookup rows (the "" row included) in a second
+             table, each its own block of N * e columns, newest first
   features concatenated in that order -> Dense layers (ReLU where `dense_relu`) -> optional L2 normalisation
 """
 
@@ -52,6 +54,8 @@ class QueryTowerArrays:
     history_embedding: np.ndarray | None = None  # float32 [M, e]
     history_pooling: str = "mean"
     history_position_logits: np.ndarray | None = None  # float32 [H], "positional" only
+    history_recent: int = 0
+    history_recent_embedding: np.ndarray | None = None  # float32 [M, e], rows as history_vocabulary
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The npz members: plain arrays only, so the file loads with allow_pickle=False."""
@@ -78,6 +82,10 @@ class QueryTowerArrays:
             arrays["history_pooling"] = np.asarray(self.history_pooling, dtype=str)
             if self.history_position_logits is not None:
                 arrays["history_position_logits"] = self.history_position_logits.astype(np.float32)
+            if self.history_recent:
+                assert self.history_recent_embedding is not None
+                arrays["history_recent"] = np.array(self.history_recent, dtype=np.int64)
+                arrays["history_recent_embedding"] = self.history_recent_embedding.astype(np.float32)
         return arrays
 
     @classmethod
@@ -100,6 +108,9 @@ class QueryTowerArrays:
                     else None
                 ),
             }
+            if "history_recent" in arrays:
+                history["history_recent"] = int(arrays["history_recent"])
+                history["history_recent_embedding"] = arrays["history_recent_embedding"].astype(np.float32)
         return cls(
             user_vocabulary=arrays["user_vocabulary"].astype(str),
             user_oov=int(arrays["user_oov"]),
@@ -130,7 +141,15 @@ class QueryTowerArrays:
             self.history_position_logits is None or self.history_position_logits.shape != (self.history_length,)
         ):
             raise ValueError("positional pooling needs history_position_logits [history_length]")
-        return int(self.history_embedding.shape[1])
+        width = int(self.history_embedding.shape[1])
+        if self.history_recent:
+            recent = self.history_recent_embedding
+            if not 0 < self.history_recent <= self.history_length or recent is None or recent.ndim != 2:
+                raise ValueError("history_recent needs 1..history_length newest movies and their table")
+            if len(recent) != len(self.history_vocabulary):
+                raise ValueError("history_recent_embedding and history_vocabulary disagree")
+            width += self.history_recent * int(recent.shape[1])
+        return width
 
     def check(self) -> None:
         """Raises ValueError when the shapes do not chain into one tower."""
@@ -150,6 +169,8 @@ class QueryTowerArrays:
         values = [self.user_embedding, self.timestamp_embedding, *self.dense_kernels, *self.dense_biases]
         if self.history_embedding is not None:
             values.append(self.history_embedding)
+        if self.history_recent_embedding is not None:
+            values.append(self.history_recent_embedding)
         if not all(np.isfinite(v).all() for v in values):
             raise ValueError("weights hold non-finite values")
 
@@ -177,7 +198,15 @@ class QueryTower:
         self._user_part = arrays.user_embedding @ kernel[: cuts[0]]
         self._time_part = arrays.timestamp_embedding @ kernel[cuts[0] : cuts[1]] + arrays.dense_biases[0]
         self._column_part = kernel[cuts[1]]
-        self._history_part = None if arrays.history_embedding is None else arrays.history_embedding @ kernel[cuts[2] :]
+        self._history_part: np.ndarray | None = None
+        self._recent_parts: list[np.ndarray] = []  # one [M, out] table per newest position
+        if arrays.history_embedding is not None:
+            start = cuts[2] + arrays.history_embedding.shape[1]
+            self._history_part = arrays.history_embedding @ kernel[cuts[2] : start]
+            if arrays.history_recent_embedding is not None:
+                recent, width = arrays.history_recent_embedding, arrays.history_recent_embedding.shape[1]
+                starts = range(start, start + arrays.history_recent * width, width)
+                self._recent_parts = [recent @ kernel[at : at + width] for at in starts]
 
     @property
     def dim(self) -> int:
@@ -195,7 +224,10 @@ class QueryTower:
         standardised = (as_float - a.timestamp_mean) / self._std
         x = self._user_part[users] + self._time_part[buckets] + standardised[:, None] * self._column_part
         if self._history_part is not None:
-            x += self._pool_history(histories)
+            index = self._history_rows_of(histories)
+            x += self._pool_history(index)
+            for position, part in enumerate(self._recent_parts):
+                x += part[index[:, position]]
         if a.dense_relu[0]:
             np.maximum(x, 0, out=x)
         for kernel, bias, relu in zip(a.dense_kernels[1:], a.dense_biases[1:], a.dense_relu[1:], strict=True):
@@ -206,15 +238,19 @@ class QueryTower:
             x = x / np.sqrt(np.maximum(np.sum(x * x, axis=1, keepdims=True), _NORM_EPSILON))
         return x.astype(np.float32, copy=False)
 
-    def _pool_history(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
-        """The pooled history already through the first kernel: a weighted sum of `_history_part` rows."""
-        a = self.arrays
-        assert self._history_part is not None
-        length, rows, oov = self.history_length, self._history_rows, a.history_oov
+    def _history_rows_of(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """int64 [batch, history_length]: each history's lookup rows, newest first, the "" row padding."""
+        length, rows, oov = self.history_length, self._history_rows, self.arrays.history_oov
         index = np.full((len(histories), length), self._mask_row, dtype=np.int64)
         for i, history in enumerate(histories):
             cut = history[:length]
             index[i, : len(cut)] = [rows.get(movie, oov) for movie in cut]
+        return index
+
+    def _pool_history(self, index: np.ndarray) -> np.ndarray:
+        """The pooled history already through the first kernel: a weighted sum of `_history_part` rows."""
+        a = self.arrays
+        assert self._history_part is not None
         present = index != self._mask_row
         if a.history_pooling == "positional":
             assert a.history_position_logits is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The TFRS tutorial "Building deep retrieval models": random 80/20 split, Adagrad 0.1, batch 2048,
@@ -50,6 +50,9 @@ class TrainConfig(BaseModel):
     )
     history_pooling: Literal["mean", "positional"] = Field(
         "positional", description="mean, or positional: a learned softmax weight per history position (starts as mean)."
+    )
+    history_recent: int = Field(
+        0, ge=0, description="Newest history movies also read one by one from their own table (0: none)."
     )
     remove_accidental_hits: bool = Field(
         False, description="Do not count a batch's other copies of the positive movie as its negatives."
@@ -122,6 +125,14 @@ class TrainConfig(BaseModel):
         if not value or any(size <= 0 for size in value):
             raise ValueError("must be one or more positive sizes, e.g. 64,32")
         return value
+
+    @model_validator(mode="after")
+    def _recent_within_history(self) -> TrainConfig:
+        if self.history_recent > self.history_length:
+            raise ValueError(
+                f"history_recent={self.history_recent} reads more movies than history_length={self.history_length}"
+            )
+        return self
 
     @property
     def label(self) -> str:

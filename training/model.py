@@ -127,6 +127,17 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
         else:
             pool = MaskedMean(name="history_mean")
         features.append(pool(history_vectors))
+        if config.history_recent > 0:
+            # The newest movies again, each from its own slot of a second table, unpooled: what was rated just
+            # before predicts what comes next (GroupLens's rating pages show similar movies together), which a
+            # pooled taste vector blurs. "" (a short history) looks up row 0, a learned "nothing here".
+            recent = keras.layers.Embedding(len(vocab.movie_ids) + 2, dim, name="history_recent_embedding")(
+                history_index
+            )
+            recent = keras.layers.Cropping1D((0, config.history_length - config.history_recent), name="history_recent")(
+                recent
+            )
+            features.append(keras.layers.Reshape((config.history_recent * dim,), name="history_recent_flat")(recent))
 
     concatenated = keras.layers.Concatenate(name="query_features")(features)
     embedding = dense_stack(config.layers, "query_dense")(concatenated)

@@ -28,6 +28,9 @@ _KNOWN = {
     "history_embedding",
     "history_mean",
     "history_pool",
+    "history_recent_embedding",
+    "history_recent",
+    "history_recent_flat",
     "query_features",
     "query_dense",
     "query_normalize",
@@ -65,6 +68,10 @@ def query_tower_arrays(tower: tf.keras.Model) -> QueryTowerArrays | None:
             "history_pooling": "positional" if pool is not None else "mean",
             "history_position_logits": _variable(pool, "position_logits") if pool is not None else None,
         }
+        if "history_recent" in layers:
+            recent = layers["history_recent"]
+            history["history_recent"] = history["history_length"] - int(recent.cropping[1])  # type: ignore[operator]
+            history["history_recent_embedding"] = layers["history_recent_embedding"].get_weights()[0]
     return QueryTowerArrays(
         user_vocabulary=user_vocabulary,
         user_oov=int(np.flatnonzero(user_vocabulary == layers["user_lookup"].oov_token)[0]),

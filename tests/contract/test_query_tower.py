@@ -23,7 +23,9 @@ from contract.query_tower import (
 )
 
 
-def _arrays(history_length: int = 3, pooling: str = "mean", normalize: bool = False) -> QueryTowerArrays:
+def _arrays(
+    history_length: int = 3, pooling: str = "mean", normalize: bool = False, recent: int = 0
+) -> QueryTowerArrays:
     rng = np.random.default_rng(1)
     e = 4
     history = {}
@@ -37,8 +39,10 @@ def _arrays(history_length: int = 3, pooling: str = "mean", normalize: bool = Fa
             "history_position_logits": rng.normal(size=history_length).astype(np.float32)
             if pooling == "positional"
             else None,
+            "history_recent": recent,
+            "history_recent_embedding": rng.normal(size=(5, e)).astype(np.float32) if recent else None,
         }
-    width = 2 * e + 1 + (e if history_length else 0)
+    width = 2 * e + 1 + (e + recent * e if history_length else 0)
     return QueryTowerArrays(
         user_vocabulary=np.array(["[UNK]", "u1", "u2"]),
         user_oov=0,
@@ -77,6 +81,9 @@ def _by_hand(a: QueryTowerArrays, user: str, timestamp: int, history: list[str])
             w = np.exp(a.history_position_logits[: len(rows)].astype(np.float64))
             pooled = (w / w.sum()) @ a.history_embedding[rows]
         parts.append(pooled)
+        for position in range(a.history_recent):  # the newest movies one by one; "" (row 0) past the end
+            assert a.history_recent_embedding is not None
+            parts.append(a.history_recent_embedding[rows[position] if position < len(rows) else 0])
     x = np.concatenate(parts)
     for kernel, bias, relu in zip(a.dense_kernels, a.dense_biases, a.dense_relu, strict=True):
         x = x @ kernel + bias
@@ -93,7 +100,9 @@ QUERIES = [
 
 
 @pytest.mark.parametrize(
-    "settings", [{}, {"pooling": "positional"}, {"normalize": True}, {"history_length": 0}], ids=str
+    "settings",
+    [{}, {"pooling": "positional"}, {"normalize": True}, {"history_length": 0}, {"recent": 2, "pooling": "positional"}],
+    ids=str,
 )
 def test_the_forward_pass_is_the_tower_written_out_by_hand(settings: dict[str, object]) -> None:
     arrays = _arrays(**settings)  # type: ignore[arg-type]
@@ -116,7 +125,7 @@ def test_positional_pooling_with_equal_logits_is_the_mean() -> None:
 
 
 def test_the_file_round_trips_and_a_broken_one_is_a_version_error(tmp_path: Path) -> None:
-    arrays = _arrays(pooling="positional", normalize=True)
+    arrays = _arrays(pooling="positional", normalize=True, recent=2)
     write_query_weights(tmp_path, arrays)
     tower = read_query_weights(tmp_path)
     assert tower is not None and tower.history_length == 3 and tower.dim == 2
@@ -139,6 +148,7 @@ def test_the_file_round_trips_and_a_broken_one_is_a_version_error(tmp_path: Path
         ({"history_pooling": "attention"}, "history_pooling 'attention' is none of"),
         ({"history_pooling": "positional"}, "positional pooling needs history_position_logits"),
         ({"dense_biases": (np.full(6, np.nan, np.float32), np.zeros(2, np.float32))}, "non-finite"),
+        ({"history_recent": 4}, "history_recent needs 1..history_length"),
     ],
 )
 def test_arrays_that_do_not_form_a_tower_are_refused(change: dict[str, object], message: str) -> None:

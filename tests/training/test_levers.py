@@ -105,14 +105,16 @@ def test_normalized_towers_end_in_named_unit_normalization() -> None:
     assert "query_normalize" not in names and "candidate_normalize" not in names
 
 
-def test_the_numpy_mirror_equals_a_positional_normalized_tower() -> None:
-    """The levers stay servable in NumPy: non-zero position logits and the unit normalisation are mirrored."""
+@pytest.mark.parametrize("recent", [0, 2])
+def test_the_numpy_mirror_equals_a_positional_normalized_tower(recent: int) -> None:
+    """The levers stay servable in NumPy: non-zero position logits, the newest movies one by one (recent) and
+    the unit normalisation are mirrored."""
     tf.keras.utils.set_random_seed(3)
-    config = TrainConfig(**SMALL, history_pooling="positional", normalize_embeddings=True)
+    config = TrainConfig(**SMALL, history_pooling="positional", normalize_embeddings=True, history_recent=recent)
     tower = build_query_tower(VOCAB, config)
     tower.get_layer("history_pool").position_logits.assign([1.5, -0.5, 0.25])
     arrays = query_tower_arrays(tower)
-    assert arrays is not None
+    assert arrays is not None and arrays.history_recent == recent
     users, timestamps, histories = probe_queries(arrays, VOCAB.movie_ids.tolist(), now=1_900_000_000, count=40)
     padded = [(h[: config.history_length] + [""] * config.history_length)[: config.history_length] for h in histories]
     expected = tower(
