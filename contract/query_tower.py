@@ -199,6 +199,10 @@ class QueryTower:
         self._time_part = arrays.timestamp_embedding @ kernel[cuts[0] : cuts[1]] + arrays.dense_biases[0]
         self._column_part = kernel[cuts[1]]
         self._history_part: np.ndarray | None = None
+        self._position_weights = np.ones(arrays.history_length, dtype=np.float32)
+        if arrays.history_pooling == "positional" and arrays.history_position_logits is not None:
+            logits = arrays.history_position_logits
+            self._position_weights = np.exp(logits - logits.max()).astype(np.float32)
         self._recent_parts: list[np.ndarray] = []  # one [M, out] table per newest position
         if arrays.history_embedding is not None:
             start = cuts[2] + arrays.history_embedding.shape[1]
@@ -248,20 +252,15 @@ class QueryTower:
         return index
 
     def _pool_history(self, index: np.ndarray) -> np.ndarray:
-        """The pooled history already through the first kernel: a weighted sum of `_history_part` rows."""
-        a = self.arrays
+        """The pooled history already through the first kernel: a weighted sum of `_history_part` rows.
+
+        Each present position weighs `_position_weights` (exp(logit - the largest logit), as Keras computes
+        it; ones for the mean), normalised over the row's present positions; a row with none pools to zeros.
+        """
         assert self._history_part is not None
-        present = index != self._mask_row
-        if a.history_pooling == "positional":
-            assert a.history_position_logits is not None
-            logits = np.where(present, a.history_position_logits[None, :], -np.inf)
-            top = np.max(logits, axis=1, keepdims=True)
-            weights = np.where(present, np.exp(logits - np.where(np.isfinite(top), top, 0)), 0).astype(np.float32)
-            weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1e-30))
-        else:
-            weights = present.astype(np.float32)
-            weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1.0))
-        return np.einsum("bh,bho->bo", weights, self._history_part[index])
+        weights = (index != self._mask_row) * self._position_weights
+        weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1e-30))
+        return np.matmul(weights[:, None, :], self._history_part[index])[:, 0, :]
 
 
 def probe_queries(

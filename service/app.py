@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import FileResponse
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import Receive, Scope, Send
 
 from contract.ratings import StoredRating
 from service import catalogue, recommender
@@ -122,15 +122,23 @@ def known_error(exc: Exception) -> tuple[int, str, str, dict[str, str] | None] |
 
 
 class ServiceApp(FastAPI):
-    """FastAPI, with GET /recommend answered ahead of its whole middleware stack (service/hot_route.py)."""
+    """FastAPI, with GET /recommend answered before FastAPI sees it (service/hot_route.py)."""
 
-    def build_middleware_stack(self) -> ASGIApp:
-        service: Service = self.state.service
+    _hot: HotRoute | None = None
 
-        async def hot_recommend(query: QueryParams) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-            return await answer_recommend_get(service, query)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot = self._hot
+        if hot is None:
+            service: Service = self.state.service
 
-        return HotRoute(super().build_middleware_stack(), "/recommend", hot_recommend, service.metrics)
+            async def hot_recommend(query: QueryParams) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+                return await answer_recommend_get(service, query)
+
+            hot = self._hot = HotRoute("/recommend", hot_recommend, service.metrics)
+        if hot.takes(scope):
+            await hot.answer(scope, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 @dataclass(frozen=True)

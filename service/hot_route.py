@@ -1,18 +1,20 @@
-"""GET /recommend answered in plain ASGI, ahead of FastAPI's middleware and router: nearly all the traffic.
+"""GET /recommend answered in plain ASGI, ahead of FastAPI itself: nearly all the traffic.
 
 Why: profiled under load on 2 cores, Starlette's routing, FastAPI's request/response plumbing and the
-exception, metrics and response wrappers took ~half of a /recommend's CPU, more than a whole bare endpoint.
-This wraps the app's whole middleware stack (service.app.ServiceApp), counts and times the request itself
-as route /recommend, and calls the same handler the FastAPI route calls, which parses, answers and maps
-errors exactly as the route does; requests it does not take (other paths and methods, or a GET that carries
-a body) go on to FastAPI. The route stays declared in FastAPI for the OpenAPI schema and for those requests.
+exception, metrics and response wrappers took ~half of a /recommend's CPU, more than a whole bare endpoint;
+FastAPI's own entry then still asked OpenTelemetry whether tracing is configured on every request (~4% of
+a request at concurrency 1). So service.app.ServiceApp hands these requests to `HotRoute.answer` before
+FastAPI sees them. It counts and times the request itself as route /recommend and calls the same handler
+the FastAPI route calls, which parses, answers and maps errors exactly as the route does; requests it does
+not take (other paths and methods, or a GET that carries a body) go to FastAPI. The route stays declared in
+FastAPI for the OpenAPI schema and for those requests.
 """
 
 import time
 from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import QueryParams
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from service.metrics import Metrics
 
@@ -22,18 +24,19 @@ _JSON = (b"content-type", b"application/json")
 
 
 class HotRoute:
-    """Answers `GET path` (without a body) with `handler`; everything else goes to `app`."""
+    """Answers `GET path` (without a body) with `handler`; `takes` says which requests those are."""
 
-    def __init__(self, app: ASGIApp, path: str, handler: Handler, metrics: Metrics) -> None:
-        self.app = app
+    def __init__(self, path: str, handler: Handler, metrics: Metrics) -> None:
         self.path = path
         self.handler = handler
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != self.path or scope["method"] != "GET" or _has_body(scope):
-            await self.app(scope, receive, send)
-            return
+    def takes(self, scope: Scope) -> bool:
+        return (
+            scope["type"] == "http" and scope["path"] == self.path and scope["method"] == "GET" and not _has_body(scope)
+        )
+
+    async def answer(self, scope: Scope, send: Send) -> None:
         started = time.perf_counter()
         status, body, headers = await self.handler(QueryParams(scope["query_string"]))
         start = [_JSON, (b"content-length", str(len(body)).encode()), *headers]
