@@ -9,7 +9,9 @@ user) in bulk, then `since` is timed for users drawn uniformly, one call at a ti
 and `history(user, limit=20)`, the newest 20. Rows go to benchmarks/results/store_scale.json.
 
     python benchmarks/store_scale.py [--ratings 25000095] [--postgres-url postgresql+psycopg://...]
-                                     [--ratings-csv /tmp/scale-synth/synth-25m/ratings.csv]
+                                     [--ratings-csv /tmp/scale-synth/synth-25m/ratings.csv] [--no-sqlite]
+
+A backend not measured in a run keeps its figures from the results file (filling 25M rows takes minutes).
 """
 
 from __future__ import annotations
@@ -120,19 +122,25 @@ def main(
     postgres_url: Annotated[str | None, typer.Option(help="Also measure this (empty) PostgreSQL database.")] = None,
     ratings_csv: Annotated[Path | None, typer.Option(help="A GroupLens ratings.csv to store instead.")] = None,
     out: Annotated[Path, typer.Option()] = Path("benchmarks/results/store_scale.json"),
+    sqlite: Annotated[bool, typer.Option(help="Measure SQLite (--no-sqlite: only PostgreSQL).")] = True,
 ) -> None:
     frame = _frame(ratings_csv or _ratings_csv(work, ratings))
     users = np.random.default_rng(0).choice(frame["userId"].unique(), size=queries).tolist()
-    backends = {}
-    sqlite_path = work / "ratings.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
-    url = f"sqlite:///{sqlite_path}"
-    backends["sqlite"] = {"fill_seconds": round(_fill_sqlite(url, frame), 1), **_measure(url, len(frame), users)}
-    print(json.dumps(backends["sqlite"]), flush=True)
+    earlier = json.loads(out.read_text()) if out.is_file() else {}
+    backends = dict(earlier.get("backends", {})) if earlier.get("ratings") == len(frame) else {}
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    if sqlite:
+        sqlite_path = work / "ratings.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{sqlite_path}{suffix}").unlink(missing_ok=True)
+        url = f"sqlite:///{sqlite_path}"
+        fill = _fill_sqlite(url, frame)
+        backends["sqlite"] = {"measured_at": now, "fill_seconds": round(fill, 1), **_measure(url, len(frame), users)}
+        print(json.dumps(backends["sqlite"]), flush=True)
     if postgres_url:
         fill = _fill_postgres(postgres_url, frame)
-        backends["postgresql"] = {"fill_seconds": round(fill, 1), **_measure(postgres_url, len(frame), users)}
+        measured = _measure(postgres_url, len(frame), users)
+        backends["postgresql"] = {"measured_at": now, "fill_seconds": round(fill, 1), **measured}
         print(json.dumps(backends["postgresql"]), flush=True)
     result = {
         "benchmark": "RatingsStore reads at ML-25M size, one at a time on the kept connection",
