@@ -131,6 +131,10 @@ def _merged(out: Path, rows: list[dict[str, object]]) -> list[dict[str, object]]
     earlier = json.loads(out.read_text())["runs"] if out.is_file() else []
     replaced = {key(row) for row in rows}
     kept = [row for row in earlier if key(row) not in replaced]
+    for row in rows:  # an --input-only run keeps the training figures measured before it
+        before = next((old for old in earlier if key(old) == key(row) and "train" in old), None)
+        if "train" not in row and before is not None:
+            row["train"], row["train_measured_at"] = before["train"], before.get("measured_at")
     return sorted(kept + rows, key=lambda row: (int(str(row["ratings"])), str(row.get("refit"))))
 
 
