@@ -10,7 +10,7 @@ written once under --work; then, each in a fresh process:
 Rows go to benchmarks/results/scale_train.json, beside the runs of other sizes and settings already there.
 
     python benchmarks/scale_train.py [--size 1m --size 10m --size 25m] [--epochs 1] [--batch-size 4096]
-                                     [--scored-fit-only] [--input-only]
+                                     [--scored-fit-only] [--input-only] [--no-input-pipeline]
 """
 
 from __future__ import annotations
@@ -145,6 +145,9 @@ def main(
     work: Annotated[Path, typer.Option(help="Scratch folder for the synthetic sets.")] = Path("/tmp/scale-synth"),
     out: Annotated[Path, typer.Option()] = Path("benchmarks/results/scale_train.json"),
     input_only: Annotated[bool, typer.Option(help="Only the input-pipeline measurement.")] = False,
+    input_pipeline: Annotated[
+        bool, typer.Option(help="Also measure the input pipeline (--no-input-pipeline: the training only).")
+    ] = True,
     scored_fit_only: Annotated[
         bool, typer.Option(help="One fit (A/B) and export: no protocol-T fit, no refit (each is another fit).")
     ] = False,
@@ -162,7 +165,8 @@ def main(
         row["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
         if not input_only:
             row["train"] = _child(TRAIN, config, work)
-        row["input_pipeline"] = _child(INPUT, config, work)
+        if input_pipeline or input_only:
+            row["input_pipeline"] = _child(INPUT, config, work)
         rows.append(row)
         print(json.dumps(row, indent=2), flush=True)
     result = {
