@@ -86,7 +86,8 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
     `timestamp_buckets` equal-width buckets, and the standardised timestamp, with the timestamp first clamped
     to the training range. With `history_length` > 0, also the mean embedding of the movies the user rated
     before the query (the YouTube-DNN "watch vector", Covington et al. 2016), or with `history_pooling`
-    "positional" a learned weighting of its positions (layer `history_pool`); "" pads a short history. An
+    "positional" a learned weighting of its positions (layer `history_pool`), and with `history_recent` N the
+    newest N movies one by one from a second table (layer `history_recent`); "" pads a short history. An
     unknown user_id (or "") takes the out-of-vocabulary embedding, which `user_dropout` trains. With
     `normalize_embeddings` the last layer, `query_normalize`, scales the embedding to unit length.
     """
@@ -128,9 +129,9 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
             pool = MaskedMean(name="history_mean")
         features.append(pool(history_vectors))
         if config.history_recent > 0:
-            # The newest movies again, each from its own slot of a second table, unpooled: what was rated just
-            # before predicts what comes next (GroupLens's rating pages show similar movies together), which a
-            # pooled taste vector blurs. "" (a short history) looks up row 0, a learned "nothing here".
+            # The newest movies again, each from its own slot of a second table, unpooled, in case what was rated
+            # just before predicts what comes next better than a pooled taste vector does (on ML-100K it did not:
+            # README, Results). "" (a short history) looks up row 0, a learned "nothing here".
             recent = keras.layers.Embedding(len(vocab.movie_ids) + 2, dim, name="history_recent_embedding")(
                 history_index
             )
