@@ -26,6 +26,8 @@ import typer
 # The configuration every sweep row starts from: the default when these sweeps ran (history 20, user dropout
 # 0.1, mean pooling, Adagrad 0.1). Fixed here, so a row's name means the same run after the default moves.
 BASE: dict[str, Any] = {"history_length": 20, "history_pooling": "mean", "optimizer": "adagrad", "learning_rate": 0.1}
+# The overrides that won: the default TrainConfig since 2026-12-01.
+POSITIONAL_ADAM: dict[str, Any] = {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.001}
 # name -> overrides of BASE. "positional_adam_0.001" won (README) and is the default since 2026-12-01.
 CONFIGS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -56,29 +58,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "normalize_embeddings": True,
         "temperature": 0.2,
     },
-    "positional_adam_0.001": {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.001},
+    "positional_adam_0.001": POSITIONAL_ADAM,
     "positional_adam_0.003": {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.003},
     "positional_history_50": {"history_pooling": "positional", "history_length": 50},
-    # Protocol T is next-item prediction for users mostly unseen in training: the newest movies one by one.
+    # Protocol T from the default since 2026-12-01. T is mostly next-movie prediction for users unseen in
+    # training (recent_N: the newest movies one by one); its queries come after the training data, so their
+    # clamped timestamp lands in the last time bucket, which 1,000 buckets make the last ~4 hours of ML-100K.
     **{
-        f"positional_adam_0.001_recent_{n}": {
-            "history_pooling": "positional",
-            "optimizer": "adam",
-            "learning_rate": 0.001,
-            "history_recent": n,
-        }
-        for n in (1, 3)
-    },
-    # The T queries come after the training data, so their clamped timestamp lands in the last time bucket:
-    # 1,000 buckets make it the last ~4 hours of ML-100K, a thinly trained embedding.
-    **{
-        f"positional_adam_0.001_{name}": {
-            "history_pooling": "positional",
-            "optimizer": "adam",
-            "learning_rate": 0.001,
-            **overrides,
-        }
+        f"positional_adam_0.001_{name}": {**POSITIONAL_ADAM, **overrides}
         for name, overrides in (
+            ("recent_1", {"history_recent": 1}),
+            ("recent_3", {"history_recent": 3}),
             ("buckets_50", {"timestamp_buckets": 50}),
             ("buckets_200", {"timestamp_buckets": 200}),
             ("dropout_0.3", {"user_dropout": 0.3}),
