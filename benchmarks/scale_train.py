@@ -52,7 +52,6 @@ print(json.dumps({"stages": log.as_rows(), "history": {k: v for k, v in version.
 INPUT = """
 import json, sys, time
 from pathlib import Path
-import numpy as np
 import training
 from training.config import TrainConfig
 from training.dataset import build_vocabularies, ratings_dataset
@@ -61,10 +60,9 @@ config = TrainConfig(**json.loads(sys.argv[1]))
 fold = prepare(config.model_copy(update={"evaluate_temporal": False}), Path(sys.argv[2])).random
 started = time.perf_counter()
 vocab = build_vocabularies(fold.data, fold.train)
-users, times = fold.train["user_id"].to_numpy(np.int64), fold.train["timestamp"].to_numpy(np.int64)
-histories = fold.known.histories(users, times, config.history_length)
-dataset = ratings_dataset(fold.data, fold.train, vocab, config.batch_size, histories=histories,
-                          shuffle_seed=config.seed, user_dropout=config.user_dropout)
+dataset = ratings_dataset(fold.data, fold.train, vocab, config.batch_size, known=fold.known,
+                          history_length=config.history_length, shuffle_seed=config.seed,
+                          user_dropout=config.user_dropout)
 built = time.perf_counter()
 examples = sum(int(batch["timestamp"].shape[0]) for batch in dataset)
 done = time.perf_counter()

@@ -9,6 +9,7 @@ import pandas as pd
 import tensorflow as tf
 
 from training.data import MovieLens
+from training.history import PAD, UserRatings
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ def ratings_dataset(
     ratings: pd.DataFrame,
     vocab: Vocabularies,
     batch_size: int,
-    histories: np.ndarray | None = None,
+    known: UserRatings | None = None,
+    history_length: int = 0,
     shuffle_seed: int | None = None,
     user_dropout: float = 0.0,
 ) -> tf.data.Dataset:
@@ -105,8 +107,13 @@ def ratings_dataset(
     gigabytes). candidate_probability is each movie's share of the training ratings: the chance that it
     shows up as an in-batch negative, for the logQ correction.
 
+    Histories are gathered one batch at a time too, from each example's span of `known`: the same rows as
+    `known.histories`, but an example holds two integers instead of `history_length` (at 20M training
+    ratings a materialised [n, 20] history array, and the int64 temporaries that build it, took 8 GB).
+
     Args:
-        histories: int32 [len(ratings), H] movie rows (PAD = -1), newest first; None for no history input.
+        known: the ratings a history is read from (each example's user's ratings before its timestamp);
+            None, or history_length 0, for no history input.
         user_dropout: share of examples whose user_id is blanked, so that the out-of-vocabulary user (every
             user the model has not seen) learns to be answered from the history alone.
     """
@@ -115,8 +122,13 @@ def ratings_dataset(
         "timestamp": ratings["timestamp"].to_numpy(dtype=np.int64),
         "movie_row": catalogue_rows(data, ratings),
     }
-    if histories is not None:
-        columns["history_rows"] = histories
+    with_history = known is not None and history_length > 0
+    if with_history:
+        assert known is not None
+        columns["history_start"], columns["history_end"] = known.spans_before(columns["user_id"], columns["timestamp"])
+        # One PAD row stands in for an empty store, so that the (masked) gather always has a row to read.
+        known_rows = tf.constant(known.movie_rows if len(known.movie_rows) else np.array([PAD], np.int32))
+        newest_first = tf.range(1, history_length + 1, dtype=tf.int64)
     dataset = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle_seed is not None:
         dataset = dataset.shuffle(min(len(ratings), 1_000_000), seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -137,8 +149,10 @@ def ratings_dataset(
             "title": tf.gather(titles, batch["movie_row"]),
             "candidate_probability": tf.gather(probabilities, batch["movie_row"]),
         }
-        if "history_rows" in batch:
-            features["history"] = tf.gather(padded_ids, batch["history_rows"] + 1)
+        if with_history:  # UserRatings.histories, per batch: the latest movies before end, PAD before start
+            index = batch["history_end"][:, None] - newest_first[None, :]
+            rows = tf.where(index >= batch["history_start"][:, None], tf.gather(known_rows, tf.maximum(index, 0)), PAD)
+            features["history"] = tf.gather(padded_ids, rows + 1)
         return features
 
     dataset = dataset.batch(batch_size).map(to_features, num_parallel_calls=tf.data.AUTOTUNE)

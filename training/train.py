@@ -352,16 +352,13 @@ def fit(
     """Trains one two-tower model on `fold.train`; with `curve`, scores A and B every `eval_every` epochs."""
     tf.keras.utils.set_random_seed(config.seed)
     vocab = build_vocabularies(fold.data, fold.train)
-    train_histories = None
-    if config.history_length:
-        users, times = fold.train["user_id"].to_numpy(np.int64), fold.train["timestamp"].to_numpy(np.int64)
-        train_histories = fold.known.histories(users, times, config.history_length)
     train_ds = ratings_dataset(
         fold.data,
         fold.train,
         vocab,
         config.batch_size,
-        histories=train_histories,
+        known=fold.known,
+        history_length=config.history_length,
         shuffle_seed=config.seed,
         user_dropout=config.user_dropout,
     )

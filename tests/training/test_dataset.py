@@ -1,0 +1,39 @@
+"""The training input pipeline feeds the query tower the same histories that scoring and serving read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.config import TrainConfig
+from training.dataset import build_vocabularies, catalogue_rows, ratings_dataset
+from training.history import build_user_ratings, history_movie_ids
+from training.train import prepare
+
+
+def _fed(dataset: object) -> dict[str, np.ndarray]:
+    batches = list(dataset)  # type: ignore[call-overload]
+    return {key: np.concatenate([b[key].numpy() for b in batches]) for key in batches[0]}
+
+
+def test_histories_built_per_batch_equal_the_user_ratings_histories(tiny_data_dir: Path) -> None:
+    fold = prepare(TrainConfig(evaluate_temporal=False), tiny_data_dir).random
+    vocab = build_vocabularies(fold.data, fold.train)
+    fed = _fed(ratings_dataset(fold.data, fold.train, vocab, 64, known=fold.known, history_length=5))
+    users, times = fold.train["user_id"].to_numpy(np.int64), fold.train["timestamp"].to_numpy(np.int64)
+    expected = history_movie_ids(fold.known.histories(users, times, 5), vocab.movie_ids)
+    assert fed["history"].shape == (len(fold.train), 5)
+    assert (fed["history"].astype(str) == expected).all()
+    assert (expected != "").sum() > len(fold.train)  # most examples have several earlier movies to read
+    assert fed["movie_id"].astype(str).tolist() == vocab.movie_ids[catalogue_rows(fold.data, fold.train)].tolist()
+
+
+def test_no_history_input_without_a_length_and_padding_from_an_empty_store(tiny_data_dir: Path) -> None:
+    fold = prepare(TrainConfig(evaluate_temporal=False), tiny_data_dir).random
+    vocab = build_vocabularies(fold.data, fold.train)
+    assert "history" not in _fed(ratings_dataset(fold.data, fold.train, vocab, 64, known=fold.known))
+    empty = build_user_ratings(pd.DataFrame({"user_id": [], "timestamp": []}), np.zeros(0, np.int32))
+    fed = _fed(ratings_dataset(fold.data, fold.train, vocab, 64, known=empty, history_length=3))
+    assert fed["history"].shape == (len(fold.train), 3) and (fed["history"] == b"").all()
