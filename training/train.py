@@ -37,6 +37,7 @@ from training.evaluate import HeldOut as HeldOutRatings
 from training.evaluate import accuracy_table, baseline_ranks, model_ranks, popularity_ranking
 from training.export import TrainedArtifacts, export_version
 from training.history import UserRatings, build_user_ratings, history_movie_ids
+from training.memory import release_memory
 from training.model import build_model
 from training.plot import training_curve_png
 from training.progress import EpochProgress
@@ -297,11 +298,18 @@ def _train_one(
         scored = fit(config, prepared.random, progress=progress, curve=True)
     with stages.stage("score A/B"):
         model, baseline = _tables(config, prepared.random, scored, {"A": False, "B": True})
+    # Each fit is let go once scored, before the next starts: at 25M ratings each one held gigabytes.
+    served = None if config.refit else scored
+    history = scored.history  # the curve and timings of the scored fit describe the configuration
+    del scored
+    release_memory()
     if prepared.temporal is not None:
         with stages.stage("fit T"):
             temporal = fit(config, prepared.temporal, progress=progress, label=f"{config.label} (T)")
         with stages.stage("score T"):
             model_t, baseline_t = _tables(config, prepared.temporal, temporal, {"T": True})
+        del temporal
+        release_memory()
         model, baseline = {**model, **model_t}, {**baseline, **baseline_t}
     metrics = Metrics(
         model=model,
@@ -310,13 +318,11 @@ def _train_one(
         test_size=len(prepared.random.test) if prepared.random.test is not None else 0,
         temporal=prepared.temporal_info,
     )
-    if not config.refit:
-        return scored, metrics
-    with stages.stage("refit"):
-        served = fit(config, prepared.everything, progress=progress, label=f"{config.label} (refit)")
-    # The curve and timings of the scored fit describe the configuration; the refit adds its own time.
-    history = {**scored.history, "refit_seconds": served.history["train_seconds"]}
-    return dataclasses.replace(served, history=history), metrics
+    if served is None:
+        with stages.stage("refit"):
+            refit = fit(config, prepared.everything, progress=progress, label=f"{config.label} (refit)")
+        served = dataclasses.replace(refit, history={**history, "refit_seconds": refit.history["train_seconds"]})
+    return served, metrics
 
 
 def _tables(
