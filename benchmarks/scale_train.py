@@ -1,4 +1,4 @@
-"""Benchmark: the whole `train` at 1M, 10M and 25M ratings, stage by stage, and the input pipeline's speed.
+"""Benchmark: the whole `train` at 1M, 10M, 25M and 32M ratings, stage by stage, and the input pipeline's speed.
 
 For each size, a deterministic synthetic MovieLens of that GroupLens shape (training/synth.py, seed 0) is
 written once under --work; then, each in a fresh process:
@@ -33,6 +33,7 @@ SHAPES = {  # GroupLens's users and movies at each size
     "1m": (6_040, 3_883, 1_000_209),
     "10m": (69_878, 10_681, 10_000_054),
     "25m": (162_541, 62_423, 25_000_095),
+    "32m": (200_948, 87_585, 32_000_204),
 }
 TRAIN = """
 import json, logging, sys, tempfile
@@ -137,7 +138,7 @@ def _merged(out: Path, rows: list[dict[str, object]]) -> list[dict[str, object]]
 
 
 def main(
-    size: Annotated[list[str], typer.Option(help="1m, 10m, 25m (repeatable).")] = ["1m", "10m", "25m"],  # noqa: B006
+    size: Annotated[list[str], typer.Option(help="1m, 10m, 25m, 32m (repeatable).")] = ["1m", "10m", "25m"],  # noqa: B006
     epochs: Annotated[int, typer.Option(help="Epochs per fit; 1 runs every stage once at full size.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Ratings per step (large, as at scale).")] = 4096,
     work: Annotated[Path, typer.Option(help="Scratch folder for the synthetic sets.")] = Path("/tmp/scale-synth"),
