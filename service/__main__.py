@@ -27,12 +27,13 @@ def main(
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # One worker: the model is shared by dynamic batching inside the process, not by forking it.
     limits = ReadLimits(settings.header_timeout_seconds, settings.body_timeout_seconds, settings.max_header_bytes)
+    protocol = guarded_protocol(limits)  # httptools, with header and body deadlines and a header cap
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, protocol.requests_in_flight),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=guarded_protocol(limits),  # httptools, with header and body deadlines and a header cap
+        http=protocol,
         timeout_keep_alive=settings.keep_alive_seconds,
         limit_concurrency=settings.max_connections,
         log_level=settings.log_level,

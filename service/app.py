@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -464,14 +464,18 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, unexpected_error)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; the model loads in the background after startup (/readyz says when)."""
+def create_app(settings: Settings | None = None, requests_in_flight: Callable[[], int] | None = None) -> FastAPI:
+    """Build the app; the model loads in the background after startup (/readyz says when).
+
+    `requests_in_flight`: the server's count of requests being answered (service.limits), which lets a lone
+    request skip the batcher's queue; without it every request is queued.
+    """
     settings = settings or Settings()
     metrics = Metrics()
     service = Service(
         settings=settings,
         registry=Registry(settings.models_dir, settings.max_batch, metrics, settings.min_index_recall),
-        batcher=Batcher(settings.max_batch, settings.batch_in_thread, metrics.batch_size.observe),
+        batcher=Batcher(settings.max_batch, settings.batch_in_thread, metrics.batch_size.observe, requests_in_flight),
         ratings=RatingsWriter(settings.ratings_url, settings.max_ratings_per_request, metrics.ratings_stored.inc),
         metrics=metrics,
     )

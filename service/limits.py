@@ -65,9 +65,22 @@ class _GuardedHttpTools(HttpToolsProtocol):
 
     limits: ClassVar[ReadLimits]
     _deadlines: ClassVar[_Deadlines | None] = None
+    _server_tasks: ClassVar[set[asyncio.Task[None]] | None] = None
+
+    @classmethod
+    def requests_in_flight(cls) -> int:
+        """Requests the server has read and not yet answered, 0 before the first connection.
+
+        uvicorn keeps one task per request in its server state from the moment the request's headers are
+        read, before the task first runs: the count includes requests that have not reached the app yet, so
+        the batcher can tell when no other request could join a batch (service.batcher.Batcher).
+        """
+        tasks = cls._server_tasks
+        return 0 if tasks is None else len(tasks)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        type(self)._server_tasks = self.server_state.tasks
         self._header_bytes = 0
         self._refused = False
         self.deadline: float | None = None  # loop.time() by which the awaited part must have arrived
@@ -148,7 +161,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
         super().on_message_complete()
 
 
-def guarded_protocol(limits: ReadLimits) -> type[asyncio.Protocol]:
+def guarded_protocol(limits: ReadLimits) -> type[_GuardedHttpTools]:
     """An httptools protocol class for `uvicorn.run(http=...)` that enforces `limits`."""
     return type("GuardedHttpTools", (_GuardedHttpTools,), {"limits": limits})
 

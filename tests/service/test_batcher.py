@@ -89,6 +89,27 @@ def test_a_lone_request_does_not_wait_for_company() -> None:
     assert asyncio.run(scenario()) == [1, 1, 1]
 
 
+def test_the_only_request_in_flight_is_computed_at_once_and_concurrent_ones_still_share_a_call() -> None:
+    async def scenario(in_flight: int) -> tuple[FakeVersion, list[Any], bool]:
+        batcher = Batcher(256, in_thread=False, observe=lambda size: None, requests_in_flight=lambda: in_flight)
+        batcher.start()
+        version = FakeVersion()
+        turned = asyncio.Event()
+        asyncio.get_running_loop().call_soon(turned.set)  # runs on the loop's next turn
+        lone = await batcher.search(version, "1", 0, [], 1)
+        answered_before_a_turn = not turned.is_set()
+        results = [lone, *await _gather(batcher, version, list(range(5)))]
+        await batcher.stop()
+        return version, results, answered_before_a_turn
+
+    version, results, at_once = asyncio.run(scenario(in_flight=1))
+    assert at_once and version.calls == [1, 1, 1, 1, 1, 1]  # alone each time: nothing waits for a batch
+    assert [hits.query[0] for hits in results] == [1, 0, 1, 2, 3, 4]
+    version, results, at_once = asyncio.run(scenario(in_flight=6))
+    assert not at_once and version.calls == [1, 5]  # others in flight: queued, and the five share one call
+    assert [hits.query[0] for hits in results] == [1, 0, 1, 2, 3, 4]
+
+
 def test_deep_requests_search_apart_from_shallow_ones() -> None:
     async def scenario() -> tuple[FakeVersion, list[Any]]:
         batcher = Batcher(max_batch=256, in_thread=False, observe=lambda size: None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from collections.abc import Iterator
@@ -10,8 +11,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
 
-from tests.service.conftest import assert_error, running_server, serving
+from service.limits import ReadLimits, guarded_protocol
+from tests.service.conftest import assert_error, free_port, running_server, serving
 
 TIMEOUT = 0.5  # header and body deadlines for these tests, in seconds
 
@@ -80,3 +84,33 @@ def test_a_body_over_the_cap_is_refused_413_in_the_error_shape(shared_models_dir
         admin = {"Authorization": "Bearer s3cret"}
         assert_error(client.post("/admin/pin", content=b" " * 4096, headers=admin), 413, "request_entity_too_large")
         assert client.post("/recommend", json={"user_id": "1"}).status_code == 200
+
+
+def test_the_protocol_counts_the_requests_its_server_is_answering() -> None:
+    """What lets a lone /recommend skip the batcher's queue (service.batcher): one while alone, all when not."""
+    protocol = guarded_protocol(ReadLimits(5.0, 5.0, 4096))
+    counts: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        counts.append(protocol.requests_in_flight())
+        await asyncio.sleep(0.3)  # concurrent requests overlap here
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario() -> None:
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, port=port, http=protocol, log_level="warning", lifespan="off"))
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            assert (await client.get("/")).status_code == 200
+            await asyncio.gather(*(client.get("/") for _ in range(3)))
+        server.should_exit = True
+        await serving
+
+    assert protocol.requests_in_flight() == 0
+    asyncio.run(scenario())
+    assert counts[0] == 1 and max(counts[1:]) == 3
