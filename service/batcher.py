@@ -93,7 +93,10 @@ class Batcher:
 
     A callback rather than a worker task: the first request of an idle moment schedules one drain with
     call_soon, and requests that run before it join its batch. A worker task woken through an asyncio.Queue
-    cost two more turns of the loop per batch, ~40 us a lone request on these cores.
+    cost two more turns of the loop per batch, ~40 us a lone request on these cores. When the server says
+    how many requests it is answering (`requests_in_flight`) and the caller is the only one, nothing could
+    join a batch: it is computed at once, without the drain's turn and the wake-up's (at concurrency 1 this
+    took /recommend from 47% to 50-51% of the bare endpoint's req/s).
     """
 
     def __init__(
