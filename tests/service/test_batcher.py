@@ -110,6 +110,24 @@ def test_the_only_request_in_flight_is_computed_at_once_and_concurrent_ones_stil
     assert [hits.query[0] for hits in results] == [1, 0, 1, 2, 3, 4]
 
 
+def test_a_lone_request_hears_of_its_failed_model_call_and_the_next_one_is_answered() -> None:
+    async def scenario() -> tuple[BaseException | None, Any]:
+        batcher = Batcher(256, in_thread=False, observe=lambda size: None, requests_in_flight=lambda: 1)
+        batcher.start()
+        failed: BaseException | None = None
+        try:
+            await batcher.search(FakeVersion(fail=True), "1", 0, [], 1)
+        except RuntimeError as e:
+            failed = e
+        after = await batcher.search(FakeVersion(), "7", 0, [], 1)
+        await batcher.stop()
+        return failed, after
+
+    failed, after = asyncio.run(scenario())
+    assert failed is not None and "exploded" in str(failed)
+    assert after.query[0] == 7
+
+
 def test_deep_requests_search_apart_from_shallow_ones() -> None:
     async def scenario() -> tuple[FakeVersion, list[Any]]:
         batcher = Batcher(max_batch=256, in_thread=False, observe=lambda size: None)
