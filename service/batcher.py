@@ -156,13 +156,8 @@ class Batcher:
 
     def _alone(self) -> bool:
         in_flight = self._requests_in_flight
-        return (
-            in_flight is not None
-            and not self._in_thread
-            and not self._pending
-            and self._computing is None
-            and in_flight() <= 1
-        )
+        # In thread mode the worker thread computes every batch; only there is _computing ever set.
+        return in_flight is not None and not self._in_thread and not self._pending and in_flight() <= 1
 
     def _schedule(self) -> None:
         if not self._scheduled and self._computing is None and self._pending and self._loop is not None:
