@@ -9,7 +9,7 @@ written once under --work; then, each in a fresh process:
   batch held in memory: the difference is the share of step time spent waiting on input.
 Rows go to benchmarks/results/scale_train.json, beside the runs of other sizes and settings already there.
 
-    python benchmarks/scale_train.py [--size 1m --size 10m --size 25m] [--epochs 1] [--batch-size 4096]
+    python benchmarks/scale_train.py [--size 1m --size 10m --size 25m | --size 32m] [--epochs 1] [--batch-size 4096]
                                      [--scored-fit-only] [--input-only] [--no-input-pipeline]
 """
 
