@@ -13,7 +13,10 @@ The forward pass mirrors training/model.py's query tower layer for layer, in flo
              over learned per-position logits of the unmasked positions ("positional"); zeros when empty
   recent:    with `history_recent` N > 0, the N newest positions' lookup rows (the "" row included) in a second
              table, each its own block of N * e columns, newest first
-  features concatenated in that order -> Dense layers (ReLU where `dense_relu`) -> optional L2 normalisation
+  features concatenated in that order -> Dense layers (ReLU where `dense_relu`)
+  item-item: with `item_item_embedding`, the history's lookup rows in that table, pooled with their own
+             per-position logits like "positional", appended after the dense output (no kernel)
+  -> optional L2 normalisation of the whole vector
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ class QueryTowerArrays:
     history_position_logits: np.ndarray | None = None  # float32 [H], "positional" only
     history_recent: int = 0
     history_recent_embedding: np.ndarray | None = None  # float32 [M, e], rows as history_vocabulary
+    item_item_embedding: np.ndarray | None = None  # float32 [M, D], rows as history_vocabulary
+    item_item_position_logits: np.ndarray | None = None  # float32 [H], with item_item_embedding
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The npz members: plain arrays only, so the file loads with allow_pickle=False."""
@@ -86,6 +91,10 @@ class QueryTowerArrays:
                 assert self.history_recent_embedding is not None
                 arrays["history_recent"] = np.array(self.history_recent, dtype=np.int64)
                 arrays["history_recent_embedding"] = self.history_recent_embedding.astype(np.float32)
+            if self.item_item_embedding is not None:
+                assert self.item_item_position_logits is not None
+                arrays["item_item_embedding"] = self.item_item_embedding.astype(np.float32)
+                arrays["item_item_position_logits"] = self.item_item_position_logits.astype(np.float32)
         return arrays
 
     @classmethod
@@ -111,6 +120,9 @@ class QueryTowerArrays:
             if "history_recent" in arrays:
                 history["history_recent"] = int(arrays["history_recent"])
                 history["history_recent_embedding"] = arrays["history_recent_embedding"].astype(np.float32)
+            if "item_item_embedding" in arrays:
+                history["item_item_embedding"] = arrays["item_item_embedding"].astype(np.float32)
+                history["item_item_position_logits"] = arrays["item_item_position_logits"].astype(np.float32)
         return cls(
             user_vocabulary=arrays["user_vocabulary"].astype(str),
             user_oov=int(arrays["user_oov"]),
@@ -149,6 +161,13 @@ class QueryTowerArrays:
             if len(recent) != len(self.history_vocabulary):
                 raise ValueError("history_recent_embedding and history_vocabulary disagree")
             width += self.history_recent * int(recent.shape[1])
+        if self.item_item_embedding is not None and (
+            self.item_item_embedding.ndim != 2
+            or len(self.item_item_embedding) != len(self.history_vocabulary)
+            or self.item_item_position_logits is None
+            or self.item_item_position_logits.shape != (self.history_length,)
+        ):
+            raise ValueError("item_item_embedding needs a row per history_vocabulary and [history_length] logits")
         return width
 
     def check(self) -> None:
@@ -160,17 +179,22 @@ class QueryTowerArrays:
             raise ValueError("timestamp_boundaries and timestamp_embedding disagree")
         if self.history_length:
             width += self._check_history()
+        elif self.item_item_embedding is not None:
+            raise ValueError("item_item_embedding without a history")
         for kernel, bias in zip(self.dense_kernels, self.dense_biases, strict=True):
             if kernel.ndim != 2 or kernel.shape[0] != width or bias.shape != (kernel.shape[1],):
                 raise ValueError(f"dense kernel {kernel.shape} does not take {width} inputs")
             width = kernel.shape[1]
         if not self.dense_kernels:
             raise ValueError("no dense layers")
+        optional = (
+            self.history_embedding,
+            self.history_recent_embedding,
+            self.item_item_embedding,
+            self.item_item_position_logits,
+        )
         values = [self.user_embedding, self.timestamp_embedding, *self.dense_kernels, *self.dense_biases]
-        if self.history_embedding is not None:
-            values.append(self.history_embedding)
-        if self.history_recent_embedding is not None:
-            values.append(self.history_recent_embedding)
+        values += [value for value in optional if value is not None]
         if not all(np.isfinite(v).all() for v in values):
             raise ValueError("weights hold non-finite values")
 
@@ -201,8 +225,10 @@ class QueryTower:
         self._history_part: np.ndarray | None = None
         self._position_weights = np.ones(arrays.history_length, dtype=np.float32)
         if arrays.history_pooling == "positional" and arrays.history_position_logits is not None:
-            logits = arrays.history_position_logits
-            self._position_weights = np.exp(logits - logits.max()).astype(np.float32)
+            self._position_weights = _softmax_numerators(arrays.history_position_logits)
+        self._item_item_weights: np.ndarray | None = None
+        if arrays.item_item_position_logits is not None:
+            self._item_item_weights = _softmax_numerators(arrays.item_item_position_logits)
         self._recent_parts: list[np.ndarray] = []  # one [M, out] table per newest position
         if arrays.history_embedding is not None:
             start = cuts[2] + arrays.history_embedding.shape[1]
@@ -214,7 +240,8 @@ class QueryTower:
 
     @property
     def dim(self) -> int:
-        return int(self.arrays.dense_kernels[-1].shape[1])
+        extra = 0 if self.arrays.item_item_embedding is None else int(self.arrays.item_item_embedding.shape[1])
+        return int(self.arrays.dense_kernels[-1].shape[1]) + extra
 
     def __call__(
         self, user_ids: Sequence[str], timestamps: Sequence[int], histories: Sequence[Sequence[str]]
@@ -227,9 +254,10 @@ class QueryTower:
         buckets = np.searchsorted(a.timestamp_boundaries, as_float, side="right")
         standardised = (as_float - a.timestamp_mean) / self._std
         x = self._user_part[users] + self._time_part[buckets] + standardised[:, None] * self._column_part
+        index = None
         if self._history_part is not None:
             index = self._history_rows_of(histories)
-            x += self._pool_history(index)
+            x += _pool(index != self._mask_row, self._position_weights, self._history_part, index)
             for position, part in enumerate(self._recent_parts):
                 x += part[index[:, position]]
         if a.dense_relu[0]:
@@ -238,6 +266,9 @@ class QueryTower:
             x = x @ kernel + bias
             if relu:
                 np.maximum(x, 0, out=x)
+        if a.item_item_embedding is not None and self._item_item_weights is not None and index is not None:
+            pooled = _pool(index != self._mask_row, self._item_item_weights, a.item_item_embedding, index)
+            x = np.concatenate([x, pooled], axis=1)
         if a.normalize:
             x = x / np.sqrt(np.maximum(np.sum(x * x, axis=1, keepdims=True), _NORM_EPSILON))
         return x.astype(np.float32, copy=False)
@@ -251,16 +282,20 @@ class QueryTower:
             index[i, : len(cut)] = [rows.get(movie, oov) for movie in cut]
         return index
 
-    def _pool_history(self, index: np.ndarray) -> np.ndarray:
-        """The pooled history already through the first kernel: a weighted sum of `_history_part` rows.
 
-        Each present position weighs `_position_weights` (exp(logit - the largest logit), as Keras computes
-        it; ones for the mean), normalised over the row's present positions; a row with none pools to zeros.
-        """
-        assert self._history_part is not None
-        weights = (index != self._mask_row) * self._position_weights
-        weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1e-30))
-        return np.matmul(weights[:, None, :], self._history_part[index])[:, 0, :]
+def _softmax_numerators(logits: np.ndarray) -> np.ndarray:
+    """exp(logit - the largest logit), as training/model.py's PositionalPool computes its weights."""
+    return np.exp(logits - logits.max()).astype(np.float32)
+
+
+def _pool(present: np.ndarray, position_weights: np.ndarray, table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Weighted sum of `table` rows at `index` [batch, H]: each present position weighs its
+    `position_weights` entry (ones for the mean), normalised over the row's present positions; a row with
+    none pools to zeros. With the history's first-kernel slice as `table`, it is the pooled history already
+    through that kernel."""
+    weights = present * position_weights
+    weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1e-30))
+    return np.matmul(weights[:, None, :], table[index])[:, 0, :]
 
 
 def probe_queries(

@@ -20,6 +20,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_every": 5,
         "sampling_bias_correction": False,
         "history_length": 0,
+        "item_item_dim": 0,
         "user_dropout": 0.0,
         "evaluate_temporal": False,
         "refit": False,
@@ -53,6 +54,13 @@ class TrainConfig(BaseModel):
     )
     history_recent: int = Field(
         0, ge=0, description="Newest history movies also read one by one from their own table (0: none)."
+    )
+    item_item_dim: int = Field(
+        0,
+        ge=0,
+        description="Width of an item-to-item channel appended to both towers past their dense stacks: the "
+        "history pooled (one learned weight per position) from its own table, against the movie's own vector "
+        "(FISM); 0: none, or no history.",
     )
     remove_accidental_hits: bool = Field(
         False, description="Do not count a batch's other copies of the positive movie as its negatives."

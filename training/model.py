@@ -89,7 +89,10 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
     "positional" a learned weighting of its positions (layer `history_pool`), and with `history_recent` N the
     newest N movies one by one from a second table (layer `history_recent`); "" pads a short history. An
     unknown user_id (or "") takes the out-of-vocabulary embedding, which `user_dropout` trains. With
-    `normalize_embeddings` the last layer, `query_normalize`, scales the embedding to unit length.
+    `item_item_dim` D > 0 (and a history) the dense output gains D columns, `query_item_item`: the history
+    pooled positionally from its own table, which the candidate tower's movie vectors score directly, an
+    item-to-item term beside the dense stacks' (FISM, Kabbur et al. 2013). With `normalize_embeddings` the
+    last layer, `query_normalize`, scales the embedding to unit length.
     """
     dim = config.embedding_dim
     user_id = keras.Input(shape=(), dtype=tf.string, name="user_id")
@@ -142,18 +145,27 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
 
     concatenated = keras.layers.Concatenate(name="query_features")(features)
     embedding = dense_stack(config.layers, "query_dense")(concatenated)
+    if config.item_item_dim > 0 and config.history_length > 0:
+        # Past the dense stack: the history pooled from its own table, its own learned weight per position.
+        item_vectors = keras.layers.Embedding(
+            len(vocab.movie_ids) + 2, config.item_item_dim, mask_zero=True, name="item_item_embedding"
+        )(history_index)
+        pooled = PositionalPool(config.history_length, name="item_item_pool")(item_vectors)
+        embedding = keras.layers.Concatenate(name="query_item_item")([embedding, pooled])
     if config.normalize_embeddings:
         embedding = keras.layers.UnitNormalization(name="query_normalize")(embedding)
     return keras.Model(inputs=inputs, outputs=embedding, name="query_tower")
 
 
 def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Model:
-    """movie_id and title (string [batch]) -> candidate embedding [batch, layers[-1]].
+    """movie_id and title (string [batch]) -> candidate embedding [batch, layers[-1] (+ item_item_dim)].
 
     The id embedding is keyed by movie_id, not title: ML-100K has distinct movies with the same title.
     The title text (tokenised, embedded, averaged) lets similar titles share signal; `candidate_genres` adds
     the mean of the movie's genre embeddings and `candidate_year` its release-year bucket's embedding. With
-    `normalize_embeddings` the last layer, `candidate_normalize`, scales the embedding to unit length.
+    `item_item_dim` D > 0 (and a history) the dense output gains the movie's own D-wide vector,
+    `candidate_item_item`. With `normalize_embeddings` the last layer, `candidate_normalize`, scales the
+    embedding to unit length.
     """
     dim = config.embedding_dim
     movie_id = keras.Input(shape=(), dtype=tf.string, name="movie_id")
@@ -180,6 +192,12 @@ def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.
 
     concatenated = keras.layers.Concatenate(name="candidate_features")(features)
     embedding = dense_stack(config.layers, "candidate_dense")(concatenated)
+    if config.item_item_dim > 0 and config.history_length > 0:
+        # Past the dense stack: the movie's own vector, which the query's pooled history vectors score.
+        item_vector = keras.layers.Embedding(
+            len(vocab.movie_ids) + 1, config.item_item_dim, name="movie_item_item_embedding"
+        )(movie_index)
+        embedding = keras.layers.Concatenate(name="candidate_item_item")([embedding, item_vector])
     if config.normalize_embeddings:
         embedding = keras.layers.UnitNormalization(name="candidate_normalize")(embedding)
     return keras.Model(inputs={"movie_id": movie_id, "title": title}, outputs=embedding, name="candidate_tower")

@@ -31,6 +31,9 @@ _KNOWN = {
     "history_recent_embedding",
     "history_recent",
     "history_recent_flat",
+    "item_item_embedding",
+    "item_item_pool",
+    "query_item_item",
     "query_features",
     "query_dense",
     "query_normalize",
@@ -61,7 +64,7 @@ def query_tower_arrays(tower: tf.keras.Model) -> QueryTowerArrays | None:
         vocabulary = np.asarray(lookup.get_vocabulary(), dtype=str)
         pool = layers.get("history_pool")
         history = {
-            "history_length": int(tower.get_layer("history_embedding").input_shape[1]),
+            "history_length": int(tower.get_layer("history_lookup").input_shape[1]),
             "history_vocabulary": vocabulary,
             "history_oov": int(np.flatnonzero(vocabulary == lookup.oov_token)[0]),
             "history_embedding": layers["history_embedding"].get_weights()[0],
@@ -72,6 +75,9 @@ def query_tower_arrays(tower: tf.keras.Model) -> QueryTowerArrays | None:
             recent = layers["history_recent"]
             history["history_recent"] = history["history_length"] - int(recent.cropping[1])  # type: ignore[operator]
             history["history_recent_embedding"] = layers["history_recent_embedding"].get_weights()[0]
+        if "item_item_embedding" in layers:
+            history["item_item_embedding"] = layers["item_item_embedding"].get_weights()[0]
+            history["item_item_position_logits"] = _variable(layers["item_item_pool"], "position_logits")
     return QueryTowerArrays(
         user_vocabulary=user_vocabulary,
         user_oov=int(np.flatnonzero(user_vocabulary == layers["user_lookup"].oov_token)[0]),

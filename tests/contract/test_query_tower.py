@@ -24,7 +24,7 @@ from contract.query_tower import (
 
 
 def _arrays(
-    history_length: int = 3, pooling: str = "mean", normalize: bool = False, recent: int = 0
+    history_length: int = 3, pooling: str = "mean", normalize: bool = False, recent: int = 0, item_item: int = 0
 ) -> QueryTowerArrays:
     rng = np.random.default_rng(1)
     e = 4
@@ -42,6 +42,9 @@ def _arrays(
             "history_recent": recent,
             "history_recent_embedding": rng.normal(size=(5, e)).astype(np.float32) if recent else None,
         }
+        if item_item:
+            history["item_item_embedding"] = rng.normal(size=(5, item_item)).astype(np.float32)
+            history["item_item_position_logits"] = rng.normal(size=history_length).astype(np.float32)
     width = 2 * e + 1 + (e + recent * e if history_length else 0)
     return QueryTowerArrays(
         user_vocabulary=np.array(["[UNK]", "u1", "u2"]),
@@ -88,6 +91,13 @@ def _by_hand(a: QueryTowerArrays, user: str, timestamp: int, history: list[str])
     for kernel, bias, relu in zip(a.dense_kernels, a.dense_biases, a.dense_relu, strict=True):
         x = x @ kernel + bias
         x = np.maximum(x, 0) if relu else x
+    if a.item_item_embedding is not None:  # past the dense layers, its own softmax over the present positions
+        assert a.item_item_position_logits is not None
+        if rows:
+            w = np.exp(a.item_item_position_logits[: len(rows)].astype(np.float64))
+            x = np.concatenate([x, (w / w.sum()) @ a.item_item_embedding[rows]])
+        else:
+            x = np.concatenate([x, np.zeros(a.item_item_embedding.shape[1])])
     return x / np.linalg.norm(x) if a.normalize else x
 
 
@@ -101,7 +111,14 @@ QUERIES = [
 
 @pytest.mark.parametrize(
     "settings",
-    [{}, {"pooling": "positional"}, {"normalize": True}, {"history_length": 0}, {"recent": 2, "pooling": "positional"}],
+    [
+        {},
+        {"pooling": "positional"},
+        {"normalize": True},
+        {"history_length": 0},
+        {"recent": 2, "pooling": "positional"},
+        {"item_item": 3, "pooling": "positional", "normalize": True},
+    ],
     ids=str,
 )
 def test_the_forward_pass_is_the_tower_written_out_by_hand(settings: dict[str, object]) -> None:
@@ -109,11 +126,15 @@ def test_the_forward_pass_is_the_tower_written_out_by_hand(settings: dict[str, o
     tower = QueryTower(arrays)
     users, timestamps, histories = (list(column) for column in zip(*QUERIES, strict=True))
     batch = tower(users, timestamps, histories)
-    assert batch.dtype == np.float32 and batch.shape == (4, 2)
+    assert batch.dtype == np.float32 and batch.shape == (4, 2 + arrays_width(arrays)) and tower.dim == batch.shape[1]
     for row, (user, timestamp, history) in zip(batch, QUERIES, strict=True):
         np.testing.assert_allclose(row, _by_hand(arrays, user, timestamp, history), rtol=1e-5, atol=1e-5)
     if arrays.normalize:
         np.testing.assert_allclose(np.linalg.norm(batch, axis=1), 1.0, rtol=1e-6)
+
+
+def arrays_width(arrays: QueryTowerArrays) -> int:
+    return 0 if arrays.item_item_embedding is None else arrays.item_item_embedding.shape[1]
 
 
 def test_positional_pooling_with_equal_logits_is_the_mean() -> None:
@@ -125,10 +146,10 @@ def test_positional_pooling_with_equal_logits_is_the_mean() -> None:
 
 
 def test_the_file_round_trips_and_a_broken_one_is_a_version_error(tmp_path: Path) -> None:
-    arrays = _arrays(pooling="positional", normalize=True, recent=2)
+    arrays = _arrays(pooling="positional", normalize=True, recent=2, item_item=3)
     write_query_weights(tmp_path, arrays)
     tower = read_query_weights(tmp_path)
-    assert tower is not None and tower.history_length == 3 and tower.dim == 2
+    assert tower is not None and tower.history_length == 3 and tower.dim == 5
     queries = (["u1", "x"], [1300, 2500], [["m2"], ["m1", "m3"]])
     np.testing.assert_array_equal(tower(*queries), QueryTower(arrays)(*queries))
     assert read_query_weights(tmp_path / "elsewhere") is None  # a version from before the file existed
@@ -149,6 +170,11 @@ def test_the_file_round_trips_and_a_broken_one_is_a_version_error(tmp_path: Path
         ({"history_pooling": "positional"}, "positional pooling needs history_position_logits"),
         ({"dense_biases": (np.full(6, np.nan, np.float32), np.zeros(2, np.float32))}, "non-finite"),
         ({"history_recent": 4}, "history_recent needs 1..history_length"),
+        ({"item_item_embedding": np.zeros((4, 3), np.float32)}, "item_item_embedding needs a row per"),
+        (
+            {"item_item_embedding": np.zeros((5, 3), np.float32), "item_item_position_logits": np.zeros(2, np.float32)},
+            "item_item_embedding needs a row per",
+        ),
     ],
 )
 def test_arrays_that_do_not_form_a_tower_are_refused(change: dict[str, object], message: str) -> None:

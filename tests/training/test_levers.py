@@ -105,22 +105,50 @@ def test_normalized_towers_end_in_named_unit_normalization() -> None:
     assert "query_normalize" not in names and "candidate_normalize" not in names
 
 
-@pytest.mark.parametrize("recent", [0, 2])
-def test_the_numpy_mirror_equals_a_positional_normalized_tower(recent: int) -> None:
-    """The levers stay servable in NumPy: non-zero position logits, the newest movies one by one (recent) and
-    the unit normalisation are mirrored."""
+@pytest.mark.parametrize("recent, item_item", [(0, 0), (2, 0), (0, 6)])
+def test_the_numpy_mirror_equals_a_positional_normalized_tower(recent: int, item_item: int) -> None:
+    """The levers stay servable in NumPy: non-zero position logits, the newest movies one by one (recent), the
+    item-item channel past the dense stack and the unit normalisation are mirrored."""
     tf.keras.utils.set_random_seed(3)
-    config = TrainConfig(**SMALL, history_pooling="positional", normalize_embeddings=True, history_recent=recent)
+    config = TrainConfig(
+        **SMALL,
+        history_pooling="positional",
+        normalize_embeddings=True,
+        history_recent=recent,
+        item_item_dim=item_item,
+    )
     tower = build_query_tower(VOCAB, config)
     tower.get_layer("history_pool").position_logits.assign([1.5, -0.5, 0.25])
+    if item_item:
+        tower.get_layer("item_item_pool").position_logits.assign([-1.0, 0.75, 2.0])
     arrays = query_tower_arrays(tower)
     assert arrays is not None and arrays.history_recent == recent
+    assert QueryTower(arrays).dim == SMALL["layers"][-1] + item_item  # type: ignore[index]
     users, timestamps, histories = probe_queries(arrays, VOCAB.movie_ids.tolist(), now=1_900_000_000, count=40)
     padded = [(h[: config.history_length] + [""] * config.history_length)[: config.history_length] for h in histories]
     expected = tower(
         {"user_id": tf.constant(users), "timestamp": tf.constant(timestamps, tf.int64), "history": tf.constant(padded)}
     ).numpy()
     assert max_difference(expected, QueryTower(arrays)(users, timestamps, histories)) < 1e-5
+
+
+def test_the_item_item_channel_scores_history_movies_against_each_movie_past_the_dense_stacks() -> None:
+    """With item_item_dim D both towers end in D more columns, so a score gains <pooled history vectors, the
+    movie's own vector>; a movie the history holds gets the highest item-item term when the tables agree."""
+    config = TrainConfig(**SMALL, history_pooling="positional", item_item_dim=6)
+    query, candidate = build_query_tower(VOCAB, config), build_candidate_tower(VOCAB, config)
+    width = SMALL["layers"][-1]  # type: ignore[index]
+    assert query(_query_inputs()).shape == (3, width + 6) and candidate(_candidate_inputs()).shape == (4, width + 6)
+    table = np.eye(6, dtype=np.float32)[[0, 0, 1, 2, 3]]  # "" row, the unknown movie, then "10", "20", "30"
+    query.get_layer("item_item_embedding").set_weights([table])
+    candidate.get_layer("movie_item_item_embedding").set_weights([table[1:]])  # unknown, "10", "20", "30"
+    item_item = query(_query_inputs()).numpy()[:, width:] @ candidate(_candidate_inputs()).numpy()[:, width:].T
+    np.testing.assert_allclose(item_item[0, :3], [0.5, 0.5, 0.0], atol=1e-6)  # history "20", "10": equal weights
+    np.testing.assert_allclose(item_item[1], 0.0, atol=1e-6)  # no history: the channel is silent
+    np.testing.assert_allclose(item_item[2, :3], [0.0, 0.0, 1.0], atol=1e-6)  # history "30"
+    plain = TrainConfig(**{**SMALL, "history_length": 0}, item_item_dim=6)
+    inputs = {name: value for name, value in _query_inputs().items() if name != "history"}
+    assert build_query_tower(VOCAB, plain)(inputs).shape == (3, width)  # no history, no channel
 
 
 def _loss_and_scores(movie_ids: list[str], **levers: object) -> tuple[float, np.ndarray]:
