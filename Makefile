@@ -7,7 +7,7 @@ BIN = $(VENV)/bin
 PYTHON = $(BIN)/python
 STAMP = $(VENV)/.installed-stamp
 
-.PHONY: install data train compare serve test test-slow lint bench-tutorial bench-load bench-data bench-default bench-scale clean
+.PHONY: install data train compare serve test test-slow lint bench-tutorial bench-load bench-data bench-default bench-baselines bench-scale clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON_BOOTSTRAP) -m venv $(VENV)
@@ -53,6 +53,9 @@ bench-data: $(STAMP)
 
 bench-default: data
 	$(PYTHON) benchmarks/default_model.py --data-dir data
+
+bench-baselines: data
+	$(PYTHON) benchmarks/classical_baselines.py --data-dir data
 
 bench-scale: $(STAMP)
 	$(PYTHON) benchmarks/scale_train.py

@@ -1,0 +1,142 @@
+"""Benchmark: the strong classical baselines (item-kNN and EASE) on the same folds and the same scoring as the model.
+
+Each baseline reads, per held-out rating, exactly the ratings the service would know then: under A and B the
+user's training ratings, under T every rating before the query. Those movies, newest first, each weigh
+`decay`**position; the scores are that weighted row times an item-item matrix:
+- item-kNN: co-occurrence of two movies among the training users, cosine-normalised;
+- EASE (Steck, WWW 2019): the closed-form ridge regression of each movie on every other one, weight `lam`.
+A query with no known rating gets the popularity ranking, as the service answers it. Settings are chosen per
+protocol on validation ratings carved from the training part (as in quality_sweep.py), then the chosen
+setting is scored once on the test ratings. Writes benchmarks/results/classical_baselines.json.
+
+    python benchmarks/classical_baselines.py [--data-dir data] [--seed 42]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+import typer
+
+import training  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from benchmarks.machine import machine
+from training.config import TrainConfig
+from training.evaluate import accuracy_table, model_ranks
+from training.fetch import fetch
+from training.history import UserRatings
+from training.train import Fold, prepare
+
+DECAYS = (1.0, 0.9, 0.8)
+EASE_LAMBDAS = (100.0, 300.0, 1000.0, 3000.0)
+FAMILIES = ("item_knn", "ease")
+PROTOCOLS = {"A": False, "B": True, "T": True}  # protocol -> seen movies excluded
+
+
+def interactions(known: UserRatings, num_movies: int) -> np.ndarray:
+    """float32 [users, movies]: 1 where the user rated the movie in the fold's training ratings."""
+    matrix = np.zeros((len(known.user_ids), num_movies), dtype=np.float32)
+    matrix[np.repeat(np.arange(len(known.user_ids)), np.diff(known.indptr)), known.movie_rows] = 1.0
+    return matrix
+
+
+def item_knn(matrix: np.ndarray) -> np.ndarray:
+    """Cosine similarity of movies' rating columns, zero on the diagonal."""
+    counts = matrix.sum(axis=0)
+    similarity = matrix.T @ matrix / np.sqrt(np.outer(counts, counts) + 1.0)
+    np.fill_diagonal(similarity, 0.0)
+    return similarity.astype(np.float32)
+
+
+def ease(matrix: np.ndarray, lam: float) -> np.ndarray:
+    """EASE's item-item weights B = I - P / diag(P), P = (X^T X + lam I)^-1, with B's diagonal zero."""
+    gram = (matrix.T @ matrix).astype(np.float64)
+    inverse = np.linalg.inv(gram + lam * np.eye(len(gram)))
+    weights = -inverse / np.diag(inverse)[None, :]
+    np.fill_diagonal(weights, 0.0)
+    return weights.astype(np.float32)
+
+
+def weighted_history(fold: Fold, num_movies: int, decay: float) -> np.ndarray:
+    """float32 [queries, movies]: each query's known movies (its exclusion span), weighted decay**age."""
+    held = fold.held_out
+    assert held is not None
+    rows = np.zeros((len(held), num_movies), dtype=np.float32)
+    lengths = held.exclude_end - held.exclude_start
+    query = np.repeat(np.arange(len(held)), lengths)
+    offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    index = np.repeat(held.exclude_start, lengths) + offset
+    age = np.repeat(held.exclude_end, lengths) - 1 - index  # 0 for the newest
+    np.add.at(rows, (query, held.known.movie_rows[index]), decay**age)
+    return rows
+
+
+def score(fold: Fold, weights: np.ndarray, decay: float, exclude: bool) -> dict[str, float]:
+    """Top-k table of a baseline on a fold's held-out ratings, through the same ranking code as the model."""
+    assert fold.held_out is not None
+    queries = weighted_history(fold, len(weights), decay)
+    return accuracy_table(model_ranks(queries, weights.T, fold.popularity, fold.held_out, exclude))
+
+
+def baselines(fold: Fold, num_movies: int) -> dict[str, np.ndarray]:
+    matrix = interactions(fold.known, num_movies)
+    return {"item_knn": item_knn(matrix), **{f"ease_{lam:g}": ease(matrix, lam) for lam in EASE_LAMBDAS}}
+
+
+def main(
+    data_dir: Annotated[Path, typer.Option()] = Path("data"),
+    seed: Annotated[int, typer.Option(help="Seed of the random split (A and B), as TrainConfig.seed.")] = 42,
+    out: Annotated[Path, typer.Option()] = Path("benchmarks/results/classical_baselines.json"),
+) -> None:
+    fetch("ml-100k", data_dir, log=lambda m: print(m, file=sys.stderr))
+    started = time.perf_counter()
+    tables: dict[str, dict[str, dict[str, float]]] = {}
+    chosen: dict[str, dict[str, str]] = {}
+    test: dict[str, dict[str, dict[str, object]]] = {}
+    for scored_on in ("validation", "test"):
+        prepared = prepare(TrainConfig(seed=seed, evaluate_on=scored_on, refit=False), data_dir)
+        num_movies = len(prepared.data.movies)
+        assert prepared.temporal is not None
+        folds = {"A": prepared.random, "B": prepared.random, "T": prepared.temporal}
+        matrices = {"AB": baselines(prepared.random, num_movies), "T": baselines(prepared.temporal, num_movies)}
+        for protocol, exclude in PROTOCOLS.items():
+            fold = folds[protocol]
+            weights = matrices["T" if protocol == "T" else "AB"]
+            if scored_on == "validation":
+                rows = {f"{name}_decay_{decay:g}": score(fold, w, decay, exclude)
+                        for name, w in weights.items() for decay in DECAYS}  # fmt: skip
+                tables[protocol] = rows
+                for key, table in rows.items():
+                    print(f"validation {protocol} {key}: top-10 {table['top_10']:.3f} top-100 {table['top_100']:.3f}")
+                # Each family's setting with the best validation top-100.
+                chosen[protocol] = {
+                    family: max((key for key in rows if key.startswith(family)), key=lambda k: rows[k]["top_100"])
+                    for family in FAMILIES
+                }
+            else:
+                test[protocol] = {}
+                for family, setting in chosen[protocol].items():
+                    name, decay = setting.rsplit("_decay_", 1)
+                    table = score(fold, weights[name], float(decay), exclude)
+                    test[protocol][family] = {"setting": setting, **table}
+                    print(f"test {protocol} {setting}: top-10 {table['top_10']:.3f} top-100 {table['top_100']:.3f}")
+    result = {
+        "machine": machine(),
+        "seed": seed,
+        "validation": tables,
+        "chosen_on_validation": chosen,
+        "test": test,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    typer.run(main)
