@@ -72,6 +72,16 @@ CONFIGS: dict[str, dict[str, Any]] = {
             ("buckets_50", {"timestamp_buckets": 50}),
             ("buckets_200", {"timestamp_buckets": 200}),
             ("dropout_0.3", {"user_dropout": 0.3}),
+            # An item-to-item channel past the dense stacks (FISM-like; item-kNN and EASE on the history beat
+            # the two towers under T), with more history-only training examples for the users T mostly asks for.
+            ("item_item_64", {"item_item_dim": 64}),
+            ("item_item_32_dropout_0.5", {"item_item_dim": 32, "user_dropout": 0.5}),
+            ("item_item_64_dropout_0.5", {"item_item_dim": 64, "user_dropout": 0.5}),
+            ("item_item_64_dropout_0.8", {"item_item_dim": 64, "user_dropout": 0.8}),
+            ("dropout_0.5", {"user_dropout": 0.5}),
+            ("item_item_64_dropout_0.5_epochs_20", {"item_item_dim": 64, "user_dropout": 0.5, "epochs": 20}),
+            ("item_item_128_dropout_0.8", {"item_item_dim": 128, "user_dropout": 0.8}),
+            ("item_item_64_dropout_0.8_epochs_20", {"item_item_dim": 64, "user_dropout": 0.8, "epochs": 20}),
         )
     },
     "all_levers": {

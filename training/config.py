@@ -47,7 +47,7 @@ class TrainConfig(BaseModel):
         20, ge=0, description="Latest movies rated before the query that the query tower reads; 0: none."
     )
     user_dropout: float = Field(
-        0.1, ge=0, lt=1, description="Share of examples trained without user_id, for users the model never saw."
+        0.8, ge=0, lt=1, description="Share of examples trained without user_id, for users the model never saw."
     )
     history_pooling: Literal["mean", "positional"] = Field(
         "positional", description="mean, or positional: a learned softmax weight per history position (starts as mean)."
@@ -56,7 +56,7 @@ class TrainConfig(BaseModel):
         0, ge=0, description="Newest history movies also read one by one from their own table (0: none)."
     )
     item_item_dim: int = Field(
-        0,
+        64,
         ge=0,
         description="Width of an item-to-item channel appended to both towers past their dense stacks: the "
         "history pooled (one learned weight per position) from its own table, against the movie's own vector "

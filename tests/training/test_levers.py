@@ -212,7 +212,7 @@ def test_the_candidate_tower_reads_genres_and_year_from_movie_id_alone() -> None
     np.testing.assert_array_equal(genres, genre_shares(VOCAB.genres)[[1, 2, 3, 0]])  # "99" is unknown: row 0
     trainable = {w.name.split("/")[0] for w in tower.trainable_weights}
     assert {"genre_embedding", "year_embedding"} <= trainable and not {"movie_genres", "movie_year"} & trainable
-    assert tower(_candidate_inputs()).shape == (4, 8)
+    assert tower(_candidate_inputs()).shape == (4, 8 + config.item_item_dim)
 
 
 def test_a_model_with_every_lever_beats_most_popular_and_exports(tiny_data_dir: Path, tmp_path: Path) -> None:

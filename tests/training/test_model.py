@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,8 @@ VOCAB = Vocabularies(
 
 
 @pytest.mark.parametrize("layers", [(32,), (16, 8), (12, 8, 4)])
-def test_tower_width_is_the_last_layer(layers: tuple[int, ...]) -> None:
-    config = TrainConfig(layers=layers, embedding_dim=8, history_length=3)
+def test_tower_width_is_the_last_layer_and_the_item_item_channel(layers: tuple[int, ...]) -> None:
+    config = TrainConfig(layers=layers, embedding_dim=8, history_length=3, item_item_dim=5)
     query = build_query_tower(VOCAB, config)
     candidate = build_candidate_tower(VOCAB, config)
     history = tf.constant([["20", "10", ""], ["", "", ""]])  # newest first, "" pads; an empty history is fine
@@ -42,7 +43,7 @@ def test_tower_width_is_the_last_layer(layers: tuple[int, ...]) -> None:
         }
     )
     c = candidate({"movie_id": tf.constant(["10", "20", "30"]), "title": tf.constant(["a", "b", "c"])})
-    assert q.shape == (2, layers[-1]) and c.shape == (3, layers[-1])
+    assert q.shape == (2, layers[-1] + 5) and c.shape == (3, layers[-1] + 5)
     dense = [layer for layer in query.get_layer("query_dense").layers]
     assert [layer.units for layer in dense] == list(layers)
     assert all(layer.activation.__name__ == "relu" for layer in dense[:-1])
@@ -81,8 +82,10 @@ def test_training_loss_decreases(tiny_version_dir: Path) -> None:
     assert history["test_epoch"] == [4, 8]
 
 
-def test_model_learns_the_synthetic_taste_clusters(tiny_version_dir: Path, synth) -> None:  # type: ignore[no-untyped-def]
-    """Users of cluster c mostly rate genre c: their scores for genre c must stand out.
+@pytest.mark.parametrize("with_user_id", [True, False], ids=["known user", "same history, unknown user"])
+def test_model_learns_the_synthetic_taste_clusters(tiny_version_dir: Path, synth, with_user_id: bool) -> None:  # type: ignore[no-untyped-def]
+    """Users of cluster c mostly rate genre c: asked now, as the service asks (user id and latest ratings), and
+    as a new user with the same ratings would be, their scores for genre c must stand out.
 
     The comparison is cluster x genre mean scores with each genre's and each cluster's mean removed (the
     interaction), because a movie-side bias (a genre every user scores high) or a query norm says nothing about
@@ -99,10 +102,15 @@ def test_model_learns_the_synthetic_taste_clusters(tiny_version_dir: Path, synth
 
     users = np.arange(1, 61)
     length = manifest["query"]["history_length"]
+    histories = []
+    for user in users:  # the latest `length` movies, newest first, as seen.npz gives the server
+        mine = synth.ratings[synth.ratings[:, 0] == user]
+        newest = mine[np.argsort(-mine[:, 3], kind="stable")][:length, 1].astype(str).tolist()
+        histories.append(newest + [""] * (length - len(newest)))
     q = query_model(
-        user_id=tf.constant(users.astype(str)),
-        timestamp=tf.constant([885_000_000] * 60, tf.int64),
-        history=tf.constant([[""] * length] * 60),  # the user embeddings alone must have learnt the clusters
+        user_id=tf.constant(users.astype(str) if with_user_id else [""] * 60),
+        timestamp=tf.constant([int(time.time())] * 60, tf.int64),
+        history=tf.constant(histories),
     )
     scores = q["embedding"].numpy() @ embeddings.T
     genre = np.array([GENRES.index(genres[0]) for genres in movies["genres"]])  # one genre per synthetic movie
