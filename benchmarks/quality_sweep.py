@@ -26,9 +26,10 @@ import typer
 # The configuration every sweep row starts from: the default when these sweeps ran (history 20, user dropout
 # 0.1, mean pooling, Adagrad 0.1). Fixed here, so a row's name means the same run after the default moves.
 BASE: dict[str, Any] = {"history_length": 20, "history_pooling": "mean", "optimizer": "adagrad", "learning_rate": 0.1}
-# The overrides that won: the default TrainConfig since 2026-12-01.
+# The overrides that won on the morning of 2026-12-01; the item-item rows start from them.
 POSITIONAL_ADAM: dict[str, Any] = {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.001}
-# name -> overrides of BASE. "positional_adam_0.001" won (README) and is the default since 2026-12-01.
+# name -> overrides of BASE. "positional_adam_0.001" won (README) and was the default on the morning of
+# 2026-12-01; "positional_adam_0.001_item_item_64_dropout_0.8_buckets_50" won after it and is the default.
 CONFIGS: dict[str, dict[str, Any]] = {
     "base": {},
     "history_50": {"history_length": 50},  # the default before that sweep
@@ -82,6 +83,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
             ("item_item_64_dropout_0.5_epochs_20", {"item_item_dim": 64, "user_dropout": 0.5, "epochs": 20}),
             ("item_item_128_dropout_0.8", {"item_item_dim": 128, "user_dropout": 0.8}),
             ("item_item_64_dropout_0.8_epochs_20", {"item_item_dim": 64, "user_dropout": 0.8, "epochs": 20}),
+            # At "now" (clamped to the data's end) 1,000 buckets left the last one ~5 hours of ratings, and the
+            # item-item default's lists at now overlapped twice as much across users as a month earlier.
+            (
+                "item_item_64_dropout_0.8_buckets_50",
+                {"item_item_dim": 64, "user_dropout": 0.8, "timestamp_buckets": 50},
+            ),
         )
     },
     "all_levers": {

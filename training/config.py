@@ -8,7 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The TFRS tutorial "Building deep retrieval models": random 80/20 split, Adagrad 0.1, batch 2048,
-    # 32-wide embeddings, 300 epochs, held-out figures every 5 epochs, no sampling-bias correction.
+    # 32-wide embeddings, 1,000 timestamp buckets, 300 epochs, held-out figures every 5 epochs, no sampling-bias
+    # correction.
     "tutorial": {
         "embedding_dim": 32,
         "optimizer": "adagrad",
@@ -19,6 +20,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "test_fraction": 0.2,
         "eval_every": 5,
         "sampling_bias_correction": False,
+        "timestamp_buckets": 1000,
         "history_length": 0,
         "item_item_dim": 0,
         "user_dropout": 0.0,
@@ -91,7 +93,7 @@ class TrainConfig(BaseModel):
     refit: bool = Field(
         True, description="Serve a model refit on every rating (held-out ones too), not the evaluated one."
     )
-    timestamp_buckets: int = Field(1000, gt=1, description="Equal-width timestamp buckets over the training range.")
+    timestamp_buckets: int = Field(50, gt=1, description="Equal-width timestamp buckets over the training range.")
     max_title_tokens: int = Field(10_000, gt=1, description="Title vocabulary size (TextVectorization).")
     eval_every: int = Field(5, gt=0, description="Epochs between held-out evaluations (the training curve).")
     eval_max_queries: int = Field(200_000, gt=0, description="Cap on held-out ratings scored (ML-25M holds 5M).")

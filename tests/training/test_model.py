@@ -69,8 +69,12 @@ def test_the_query_tower_clamps_time_and_reads_the_history() -> None:
 def test_the_tutorial_preset_has_no_history_input() -> None:
     from training.config import build_config
 
-    query = build_query_tower(VOCAB, build_config("tutorial", layers=(8,)))
+    config = build_config("tutorial", layers=(8,))
+    query = build_query_tower(VOCAB, config)
     assert sorted(query.input_names) == ["timestamp", "user_id"]
+    # The tutorial's own time buckets and nothing of the levers, whatever the defaults become.
+    assert (config.timestamp_buckets, config.item_item_dim, config.user_dropout) == (1000, 0, 0.0)
+    assert query.get_layer("timestamp_embedding").input_dim == 1000
 
 
 def test_training_loss_decreases(tiny_version_dir: Path) -> None:
