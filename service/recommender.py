@@ -56,7 +56,8 @@ def _rows(version: ModelVersion, movie_ids: Sequence[str]) -> np.ndarray:
 def user_state(
     version: ModelVersion, request: RecommendRequest, timestamp: int, stored: Sequence[StoredRating]
 ) -> UserState:
-    """The user's seen movies and history from the version's ratings, the ratings stored since and the request.
+    """The user's seen movies and history (their ratings strictly before `timestamp`) from the version's
+    ratings, the ratings stored since and the request.
 
     `stored` holds the user's ratings that reached the ratings store after the version's data was taken, so a
     rating counts the moment it is stored, on every replica, and again once a retrain has learnt from it.
@@ -169,7 +170,11 @@ async def recommend(
     """
     check_k(request.k, settings.max_k)
     timestamp = request.timestamp if request.timestamp is not None else int(time.time())
-    state = user_state(version, request, timestamp, stored)
+    # At "now" every stored rating came before the request, even one stored within the same second (a user
+    # who rates and at once asks again); an explicit moment keeps the offline protocols' rule that a rating
+    # in the same second is not before it.
+    history_before = timestamp if request.timestamp is not None else timestamp + 1
+    state = user_state(version, request, history_before, stored)
     personalised = state.known_user or bool(state.history)
     if personalised:
         rows, scores = await _model_top_k(version, batcher, request, timestamp, state)

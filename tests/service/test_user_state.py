@@ -56,6 +56,20 @@ def test_a_new_user_is_personalised_from_their_first_ratings(
     assert_same_ranking(body, oracle.top_k("5000", TS, 5, {2, 8, 11}, history=["9", "3"]))
 
 
+def test_a_rating_stored_in_the_same_second_is_history_at_now(shared_models_dir: Path, tmp_path: Path) -> None:
+    """Rate, then ask at once without a timestamp: the rating came first, so it is history, within one second
+    or not. Asked at an explicit moment, a rating in that same second is not before it (as offline)."""
+    with serving(shared_models_dir, ratings_url=f"sqlite:///{tmp_path}/ratings.db") as client:
+        response = client.post("/ratings", json={"user_id": "6000", "movie_id": "3", "rating": 5})  # stored at now
+        assert response.status_code == 201, response.text
+        stored_at = client.get("/users/6000/ratings").json()[0]["timestamp"]
+        at_now = client.get("/recommend", params={"user_id": "6000", "k": 5}).json()
+        same_second = client.get("/recommend", params={"user_id": "6000", "k": 5, "timestamp": stored_at}).json()
+    assert at_now["personalised"] and at_now["history_used"] == 1
+    assert "3" not in [item["movie_id"] for item in at_now["items"]]
+    assert not same_second["personalised"] and same_second["history_used"] == 0
+
+
 def test_a_request_may_carry_the_history_of_a_user_the_service_never_saw(
     shared_models_dir: Path, oracles: dict[str, Oracle]
 ) -> None:
