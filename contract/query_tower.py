@@ -226,9 +226,9 @@ class QueryTower:
         self._position_weights = np.ones(arrays.history_length, dtype=np.float32)
         if arrays.history_pooling == "positional" and arrays.history_position_logits is not None:
             self._position_weights = _softmax_numerators(arrays.history_position_logits)
-        self._item_item_weights: np.ndarray | None = None
-        if arrays.item_item_position_logits is not None:
-            self._item_item_weights = _softmax_numerators(arrays.item_item_position_logits)
+        self._item_item: tuple[np.ndarray, np.ndarray] | None = None  # (position weights, table), checked above
+        if arrays.item_item_embedding is not None and arrays.item_item_position_logits is not None:
+            self._item_item = (_softmax_numerators(arrays.item_item_position_logits), arrays.item_item_embedding)
         self._recent_parts: list[np.ndarray] = []  # one [M, out] table per newest position
         if arrays.history_embedding is not None:
             start = cuts[2] + arrays.history_embedding.shape[1]
@@ -254,10 +254,11 @@ class QueryTower:
         buckets = np.searchsorted(a.timestamp_boundaries, as_float, side="right")
         standardised = (as_float - a.timestamp_mean) / self._std
         x = self._user_part[users] + self._time_part[buckets] + standardised[:, None] * self._column_part
-        index = None
+        index = present = None
         if self._history_part is not None:
             index = self._history_rows_of(histories)
-            x += _pool(index != self._mask_row, self._position_weights, self._history_part, index)
+            present = index != self._mask_row
+            x += _pool(present, self._position_weights, self._history_part, index)
             for position, part in enumerate(self._recent_parts):
                 x += part[index[:, position]]
         if a.dense_relu[0]:
@@ -266,9 +267,9 @@ class QueryTower:
             x = x @ kernel + bias
             if relu:
                 np.maximum(x, 0, out=x)
-        if a.item_item_embedding is not None and self._item_item_weights is not None and index is not None:
-            pooled = _pool(index != self._mask_row, self._item_item_weights, a.item_item_embedding, index)
-            x = np.concatenate([x, pooled], axis=1)
+        if self._item_item is not None and index is not None and present is not None:  # check(): a history
+            weights, table = self._item_item
+            x = np.concatenate([x, _pool(present, weights, table, index)], axis=1)
         if a.normalize:
             x = x / np.sqrt(np.maximum(np.sum(x * x, axis=1, keepdims=True), _NORM_EPSILON))
         return x.astype(np.float32, copy=False)
