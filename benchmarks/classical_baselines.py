@@ -30,7 +30,7 @@ from benchmarks.machine import machine
 from training.config import TrainConfig
 from training.evaluate import accuracy_table, model_ranks
 from training.fetch import fetch
-from training.history import UserRatings
+from training.history import UserRatings, span_pairs
 from training.train import Fold, prepare
 
 DECAYS = (1.0, 0.9, 0.8)
@@ -68,11 +68,10 @@ def weighted_history(fold: Fold, num_movies: int, decay: float) -> np.ndarray:
     held = fold.held_out
     assert held is not None
     rows = np.zeros((len(held), num_movies), dtype=np.float32)
-    lengths = held.exclude_end - held.exclude_start
-    query = np.repeat(np.arange(len(held)), lengths)
-    offset = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    index = np.repeat(held.exclude_start, lengths) + offset
-    age = np.repeat(held.exclude_end, lengths) - 1 - index  # 0 for the newest
+    # span_pairs over positions rather than movies: each pair's index into known.movie_rows gives its age.
+    positions = np.arange(len(held.known.movie_rows))
+    query, index = span_pairs(positions, held.exclude_start, held.exclude_end)
+    age = held.exclude_end[query] - 1 - index  # 0 for the newest
     np.add.at(rows, (query, held.known.movie_rows[index]), decay**age)
     return rows
 
