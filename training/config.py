@@ -145,6 +145,12 @@ class TrainConfig(BaseModel):
         return self
 
     @property
+    def item_item_width(self) -> int:
+        """Columns the item-item channel adds to both towers: `item_item_dim`, or 0 without a history to pool.
+        One answer for both, so their embeddings always have the same width."""
+        return self.item_item_dim if self.history_length > 0 else 0
+
+    @property
     def label(self) -> str:
         """How a run is named in progress bars, plots and benchmark rows: `layers=64,32`."""
         return f"layers={','.join(map(str, self.layers))}"

@@ -145,10 +145,10 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
 
     concatenated = keras.layers.Concatenate(name="query_features")(features)
     embedding = dense_stack(config.layers, "query_dense")(concatenated)
-    if config.item_item_dim > 0 and config.history_length > 0:
+    if config.item_item_width:
         # Past the dense stack: the history pooled from its own table, its own learned weight per position.
         item_vectors = keras.layers.Embedding(
-            len(vocab.movie_ids) + 2, config.item_item_dim, mask_zero=True, name="item_item_embedding"
+            len(vocab.movie_ids) + 2, config.item_item_width, mask_zero=True, name="item_item_embedding"
         )(history_index)
         pooled = PositionalPool(config.history_length, name="item_item_pool")(item_vectors)
         embedding = keras.layers.Concatenate(name="query_item_item")([embedding, pooled])
@@ -192,10 +192,10 @@ def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.
 
     concatenated = keras.layers.Concatenate(name="candidate_features")(features)
     embedding = dense_stack(config.layers, "candidate_dense")(concatenated)
-    if config.item_item_dim > 0 and config.history_length > 0:
+    if config.item_item_width:
         # Past the dense stack: the movie's own vector, which the query's pooled history vectors score.
         item_vector = keras.layers.Embedding(
-            len(vocab.movie_ids) + 1, config.item_item_dim, name="movie_item_item_embedding"
+            len(vocab.movie_ids) + 1, config.item_item_width, name="movie_item_item_embedding"
         )(movie_index)
         embedding = keras.layers.Concatenate(name="candidate_item_item")([embedding, item_vector])
     if config.normalize_embeddings:
