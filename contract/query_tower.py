@@ -32,6 +32,92 @@ from contract.manifest import QUERY_WEIGHTS, VersionError
 _EPSILON = np.float32(1e-7)  # Keras's backend.epsilon(), the floor of Normalization's standard deviation
 _NORM_EPSILON = np.float32(1e-12)  # tf.math.l2_normalize's floor of the squared norm
 POOLINGS = ("mean", "positional")
+MIRROR_TOLERANCE = 1e-4  # largest relative difference between the NumPy tower and its SavedModel that is accepted
+
+
+class QueryLayer:
+    """The Keras layer names of the query tower: training/model.py names its layers with these, and
+    training/query_weights.py reads a trained tower's weights by them."""
+
+    USER_LOOKUP = "user_lookup"
+    USER_EMBEDDING = "user_embedding"
+    TIMESTAMP_CLAMP = "timestamp_clamp"
+    TIMESTAMP_BUCKETS = "timestamp_buckets"
+    TIMESTAMP_EMBEDDING = "timestamp_embedding"
+    TIMESTAMP_NORMALIZED = "timestamp_normalized"
+    TIMESTAMP_COLUMN = "timestamp_column"
+    HISTORY_LOOKUP = "history_lookup"
+    HISTORY_EMBEDDING = "history_embedding"
+    HISTORY_MEAN = "history_mean"
+    HISTORY_POOL = "history_pool"
+    HISTORY_RECENT_EMBEDDING = "history_recent_embedding"
+    HISTORY_RECENT = "history_recent"
+    HISTORY_RECENT_FLAT = "history_recent_flat"
+    ITEM_ITEM_EMBEDDING = "item_item_embedding"
+    ITEM_ITEM_POOL = "item_item_pool"
+    ITEM_ITEM_CONCAT = "query_item_item"
+    FEATURES = "query_features"
+    DENSE = "query_dense"
+    NORMALIZE = "query_normalize"
+
+
+@dataclass(frozen=True)
+class QueryTowerSpec:
+    """The query tower's structure, declared once.
+
+    training/model.py builds the Keras tower from it, training/query_weights.py reads a trained tower's
+    weights by the layer names it lists (a layer it does not list is an export error), and
+    `QueryTowerArrays.spec` reads it back from the arrays, so an export whose mirror differs is refused.
+    Without a history nothing history-shaped exists: pooling, recent and item-item are then canonical.
+    """
+
+    layers: tuple[int, ...]  # dense widths, ReLU on all but the last
+    history_length: int = 0
+    history_pooling: str = "mean"  # one of POOLINGS
+    history_recent: int = 0  # newest positions also read one by one from their own table
+    item_item_dim: int = 0  # columns of the item-item channel appended past the dense stack
+    normalize: bool = False  # L2-normalise the whole embedding
+
+    def __post_init__(self) -> None:
+        if self.history_pooling not in POOLINGS:
+            raise ValueError(f"history_pooling {self.history_pooling!r} is none of {POOLINGS}")
+        if not self.history_length:
+            object.__setattr__(self, "history_pooling", "mean")
+            object.__setattr__(self, "history_recent", 0)
+            object.__setattr__(self, "item_item_dim", 0)
+
+    @property
+    def dense_relu(self) -> tuple[bool, ...]:
+        return tuple(i < len(self.layers) - 1 for i in range(len(self.layers)))
+
+    @property
+    def dim(self) -> int:
+        """Width of the query embedding (and of every candidate embedding)."""
+        return self.layers[-1] + self.item_item_dim
+
+    def layer_names(self) -> frozenset[str]:
+        """Every non-input layer a Keras tower of this structure has, by name."""
+        names = {
+            QueryLayer.USER_LOOKUP,
+            QueryLayer.USER_EMBEDDING,
+            QueryLayer.TIMESTAMP_CLAMP,
+            QueryLayer.TIMESTAMP_BUCKETS,
+            QueryLayer.TIMESTAMP_EMBEDDING,
+            QueryLayer.TIMESTAMP_NORMALIZED,
+            QueryLayer.TIMESTAMP_COLUMN,
+            QueryLayer.FEATURES,
+            QueryLayer.DENSE,
+        }
+        if self.history_length:
+            pool = QueryLayer.HISTORY_POOL if self.history_pooling == "positional" else QueryLayer.HISTORY_MEAN
+            names |= {QueryLayer.HISTORY_LOOKUP, QueryLayer.HISTORY_EMBEDDING, pool}
+        if self.history_recent:
+            names |= {QueryLayer.HISTORY_RECENT_EMBEDDING, QueryLayer.HISTORY_RECENT, QueryLayer.HISTORY_RECENT_FLAT}
+        if self.item_item_dim:
+            names |= {QueryLayer.ITEM_ITEM_EMBEDDING, QueryLayer.ITEM_ITEM_POOL, QueryLayer.ITEM_ITEM_CONCAT}
+        if self.normalize:
+            names.add(QueryLayer.NORMALIZE)
+        return frozenset(names)
 
 
 @dataclass(frozen=True)
@@ -61,6 +147,18 @@ class QueryTowerArrays:
     history_recent_embedding: np.ndarray | None = None  # float32 [M, e], rows as history_vocabulary
     item_item_embedding: np.ndarray | None = None  # float32 [M, D], rows as history_vocabulary
     item_item_position_logits: np.ndarray | None = None  # float32 [H], with item_item_embedding
+
+    @property
+    def spec(self) -> QueryTowerSpec:
+        """The structure these arrays compute (compare it with the one a tower was built from)."""
+        return QueryTowerSpec(
+            layers=tuple(int(kernel.shape[1]) for kernel in self.dense_kernels),
+            history_length=self.history_length,
+            history_pooling=self.history_pooling,
+            history_recent=self.history_recent,
+            item_item_dim=0 if self.item_item_embedding is None else int(self.item_item_embedding.shape[1]),
+            normalize=self.normalize,
+        )
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The npz members: plain arrays only, so the file loads with allow_pickle=False."""
@@ -323,6 +421,11 @@ def probe_queries(
             history.insert(0, "no-such-movie")
         histories.append(history)
     return users, timestamps, histories
+
+
+def padded_histories(histories: Sequence[Sequence[str]], length: int) -> list[list[str]]:
+    """Each history cut to `length` movie ids (newest first) and padded with "", as the SavedModel takes them."""
+    return [[*h[:length], *[""] * (length - len(h[:length]))] for h in histories]
 
 
 def max_difference(expected: np.ndarray, actual: np.ndarray) -> float:

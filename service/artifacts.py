@@ -25,7 +25,14 @@ from contract.contents import (
     verified_manifest,
 )
 from contract.manifest import IndexInfo, Manifest, VersionError
-from contract.query_tower import QueryTower, max_difference, probe_queries, read_query_weights
+from contract.query_tower import (
+    MIRROR_TOLERANCE,
+    QueryTower,
+    max_difference,
+    padded_histories,
+    probe_queries,
+    read_query_weights,
+)
 from service.errors import VersionRejectedError
 
 log = logging.getLogger(__name__)
@@ -176,7 +183,7 @@ def saved_model_embed(
         "timestamp": tf.constant(timestamps, dtype=tf.int64),
     }
     if history_length:
-        padded = [h[:history_length] + [""] * (history_length - len(h[:history_length])) for h in histories]
+        padded = padded_histories(histories, history_length)
         inputs["history"] = tf.constant(padded, dtype=tf.string, shape=(len(user_ids), history_length))
     return fn(**inputs)["embedding"].numpy()
 
@@ -227,7 +234,9 @@ def _read(path: Path, manifest: Manifest) -> ModelVersion:
     )
 
 
-def check_query_tower(version: ModelVersion, path: Path, tolerance: float = 1e-4, timeout: float = 300) -> None:
+def check_query_tower(
+    version: ModelVersion, path: Path, tolerance: float = MIRROR_TOLERANCE, timeout: float = 300
+) -> None:
     """Prove the NumPy query tower equals the version's SavedModel before it serves a single query.
 
     Probe queries cover every branch (known, unknown and blank users; timestamps around the clamp range, on
@@ -244,7 +253,7 @@ def check_query_tower(version: ModelVersion, path: Path, tolerance: float = 1e-4
     known = [movie["movie_id"] for movie in version.movies[:50]]
     users, timestamps, histories = probe_queries(tower.arrays, known, int(time.time()))
     length = version.history_length
-    padded = [h[:length] + [""] * (length - len(h[:length])) for h in histories]
+    padded = padded_histories(histories, length)
     with tempfile.TemporaryDirectory(prefix="tower-check-") as scratch:
         probes, out = Path(scratch) / "probes.npz", Path(scratch) / "embeddings.npy"
         np.savez(

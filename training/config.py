@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from contract.query_tower import QueryTowerSpec
+
 PRESETS: dict[str, dict[str, Any]] = {
     # The TFRS tutorial "Building deep retrieval models": random 80/20 split, Adagrad 0.1, batch 2048,
     # 32-wide embeddings, 1,000 timestamp buckets, 300 epochs, held-out figures every 5 epochs, no sampling-bias
@@ -149,6 +151,18 @@ class TrainConfig(BaseModel):
         """Columns the item-item channel adds to both towers: `item_item_dim`, or 0 without a history to pool.
         One answer for both, so their embeddings always have the same width."""
         return self.item_item_dim if self.history_length > 0 else 0
+
+    @property
+    def query_spec(self) -> QueryTowerSpec:
+        """The query tower's structure: what training/model.py builds and the exported NumPy mirror must match."""
+        return QueryTowerSpec(
+            layers=self.layers,
+            history_length=self.history_length,
+            history_pooling=self.history_pooling,
+            history_recent=self.history_recent,
+            item_item_dim=self.item_item_width,
+            normalize=self.normalize_embeddings,
+        )
 
     @property
     def label(self) -> str:

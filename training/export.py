@@ -29,7 +29,7 @@ from contract.query_tower import write_query_weights
 from training.config import TrainConfig
 from training.history import UserRatings
 from training.index import build_index
-from training.query_weights import query_tower_arrays
+from training.query_weights import mirrored_arrays
 
 LIBRARIES = ("tensorflow", "tf-keras", "tensorflow-recommenders", "scann", "numpy", "pandas")
 
@@ -93,9 +93,8 @@ def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
     if artifacts.query.history_length:
         query_inputs["history"] = tf.TensorSpec([None, artifacts.query.history_length], tf.string)
     _save_tower(artifacts.query_tower, staging / layout.QUERY_MODEL, query_inputs)
-    arrays = query_tower_arrays(artifacts.query_tower)
-    if arrays is not None:
-        write_query_weights(staging, arrays)
+    movie_ids = artifacts.movies["movie_id"].astype(str).tolist()
+    write_query_weights(staging, mirrored_arrays(artifacts.query_tower, artifacts.config.query_spec, movie_ids))
     _save_tower(
         artifacts.candidate_tower,
         staging / layout.CANDIDATE_MODEL,

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from contract.query_tower import QueryLayer as L
 from training.config import TrainConfig
 from training.dataset import Vocabularies
 
@@ -94,66 +95,66 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
     item-to-item term beside the dense stacks' (FISM, Kabbur et al. 2013). With `normalize_embeddings` the
     last layer, `query_normalize`, scales the embedding to unit length.
     """
-    dim = config.embedding_dim
+    dim, spec = config.embedding_dim, config.query_spec
     user_id = keras.Input(shape=(), dtype=tf.string, name="user_id")
     timestamp = keras.Input(shape=(), dtype=tf.int64, name="timestamp")
     inputs = {"user_id": user_id, "timestamp": timestamp}
 
-    user_index = keras.layers.StringLookup(vocabulary=vocab.user_ids, mask_token=None, name="user_lookup")(user_id)
-    user_vector = keras.layers.Embedding(len(vocab.user_ids) + 1, dim, name="user_embedding")(user_index)
+    user_index = keras.layers.StringLookup(vocabulary=vocab.user_ids, mask_token=None, name=L.USER_LOOKUP)(user_id)
+    user_vector = keras.layers.Embedding(len(vocab.user_ids) + 1, dim, name=L.USER_EMBEDDING)(user_index)
 
-    clamped = ClampTimestamp(vocab.timestamp_min, vocab.timestamp_max, name="timestamp_clamp")(timestamp)
+    clamped = ClampTimestamp(vocab.timestamp_min, vocab.timestamp_max, name=L.TIMESTAMP_CLAMP)(timestamp)
     # Interior boundaries only: `timestamp_buckets` equal-width buckets that each hold training data. The
     # tutorial's linspace(min, max) puts the maximum alone in a last bucket, and "now", clamped to the
     # maximum, would land on that barely trained embedding.
     edges = np.linspace(vocab.timestamp_min, vocab.timestamp_max, num=config.timestamp_buckets + 1)
     boundaries = edges[1:-1].tolist()
-    bucket = keras.layers.Discretization(bin_boundaries=boundaries, name="timestamp_buckets")(clamped)
-    time_vector = keras.layers.Embedding(config.timestamp_buckets, dim, name="timestamp_embedding")(bucket)
+    bucket = keras.layers.Discretization(bin_boundaries=boundaries, name=L.TIMESTAMP_BUCKETS)(clamped)
+    time_vector = keras.layers.Embedding(config.timestamp_buckets, dim, name=L.TIMESTAMP_EMBEDDING)(bucket)
 
     normalized = keras.layers.Normalization(
-        axis=None, mean=vocab.timestamp_mean, variance=vocab.timestamp_variance, name="timestamp_normalized"
+        axis=None, mean=vocab.timestamp_mean, variance=vocab.timestamp_variance, name=L.TIMESTAMP_NORMALIZED
     )(clamped)
-    normalized = keras.layers.Reshape((1,), name="timestamp_column")(normalized)
+    normalized = keras.layers.Reshape((1,), name=L.TIMESTAMP_COLUMN)(normalized)
     features = [user_vector, time_vector, normalized]
 
-    if config.history_length > 0:
-        history = keras.Input(shape=(config.history_length,), dtype=tf.string, name="history")
+    if spec.history_length > 0:
+        history = keras.Input(shape=(spec.history_length,), dtype=tf.string, name="history")
         inputs["history"] = history
-        history_index = keras.layers.StringLookup(vocabulary=vocab.movie_ids, mask_token="", name="history_lookup")(
+        history_index = keras.layers.StringLookup(vocabulary=vocab.movie_ids, mask_token="", name=L.HISTORY_LOOKUP)(
             history
         )
         history_vectors = keras.layers.Embedding(
-            len(vocab.movie_ids) + 2, dim, mask_zero=True, name="history_embedding"
+            len(vocab.movie_ids) + 2, dim, mask_zero=True, name=L.HISTORY_EMBEDDING
         )(history_index)
-        if config.history_pooling == "positional":
-            pool: tf.keras.layers.Layer = PositionalPool(config.history_length, name="history_pool")
+        if spec.history_pooling == "positional":
+            pool: tf.keras.layers.Layer = PositionalPool(spec.history_length, name=L.HISTORY_POOL)
         else:
-            pool = MaskedMean(name="history_mean")
+            pool = MaskedMean(name=L.HISTORY_MEAN)
         features.append(pool(history_vectors))
-        if config.history_recent > 0:
+        if spec.history_recent > 0:
             # The newest movies again, each from its own slot of a second table, unpooled, in case what was rated
             # just before predicts what comes next better than a pooled taste vector does (on ML-100K it did not:
             # README, Results). "" (a short history) looks up row 0, a learned "nothing here".
-            recent = keras.layers.Embedding(len(vocab.movie_ids) + 2, dim, name="history_recent_embedding")(
+            recent = keras.layers.Embedding(len(vocab.movie_ids) + 2, dim, name=L.HISTORY_RECENT_EMBEDDING)(
                 history_index
             )
-            recent = keras.layers.Cropping1D((0, config.history_length - config.history_recent), name="history_recent")(
+            recent = keras.layers.Cropping1D((0, spec.history_length - spec.history_recent), name=L.HISTORY_RECENT)(
                 recent
             )
-            features.append(keras.layers.Reshape((config.history_recent * dim,), name="history_recent_flat")(recent))
+            features.append(keras.layers.Reshape((spec.history_recent * dim,), name=L.HISTORY_RECENT_FLAT)(recent))
 
-    concatenated = keras.layers.Concatenate(name="query_features")(features)
-    embedding = dense_stack(config.layers, "query_dense")(concatenated)
-    if config.item_item_width:
+    concatenated = keras.layers.Concatenate(name=L.FEATURES)(features)
+    embedding = dense_stack(spec.layers, L.DENSE)(concatenated)
+    if spec.item_item_dim:
         # Past the dense stack: the history pooled from its own table, its own learned weight per position.
         item_vectors = keras.layers.Embedding(
-            len(vocab.movie_ids) + 2, config.item_item_width, mask_zero=True, name="item_item_embedding"
+            len(vocab.movie_ids) + 2, spec.item_item_dim, mask_zero=True, name=L.ITEM_ITEM_EMBEDDING
         )(history_index)
-        pooled = PositionalPool(config.history_length, name="item_item_pool")(item_vectors)
-        embedding = keras.layers.Concatenate(name="query_item_item")([embedding, pooled])
-    if config.normalize_embeddings:
-        embedding = keras.layers.UnitNormalization(name="query_normalize")(embedding)
+        pooled = PositionalPool(spec.history_length, name=L.ITEM_ITEM_POOL)(item_vectors)
+        embedding = keras.layers.Concatenate(name=L.ITEM_ITEM_CONCAT)([embedding, pooled])
+    if spec.normalize:
+        embedding = keras.layers.UnitNormalization(name=L.NORMALIZE)(embedding)
     return keras.Model(inputs=inputs, outputs=embedding, name="query_tower")
 
 

@@ -1,103 +1,121 @@
 """Reads a trained Keras query tower's weights into the contract's QueryTowerArrays (query_weights.npz).
 
-By layer name, as training/model.py builds the tower. A tower with a layer this module does not know gets
-no arrays (None): the version is then served through its SavedModel, never through a wrong mirror.
+By the layer names of the tower's `QueryTowerSpec` (contract/query_tower.py), the one declaration of its
+structure. A tower that holds a layer the spec does not list, or whose arrays compute another structure,
+cannot be mirrored, and exporting it is an error: a version is never served through a wrong mirror, nor
+silently through its (much slower) SavedModel.
 """
 
 from __future__ import annotations
 
-import logging
+import time
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from contract.query_tower import QueryTowerArrays
-
-log = logging.getLogger(__name__)
-
-# Layers whose computation contract/query_tower.py mirrors (Input layers aside).
-_KNOWN = {
-    "user_lookup",
-    "user_embedding",
-    "timestamp_clamp",
-    "timestamp_buckets",
-    "timestamp_embedding",
-    "timestamp_normalized",
-    "timestamp_column",
-    "history_lookup",
-    "history_embedding",
-    "history_mean",
-    "history_pool",
-    "history_recent_embedding",
-    "history_recent",
-    "history_recent_flat",
-    "item_item_embedding",
-    "item_item_pool",
-    "query_item_item",
-    "query_features",
-    "query_dense",
-    "query_normalize",
-}
+from contract.query_tower import (
+    MIRROR_TOLERANCE,
+    QueryTower,
+    QueryTowerArrays,
+    QueryTowerSpec,
+    max_difference,
+    padded_histories,
+    probe_queries,
+)
+from contract.query_tower import QueryLayer as L
 
 
-def query_tower_arrays(tower: tf.keras.Model) -> QueryTowerArrays | None:
-    """The tower's weights and constants, or None when it holds a layer the NumPy mirror does not know."""
+class UnmirroredTowerError(ValueError):
+    """The Keras query tower has a part contract/query_tower.py does not compute."""
+
+
+def mirrored_arrays(tower: tf.keras.Model, spec: QueryTowerSpec, movie_ids: Sequence[str]) -> QueryTowerArrays:
+    """`query_tower_arrays`, proved to answer as the Keras tower does on `probe_queries` (as the server will).
+
+    Raises:
+        UnmirroredTowerError: as `query_tower_arrays`, or the NumPy forward pass disagrees with the tower.
+    """
+    arrays = query_tower_arrays(tower, spec)
+    users, timestamps, histories = probe_queries(arrays, list(movie_ids[:50]), int(time.time()))
+    inputs = {"user_id": tf.constant(users, tf.string), "timestamp": tf.constant(timestamps, tf.int64)}
+    if spec.history_length:
+        padded = padded_histories(histories, spec.history_length)
+        inputs["history"] = tf.constant(padded, tf.string, shape=(len(users), spec.history_length))
+    difference = max_difference(tower(inputs, training=False).numpy(), QueryTower(arrays)(users, timestamps, histories))
+    if not difference <= MIRROR_TOLERANCE:
+        raise UnmirroredTowerError(
+            f"contract/query_tower.py's forward pass differs from the Keras query tower by {difference:.2e} "
+            f"(relative; at most {MIRROR_TOLERANCE:.0e}) on probe queries: fix the mirror before exporting"
+        )
+    return arrays
+
+
+def query_tower_arrays(tower: tf.keras.Model, spec: QueryTowerSpec) -> QueryTowerArrays:
+    """The weights and constants of `tower`, built from `spec`.
+
+    Raises:
+        UnmirroredTowerError: the tower's layers are not the spec's, a dense activation is not ReLU-but-last,
+            or the arrays read back describe another structure; add the layer to `QueryTowerSpec` and the
+            NumPy forward pass in contract/query_tower.py first.
+    """
     layers = {layer.name: layer for layer in tower.layers if not isinstance(layer, tf.keras.layers.InputLayer)}
-    unknown = sorted(set(layers) - _KNOWN)
-    if unknown:
-        log.warning("query tower has layers %s that contract/query_tower.py does not mirror; no %s", unknown, "arrays")
-        return None
-    dense = [layer for layer in layers["query_dense"].layers]
-    relu = []
-    for layer in dense:
-        activation = tf.keras.activations.serialize(layer.activation)
-        if activation not in ("relu", "linear"):
-            log.warning("query tower dense activation %r is not mirrored; no arrays", activation)
-            return None
-        relu.append(activation == "relu")
-    user_vocabulary = np.asarray(layers["user_lookup"].get_vocabulary(), dtype=str)
-    clamp = layers["timestamp_clamp"]
-    normalization = layers["timestamp_normalized"]
-    history: dict[str, object] = {}
-    if "history_lookup" in layers:
-        lookup = layers["history_lookup"]
-        vocabulary = np.asarray(lookup.get_vocabulary(), dtype=str)
-        pool = layers.get("history_pool")
-        history = {
-            "history_length": int(tower.get_layer("history_lookup").input_shape[1]),
-            "history_vocabulary": vocabulary,
-            "history_oov": int(np.flatnonzero(vocabulary == lookup.oov_token)[0]),
-            "history_embedding": layers["history_embedding"].get_weights()[0],
-            "history_pooling": "positional" if pool is not None else "mean",
-            "history_position_logits": _variable(pool, "position_logits") if pool is not None else None,
-        }
-        if "history_recent" in layers:
-            recent = layers["history_recent"]
-            history["history_recent"] = history["history_length"] - int(recent.cropping[1])  # type: ignore[operator]
-            history["history_recent_embedding"] = layers["history_recent_embedding"].get_weights()[0]
-        if "item_item_embedding" in layers:
-            history["item_item_embedding"] = layers["item_item_embedding"].get_weights()[0]
-            history["item_item_position_logits"] = _variable(layers["item_item_pool"], "position_logits")
-    return QueryTowerArrays(
+    if set(layers) != spec.layer_names():
+        raise UnmirroredTowerError(
+            f"query tower layers {sorted(set(layers) - spec.layer_names())} are not in its QueryTowerSpec, and "
+            f"{sorted(spec.layer_names() - set(layers))} are missing: contract/query_tower.py cannot mirror it"
+        )
+    dense = list(layers[L.DENSE].layers)
+    relu = tuple(tf.keras.activations.serialize(layer.activation) == "relu" for layer in dense)
+    activations = {tf.keras.activations.serialize(layer.activation) for layer in dense}
+    if not activations <= {"relu", "linear"} or relu != spec.dense_relu:
+        raise UnmirroredTowerError(f"query tower dense activations {sorted(activations)} are not ReLU-but-last")
+    user_lookup, clamp, normalization = layers[L.USER_LOOKUP], layers[L.TIMESTAMP_CLAMP], layers[L.TIMESTAMP_NORMALIZED]
+    user_vocabulary = np.asarray(user_lookup.get_vocabulary(), dtype=str)
+    arrays = QueryTowerArrays(
         user_vocabulary=user_vocabulary,
-        user_oov=int(np.flatnonzero(user_vocabulary == layers["user_lookup"].oov_token)[0]),
-        user_embedding=layers["user_embedding"].get_weights()[0],
+        user_oov=int(np.flatnonzero(user_vocabulary == user_lookup.oov_token)[0]),
+        user_embedding=layers[L.USER_EMBEDDING].get_weights()[0],
         timestamp_low=int(clamp.low),
         timestamp_high=int(clamp.high),
-        timestamp_boundaries=np.asarray(layers["timestamp_buckets"].bin_boundaries, dtype=np.float32),
-        timestamp_embedding=layers["timestamp_embedding"].get_weights()[0],
+        timestamp_boundaries=np.asarray(layers[L.TIMESTAMP_BUCKETS].bin_boundaries, dtype=np.float32),
+        timestamp_embedding=layers[L.TIMESTAMP_EMBEDDING].get_weights()[0],
         timestamp_mean=np.float32(np.asarray(normalization.mean).reshape(())),
         timestamp_variance=np.float32(np.asarray(normalization.variance).reshape(())),
         dense_kernels=tuple(layer.kernel.numpy() for layer in dense),
         dense_biases=tuple(layer.bias.numpy() for layer in dense),
-        dense_relu=tuple(relu),
-        normalize="query_normalize" in layers,
-        **history,  # type: ignore[arg-type]
+        dense_relu=relu,
+        normalize=spec.normalize,
+        **(_history_arrays(layers, spec) if spec.history_length else {}),  # type: ignore[arg-type]
     )
+    if arrays.spec != spec:
+        raise UnmirroredTowerError(f"the query tower's arrays describe {arrays.spec}, it was built as {spec}")
+    return arrays
+
+
+def _history_arrays(layers: dict[str, tf.keras.layers.Layer], spec: QueryTowerSpec) -> dict[str, object]:
+    lookup = layers[L.HISTORY_LOOKUP]
+    vocabulary = np.asarray(lookup.get_vocabulary(), dtype=str)
+    positional = spec.history_pooling == "positional"
+    history: dict[str, object] = {
+        "history_length": spec.history_length,
+        "history_vocabulary": vocabulary,
+        "history_oov": int(np.flatnonzero(vocabulary == lookup.oov_token)[0]),
+        "history_embedding": layers[L.HISTORY_EMBEDDING].get_weights()[0],
+        "history_pooling": spec.history_pooling,
+        "history_position_logits": _variable(layers[L.HISTORY_POOL], "position_logits") if positional else None,
+    }
+    if spec.history_recent:
+        history["history_recent"] = spec.history_length - int(layers[L.HISTORY_RECENT].cropping[1])
+        history["history_recent_embedding"] = layers[L.HISTORY_RECENT_EMBEDDING].get_weights()[0]
+    if spec.item_item_dim:
+        history["item_item_embedding"] = layers[L.ITEM_ITEM_EMBEDDING].get_weights()[0]
+        history["item_item_position_logits"] = _variable(layers[L.ITEM_ITEM_POOL], "position_logits")
+    return history
 
 
 def _variable(layer: tf.keras.layers.Layer, name: str) -> np.ndarray:
     for variable in layer.weights:
         if variable.name.split("/")[-1].split(":")[0] == name:
             return np.asarray(variable.numpy(), dtype=np.float32)
-    raise ValueError(f"layer {layer.name!r} has no variable {name!r}")
+    raise UnmirroredTowerError(f"layer {layer.name!r} has no variable {name!r}")

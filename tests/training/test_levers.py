@@ -22,7 +22,7 @@ from training.model import (
     genre_shares,
     year_one_hot,
 )
-from training.query_weights import query_tower_arrays
+from training.query_weights import UnmirroredTowerError, mirrored_arrays, query_tower_arrays
 
 VOCAB = Vocabularies(
     user_ids=np.array(["1", "2", "3"]),
@@ -121,8 +121,8 @@ def test_the_numpy_mirror_equals_a_positional_normalized_tower(recent: int, item
     tower.get_layer("history_pool").position_logits.assign([1.5, -0.5, 0.25])
     if item_item:
         tower.get_layer("item_item_pool").position_logits.assign([-1.0, 0.75, 2.0])
-    arrays = query_tower_arrays(tower)
-    assert arrays is not None and arrays.history_recent == recent
+    arrays = query_tower_arrays(tower, config.query_spec)
+    assert arrays.spec == config.query_spec and arrays.history_recent == recent
     assert QueryTower(arrays).dim == SMALL["layers"][-1] + item_item  # type: ignore[index]
     users, timestamps, histories = probe_queries(arrays, VOCAB.movie_ids.tolist(), now=1_900_000_000, count=40)
     padded = [(h[: config.history_length] + [""] * config.history_length)[: config.history_length] for h in histories]
@@ -130,6 +130,21 @@ def test_the_numpy_mirror_equals_a_positional_normalized_tower(recent: int, item
         {"user_id": tf.constant(users), "timestamp": tf.constant(timestamps, tf.int64), "history": tf.constant(padded)}
     ).numpy()
     assert max_difference(expected, QueryTower(arrays)(users, timestamps, histories)) < 1e-5
+    assert mirrored_arrays(tower, config.query_spec, VOCAB.movie_ids.tolist()).spec == config.query_spec
+
+
+def test_a_tower_the_mirror_cannot_reproduce_is_an_export_error() -> None:
+    """A layer the spec does not declare, or a spec other than the tower's, is refused with the remedy; the
+    export never falls back to serving through the SavedModel."""
+    config = TrainConfig(**SMALL, history_pooling="positional")
+    tower = build_query_tower(VOCAB, config)
+    wider = tf.keras.layers.Dense(3, name="extra_head")(tower.output)
+    extended = tf.keras.Model(tower.inputs, wider)
+    with pytest.raises(UnmirroredTowerError, match=r"\['extra_head'\] are not in its QueryTowerSpec"):
+        query_tower_arrays(extended, config.query_spec)
+    other = TrainConfig(**SMALL, history_pooling="mean").query_spec
+    with pytest.raises(UnmirroredTowerError, match=r"\['history_pool'\] are not in its QueryTowerSpec"):
+        query_tower_arrays(tower, other)
 
 
 def test_the_item_item_channel_scores_history_movies_against_each_movie_past_the_dense_stacks() -> None:
