@@ -30,7 +30,7 @@ from benchmarks.machine import machine
 from training.config import TrainConfig
 from training.evaluate import accuracy_table, model_ranks
 from training.fetch import fetch
-from training.history import UserRatings, span_pairs
+from contract.user_ratings import UserRatings, span_pairs
 from training.train import Fold, prepare
 
 DECAYS = (1.0, 0.9, 0.8)

@@ -7,7 +7,6 @@ the gate passes is one a server accepts.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,7 @@ from contract.manifest import (
     VersionError,
     read_manifest,
 )
-
-
-@dataclass(frozen=True)
-class SeenTable:
-    """Each known user's rated movies, CSR-style: rows of user_ids[i] are movie_rows[indptr[i]:indptr[i+1]]."""
-
-    user_ids: np.ndarray  # str [num_users], unique
-    indptr: np.ndarray  # int64 [num_users + 1]
-    movie_rows: np.ndarray  # int64 [nnz], rows into movies.json, each user's oldest first
-    timestamps: np.ndarray  # int64 [nnz], when each was rated: the histories before a query time
+from contract.user_ratings import UserRatings
 
 
 def verified_manifest(version_dir: Path) -> Manifest:
@@ -89,8 +79,9 @@ def read_popularity(version_dir: Path, num_movies: int) -> np.ndarray:
     return popularity
 
 
-def read_seen(version_dir: Path, num_movies: int) -> SeenTable:
-    """seen.npz, with its CSR structure and movie rows checked against the catalogue."""
+def read_seen(version_dir: Path, num_movies: int) -> UserRatings:
+    """seen.npz: the version's ratings by user (str ids, each user's oldest first), its CSR structure and movie
+    rows checked against the catalogue."""
     try:
         with np.load(version_dir / SEEN, allow_pickle=False) as seen:
             user_ids, indptr, rows = seen["user_ids"].astype(str), seen["indptr"], seen["movie_rows"]
@@ -106,7 +97,7 @@ def read_seen(version_dir: Path, num_movies: int) -> SeenTable:
         raise VersionError(f"{SEEN} movie_rows point outside {MOVIES}")
     if len(np.unique(user_ids)) != len(user_ids):
         raise VersionError(f"{SEEN} repeats a user_id")
-    return SeenTable(user_ids=user_ids, indptr=indptr, movie_rows=rows, timestamps=timestamps)
+    return UserRatings(user_ids=user_ids, indptr=indptr, movie_rows=rows, timestamps=timestamps)
 
 
 RECALL_CHUNK_CELLS = 32 * 2**20  # query x movie scores held at once (128 MB; a million movies: 32 queries)

@@ -33,6 +33,7 @@ from contract.query_tower import (
     probe_queries,
     read_query_weights,
 )
+from contract.user_ratings import UserRatings, newest_first
 from service.errors import VersionRejectedError
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,8 @@ class ModelVersion:
     movies: list[dict[str, Any]]  # row -> {"movie_id", "title", "genres"}, as in movies.json
     row_of_movie: dict[str, int]  # movie_id -> row
     genre_masks: dict[str, np.ndarray]  # genre -> bool [num_movies]
-    user_rows: dict[str, int]  # training user_id -> index into seen_indptr
-    seen_indptr: np.ndarray
-    seen_movie_rows: np.ndarray  # each user's rated movies, oldest first
-    seen_timestamps: np.ndarray  # when each was rated
+    ratings: UserRatings  # the version's ratings by user (seen.npz), each user's oldest first
+    user_rows: dict[str, int]  # training user_id -> its position in `ratings`: one dict lookup a request
     popularity: np.ndarray  # movie rows, most rated first
     candidate_embeddings: np.ndarray  # float32 [num_movies, d]
     searcher: Any
@@ -131,15 +130,11 @@ class ModelVersion:
     def ratings_of(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
         """Movie rows the user rated in this version's data and when, oldest first (empty for an unknown user)."""
         index = self.user_rows.get(user_id)
-        if index is None:
-            return _NO_ROWS, _NO_ROWS
-        span = slice(self.seen_indptr[index], self.seen_indptr[index + 1])
-        return self.seen_movie_rows[span], self.seen_timestamps[span]
+        return (_NO_ROWS, _NO_ROWS) if index is None else self.ratings.ratings_at(index)
 
     def history_ids(self, rows: np.ndarray) -> list[str]:
         """The query model's history input from movie rows oldest first: the latest ids, newest first."""
-        latest = rows[::-1][: self.history_length].tolist() if self.history_length else []
-        return [self.movies[row]["movie_id"] for row in latest]
+        return [self.movies[row]["movie_id"] for row in newest_first(rows, self.history_length).tolist()]
 
     def embed(self, user_ids: list[str], timestamps: list[int], histories: list[list[str]]) -> np.ndarray:
         """The query tower on the whole batch: float32 [batch, d].
@@ -220,10 +215,8 @@ def _read(path: Path, manifest: Manifest) -> ModelVersion:
         movies=movies,
         row_of_movie={m["movie_id"]: row for row, m in enumerate(movies)},
         genre_masks=_genre_masks(movies),
+        ratings=seen,
         user_rows={str(u): i for i, u in enumerate(seen.user_ids.tolist())},
-        seen_indptr=seen.indptr,
-        seen_movie_rows=seen.movie_rows,
-        seen_timestamps=seen.timestamps,
         popularity=popularity,
         candidate_embeddings=embeddings,
         searcher=searcher,

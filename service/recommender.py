@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from contract.ratings import StoredRating
+from contract.user_ratings import known_bound, rated_before
 from service.artifacts import ModelVersion
 from service.batcher import Batcher, Neighbours
 from service.config import Settings
@@ -54,10 +55,10 @@ def _rows(version: ModelVersion, movie_ids: Sequence[str]) -> np.ndarray:
 
 
 def user_state(
-    version: ModelVersion, request: RecommendRequest, timestamp: int, stored: Sequence[StoredRating]
+    version: ModelVersion, request: RecommendRequest, bound: int, stored: Sequence[StoredRating]
 ) -> UserState:
-    """The user's seen movies and history (their ratings strictly before `timestamp`) from the version's
-    ratings, the ratings stored since and the request.
+    """The user's seen movies and history (their ratings below `bound`, contract.user_ratings.known_bound) from
+    the version's ratings, the ratings stored since and the request.
 
     `stored` holds the user's ratings that reached the ratings store after the version's data was taken, so a
     rating counts the moment it is stored, on every replica, and again once a retrain has learnt from it.
@@ -70,7 +71,7 @@ def user_state(
         times = np.concatenate([times, stored_times[stored_rows >= 0]])
         order = np.argsort(times, kind="stable")
         rows, times = rows[order], times[order]
-    history = version.history_ids(rows[times < timestamp])
+    history = version.history_ids(rated_before(rows, times, bound))
     own = _rows(version, request.history)
     if len(own):  # ids a client sends for a user the service has never seen count as their newest ratings
         history = [*(version.movies[row]["movie_id"] for row in own), *history][: version.history_length]
@@ -170,11 +171,7 @@ async def recommend(
     """
     check_k(request.k, settings.max_k)
     timestamp = request.timestamp if request.timestamp is not None else int(time.time())
-    # At "now" every stored rating came before the request, even one stored within the same second (a user
-    # who rates and at once asks again); an explicit moment keeps the offline protocols' rule that a rating
-    # in the same second is not before it.
-    history_before = timestamp if request.timestamp is not None else timestamp + 1
-    state = user_state(version, request, history_before, stored)
+    state = user_state(version, request, known_bound(timestamp, at_now=request.timestamp is None), stored)
     personalised = state.known_user or bool(state.history)
     if personalised:
         rows, scores = await _model_top_k(version, batcher, request, timestamp, state)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from contract.contents import recall_at_k
+from contract.user_ratings import known_bound, rated_before
 from service.artifacts import ModelVersion, load_version
 from service.config import Settings
 
@@ -47,7 +48,8 @@ def smoke(version_dir: Path, k: int, users: int) -> dict[str, float | int]:
     recalls = []
     for moment in (version.manifest.data.timestamp_max, int(time.time())):
         rated = [version.ratings_of(user) for user in picked]
-        histories = [version.history_ids(rows[times < moment]) for rows, times in rated]
+        bound = known_bound(moment, at_now=False)
+        histories = [version.history_ids(rated_before(rows, times, bound)) for rows, times in rated]
         queries = version.embed(picked, [moment] * len(picked), histories)
         _check_answers(version, queries, k)
         found, _ = version.search(queries, version.manifest.index.recall_k)

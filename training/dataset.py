@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from contract.user_ratings import PAD, UserRatings, known_bound
 from training.data import MovieLens
-from training.history import PAD, UserRatings
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,9 @@ def ratings_dataset(
     with_history = known is not None and history_length > 0
     if with_history:
         assert known is not None
-        columns["history_start"], columns["history_end"] = known.spans_before(columns["user_id"], columns["timestamp"])
+        columns["history_start"], columns["history_end"] = known.spans_before(
+            columns["user_id"], known_bound(columns["timestamp"], at_now=False)
+        )
         # One PAD row stands in for an empty store, so that the (masked) gather always has a row to read.
         known_rows = tf.constant(known.movie_rows if len(known.movie_rows) else np.array([PAD], np.int32))
         newest_first = tf.range(1, history_length + 1, dtype=tf.int64)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.history import UserRatings, span_pairs
+from contract.user_ratings import UserRatings, span_pairs
 
 KS = (1, 5, 10, 50, 100)
 MAX_CHUNK_CELLS = 128 * 2**20  # scores held at once: 512 MB of float32 (2,048 queries x 65,536 movies)

@@ -26,8 +26,8 @@ from contract.checksums import file_checksums
 from contract.manifest import DataInfo, Manifest, Metrics, QueryInfo, write_manifest
 from contract.pointers import TMP_PREFIX, fsync_dir, new_version_name
 from contract.query_tower import write_query_weights
+from contract.user_ratings import UserRatings
 from training.config import TrainConfig
-from training.history import UserRatings
 from training.index import build_index
 from training.query_weights import mirrored_arrays
 

@@ -16,8 +16,8 @@ import tensorflow as tf
 from contract import manifest as layout
 from contract.contents import read_candidate_embeddings, read_movies, read_popularity, read_seen
 from contract.manifest import Table, read_manifest
+from contract.user_ratings import history_movie_ids, known_bound
 from training.evaluate import HeldOut, accuracy_table, model_ranks
-from training.history import history_movie_ids
 
 
 def score_exported(
@@ -58,7 +58,7 @@ def score_exported(
             "timestamp": tf.constant(timestamps[lo:hi], dtype=tf.int64),
         }
         if length:
-            rows = held_out.known.histories(users[lo:hi], timestamps[lo:hi], length)
+            rows = held_out.known.histories(users[lo:hi], known_bound(timestamps[lo:hi], at_now=False), length)
             inputs["history"] = tf.constant(history_movie_ids(rows, movie_ids))
         queries.append(serve(**inputs)["embedding"].numpy())
     embeddings = np.concatenate(queries) if queries else np.zeros((0, candidates.shape[1]), np.float32)

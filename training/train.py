@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from contract.manifest import DataInfo, HeldOut, Metrics, QueryInfo, Table
 from contract.pointers import promote
+from contract.user_ratings import UserRatings, build_user_ratings, history_movie_ids, known_bound
 from training.config import TrainConfig
 from training.data import MovieLens, load_movielens, with_stored_ratings
 from training.dataset import (
@@ -36,7 +37,6 @@ from training.distribute import agreed_minimum, cluster_from_env, make_strategy
 from training.evaluate import HeldOut as HeldOutRatings
 from training.evaluate import accuracy_table, baseline_ranks, model_ranks, popularity_ranking
 from training.export import TrainedArtifacts, export_version
-from training.history import UserRatings, build_user_ratings, history_movie_ids
 from training.memory import release_memory
 from training.model import build_model
 from training.plot import training_curve_png
@@ -269,7 +269,8 @@ def _scored_fold(
     known = build_user_ratings(train, catalogue_rows(data, train))
     users, times = test["user_id"].to_numpy(np.int64), test["timestamp"].to_numpy(np.int64)
     source = known if known_at_query is None else known_at_query
-    history_start, history_end = source.spans_before(users, times)
+    bounds = known_bound(times, at_now=False)  # offline, every query names its moment
+    history_start, history_end = source.spans_before(users, bounds)
     start, end = known.spans(users) if known_at_query is None else (history_start, history_end)
     held_out = HeldOutRatings(
         targets=catalogue_rows(data, test),
@@ -285,7 +286,7 @@ def _scored_fold(
         known=known,
         popularity=popularity_ranking(known.movie_rows, len(data.movies)),
         test=test,
-        test_histories=source.histories(users, times, config.history_length) if config.history_length else None,
+        test_histories=source.histories(users, bounds, config.history_length) if config.history_length else None,
         held_out=held_out,
     )
 
@@ -413,7 +414,7 @@ def _index_queries(run: TrainedRun, prepared: PreparedData) -> np.ndarray:
     histories = None
     if config.history_length:
         users, times = frame["user_id"].to_numpy(np.int64), frame["timestamp"].to_numpy(np.int64)
-        histories = serving.known.histories(users, times, config.history_length)
+        histories = serving.known.histories(users, known_bound(times, at_now=False), config.history_length)
     movie_ids = prepared.data.movies["movie_id"].to_numpy().astype(str)
     inputs = query_inputs(frame, histories, movie_ids)
     return embed_batches(run.query_tower, tf.data.Dataset.from_tensor_slices(inputs).batch(config.eval_batch_size))

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.classical_baselines import ease, item_knn, weighted_history
+from contract.user_ratings import build_user_ratings
 from training.evaluate import HeldOut
-from training.history import build_user_ratings
 from training.train import Fold
 
 

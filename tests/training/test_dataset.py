@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from contract.user_ratings import build_user_ratings, history_movie_ids
 from training.config import TrainConfig
 from training.dataset import build_vocabularies, catalogue_rows, ratings_dataset
-from training.history import build_user_ratings, history_movie_ids
 from training.train import prepare
 
 

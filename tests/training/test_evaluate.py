@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from contract.user_ratings import PAD, UserRatings, build_user_ratings, span_pairs
 from training import evaluate as evaluate_module
 from training.dataset import split_ratings
 from training.evaluate import (
@@ -16,7 +17,6 @@ from training.evaluate import (
     popularity_ranking,
     target_ranks,
 )
-from training.history import PAD, UserRatings, build_user_ratings, span_pairs
 
 
 def _ratings(rows: list[tuple[int, int, int]]) -> UserRatings:
