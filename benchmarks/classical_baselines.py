@@ -27,11 +27,11 @@ import typer
 
 import training  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from benchmarks.machine import machine
+from contract.user_ratings import UserRatings, span_pairs
 from training.config import TrainConfig
 from training.evaluate import accuracy_table, model_ranks
 from training.fetch import fetch
-from contract.user_ratings import UserRatings, span_pairs
-from training.train import Fold, prepare
+from training.folds import Fold, prepare
 
 DECAYS = (1.0, 0.9, 0.8)
 EASE_LAMBDAS = (100.0, 300.0, 1000.0, 3000.0)

@@ -50,8 +50,8 @@ def main(
                 "test_size_ab": metrics.test_size,
                 "test_size_t": metrics.temporal.test_size if metrics.temporal else None,
                 "wall_seconds": round(time.perf_counter() - started, 1),
-                "scored_fit_seconds": round(version.history["train_seconds"], 1),
-                "refit_seconds": round(version.history.get("refit_seconds", 0.0), 1),
+                "scored_fit_seconds": round(version.training_log["train_seconds"], 1),
+                "refit_seconds": round(version.training_log.get("refit_seconds", 0.0), 1),
                 "peak_rss_mb_so_far": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             }
         )

@@ -47,7 +47,7 @@ config = TrainConfig(**json.loads(sys.argv[1]))
 log = StageLog()
 with tempfile.TemporaryDirectory() as models:
     [version] = train_versions([config], Path(sys.argv[2]), Path(models), progress=False, stages=log)
-print(json.dumps({"stages": log.as_rows(), "history": {k: v for k, v in version.history.items()
+print(json.dumps({"stages": log.as_rows(), "history": {k: v for k, v in version.training_log.items()
       if not isinstance(v, list)}, "metrics": version.metrics.model_dump()}))
 """
 INPUT = """
@@ -56,7 +56,7 @@ from pathlib import Path
 import training
 from training.config import TrainConfig
 from training.dataset import build_vocabularies, ratings_dataset
-from training.train import prepare
+from training.folds import prepare
 config = TrainConfig(**json.loads(sys.argv[1]))
 fold = prepare(config.model_copy(update={"evaluate_temporal": False}), Path(sys.argv[2])).random
 started = time.perf_counter()

@@ -65,7 +65,7 @@ def main(
     results["runs"] = runs
     for version in train_versions(configs, data_dir, models_dir):
         label = ",".join(map(str, version.config.layers))
-        metrics, history = version.metrics, version.history
+        metrics, history = version.metrics, version.training_log
         runs.append(
             {
                 "layers": label,

@@ -65,7 +65,7 @@ class QueryInfo(_Part):
     timestamp_max: int = Field(description="latest training timestamp; later queries (now) are clamped to it")
 
 
-class HeldOut(_Part):
+class HoldOutInfo(_Part):
     """Which ratings protocol T held out: the latest share by time, or the stored ratings after an id."""
 
     how: Literal["latest", "after_id"]
@@ -80,7 +80,7 @@ class Metrics(_Part):
     most_popular: dict[str, Table]
     split: str = Field(description="the split of protocols A and B")
     test_size: int = Field(ge=0, description="held-out ratings scored under A and B")
-    temporal: HeldOut | None = Field(None, description="what protocol T held out, when it was measured")
+    temporal: HoldOutInfo | None = Field(None, description="what protocol T held out, when it was measured")
 
 
 class IndexParams(_Part):

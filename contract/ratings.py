@@ -333,3 +333,14 @@ def _columns(rows: Sequence[Sequence[Any]]) -> RatingColumns:
         rating=np.array(ratings, dtype=np.float32),
         timestamp=np.array(timestamps, dtype=np.int64),
     )
+
+
+@contextmanager
+def opened_store(url: str | None) -> Iterator[RatingsStore | None]:
+    """The store at `url`, its schema created, closed on exit; None without a URL. A job opens it once."""
+    if url is None:
+        yield None
+        return
+    with RatingsStore(url) as store:
+        store.create_schema()
+        yield store

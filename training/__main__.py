@@ -70,15 +70,16 @@ def _train(
     """Runs the one orchestration and prints each version's table; the last lines are the version directories."""
     import logging
 
-    from contract.ratings import RatingsStoreError
+    from contract.ratings import RatingsStoreError, opened_store
     from training.data import DataError
     from training.train import train_versions
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        trained = train_versions(
-            configs, data_dir, models_dir, promote_version=promote, progress=progress, ratings_url=ratings_url
-        )
+        with opened_store(ratings_url) as store:
+            trained = train_versions(
+                configs, data_dir, models_dir, promote_version=promote, progress=progress, ratings=store
+            )
     except (DataError, RatingsStoreError) as exc:
         _fail(str(exc))
     if not trained:

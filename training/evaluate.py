@@ -11,20 +11,20 @@ history gets the popularity ranking, everyone else the model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from contract.manifest import Table
 from contract.user_ratings import UserRatings, span_pairs
 
 KS = (1, 5, 10, 50, 100)
 MAX_CHUNK_CELLS = 128 * 2**20  # scores held at once: 512 MB of float32 (2,048 queries x 65,536 movies)
-Table = dict[str, float]
 
 
 @dataclass(frozen=True)
-class HeldOut:
+class HeldOutQueries:
     """The held-out ratings a protocol scores and, per rating, what the service would have known then."""
 
     targets: np.ndarray  # int [n], the held-out movie's row
@@ -77,7 +77,7 @@ def model_ranks(
     queries: np.ndarray,
     candidates: np.ndarray,
     popularity: np.ndarray,
-    held_out: HeldOut,
+    held_out: HeldOutQueries,
     exclude: bool,
     chunk: int = 2048,
 ) -> np.ndarray:
@@ -96,14 +96,14 @@ def model_ranks(
     return _ranks(score, held_out, exclude, chunk, len(candidates))
 
 
-def baseline_ranks(popularity: np.ndarray, held_out: HeldOut, exclude: bool, chunk: int = 2048) -> np.ndarray:
+def baseline_ranks(popularity: np.ndarray, held_out: HeldOutQueries, exclude: bool, chunk: int = 2048) -> np.ndarray:
     """Ranks of the held-out movies when everyone gets the most-rated training movies."""
     scores = popularity_scores(popularity)
     return _ranks(lambda lo, hi: np.tile(scores, (hi - lo, 1)), held_out, exclude, chunk, len(popularity))
 
 
 def _ranks(
-    score: Callable[[int, int], np.ndarray], held_out: HeldOut, exclude: bool, chunk: int, num_movies: int
+    score: Callable[[int, int], np.ndarray], held_out: HeldOutQueries, exclude: bool, chunk: int, num_movies: int
 ) -> np.ndarray:
     # A chunk of queries x every movie is one float32 matrix: fewer queries per chunk in a large catalogue.
     chunk = max(1, min(chunk, MAX_CHUNK_CELLS // max(num_movies, 1)))
@@ -116,3 +116,24 @@ def _ranks(
             excluded = span_pairs(held_out.known.movie_rows, start, end)
         ranks.append(target_ranks(np.asarray(score(lo, hi), dtype=np.float32), held_out.targets[lo:hi], excluded))
     return np.concatenate(ranks)
+
+
+def protocol_tables(
+    queries: np.ndarray | None,
+    candidates: np.ndarray,
+    popularity: np.ndarray,
+    held_out: HeldOutQueries,
+    protocols: Mapping[str, bool],
+    chunk: int = 2048,
+) -> dict[str, Table]:
+    """{protocol: accuracy table} for each protocol name -> whether it excludes known movies: the model's
+    (`queries` [n, d] against `candidates`), or with `queries` None the most-popular baseline's."""
+    if queries is None:
+        return {
+            name: accuracy_table(baseline_ranks(popularity, held_out, exclude, chunk))
+            for name, exclude in protocols.items()
+        }
+    return {
+        name: accuracy_table(model_ranks(queries, candidates, popularity, held_out, exclude, chunk))
+        for name, exclude in protocols.items()
+    }

@@ -28,6 +28,9 @@ from contract.pointers import TMP_PREFIX, fsync_dir, new_version_name
 from contract.query_tower import write_query_weights
 from contract.user_ratings import UserRatings
 from training.config import TrainConfig
+from training.data import MovieLens
+from training.fit import TrainedRun, index_queries
+from training.folds import PreparedData
 from training.index import build_index
 from training.query_weights import mirrored_arrays
 
@@ -45,7 +48,7 @@ class TrainedArtifacts:
     movies: pd.DataFrame  # movie_id, title, genres ("A|B")
     user_ratings: UserRatings  # the served model's training ratings: seen lists and histories
     popularity: np.ndarray  # int32 movie rows, most rated first
-    history: dict[str, Any]
+    training_log: dict[str, Any]
     curve_png: bytes
     config: TrainConfig
     data: DataInfo
@@ -115,7 +118,7 @@ def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
         timestamps=known.timestamps.astype(np.int64),
     )
     np.save(staging / layout.POPULARITY, artifacts.popularity.astype(np.int32))
-    _write_json(staging / layout.TRAINING_HISTORY, artifacts.history)
+    _write_json(staging / layout.TRAINING_HISTORY, artifacts.training_log)
     (staging / layout.TRAINING_CURVE).write_bytes(artifacts.curve_png)
 
 
@@ -144,3 +147,48 @@ def _fsync_tree(directory: Path) -> None:
         if path.is_file():
             with path.open("rb") as handle:
                 os.fsync(handle.fileno())
+
+
+def export_trained(
+    run: TrainedRun, prepared: PreparedData, models_dir: Path, curve_png: bytes, metrics: Metrics
+) -> Path:
+    """Writes the served model of a run as a new version directory (atomically) and returns its path."""
+    data = prepared.data
+    served = prepared.everything if run.config.refit else prepared.random
+    artifacts = TrainedArtifacts(
+        query_tower=run.query_tower,
+        candidate_tower=run.candidate_tower,
+        candidate_embeddings=run.candidate_embeddings,
+        index_queries=index_queries(run, prepared),
+        movies=data.movies,
+        user_ratings=served.known,
+        popularity=served.popularity,
+        training_log=run.training_log,
+        curve_png=curve_png,
+        config=run.config,
+        data=_data_info(data, run.config.dataset),
+        query=QueryInfo(
+            history_length=run.config.history_length,
+            timestamp_min=run.vocab.timestamp_min,
+            timestamp_max=run.vocab.timestamp_max,
+        ),
+        metrics=metrics,
+    )
+    return export_version(models_dir, artifacts)
+
+
+def _data_info(data: MovieLens, dataset: str) -> DataInfo:
+    """The manifest's description of what the served model was trained on."""
+    ratings = data.ratings
+    return DataInfo(
+        dataset=dataset,
+        layout=data.layout,
+        fingerprint=data.fingerprint,
+        num_ratings=len(ratings),
+        num_users=int(ratings["user_id"].nunique()),
+        num_movies=len(data.movies),
+        timestamp_min=int(ratings["timestamp"].min()),
+        timestamp_max=int(ratings["timestamp"].max()),
+        ratings_cutoff_id=data.ratings_cutoff_id,
+        num_stored_ratings=data.num_stored,
+    )

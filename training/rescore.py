@@ -17,12 +17,12 @@ from contract import manifest as layout
 from contract.contents import read_candidate_embeddings, read_movies, read_popularity, read_seen
 from contract.manifest import Table, read_manifest
 from contract.user_ratings import history_movie_ids, known_bound
-from training.evaluate import HeldOut, accuracy_table, model_ranks
+from training.evaluate import HeldOutQueries, accuracy_table, model_ranks
 
 
 def score_exported(
     version_dir: Path,
-    held_out: HeldOut,
+    held_out: HeldOutQueries,
     users: np.ndarray,
     timestamps: np.ndarray,
     movie_ids: np.ndarray,
@@ -46,7 +46,7 @@ def score_exported(
     known = set(read_seen(version_dir, len(movies)).user_ids.tolist())
     has_history = held_out.exclude_end > held_out.exclude_start
     fallback = ~np.isin(users.astype(str), list(known)) & ~has_history
-    rescored = HeldOut(held_out.targets, held_out.known, held_out.exclude_start, held_out.exclude_end, fallback)
+    rescored = HeldOutQueries(held_out.targets, held_out.known, held_out.exclude_start, held_out.exclude_end, fallback)
 
     serve = tf.saved_model.load(str(version_dir / layout.QUERY_MODEL)).signatures["serving_default"]
     length = manifest.query.history_length

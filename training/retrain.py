@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 
 from contract.manifest import MANIFEST, Table, VersionError, read_manifest
 from contract.pointers import CURRENT, PINNED, TMP_PREFIX, PointerError, list_versions, promote, read_pointer
-from contract.ratings import RatingsStore
+from contract.ratings import RatingsStore, opened_store
 from training.gate import GateConfig, GateDecision, decide
 
 if TYPE_CHECKING:
@@ -122,17 +122,15 @@ def exclusive(models_dir: Path) -> Iterator[None]:
         yield
 
 
-def _window_start(current_dir: Path | None, ratings_url: str | None, min_window: int) -> int | None:
+def _window_start(current_dir: Path | None, store: RatingsStore | None, min_window: int) -> int | None:
     """The current version's ratings cutoff, when enough ratings were stored after it to judge both models there."""
-    if current_dir is None or ratings_url is None:
+    if current_dir is None or store is None:
         return None
     try:
         cutoff = read_manifest(current_dir).data.ratings_cutoff_id
     except VersionError:
         return None
-    with RatingsStore(ratings_url) as store:
-        store.create_schema()
-        window = store.count_after(cutoff)
+    window = store.count_after(cutoff)
     log.info("%d ratings stored after the current version's cutoff (id %d)", window, cutoff)
     return cutoff if window >= min_window else None
 
@@ -141,7 +139,7 @@ def _train_candidate(
     config: "TrainConfig",
     data_dir: Path,
     models_dir: Path,
-    ratings_url: str | None,
+    store: RatingsStore | None,
     window_start: int | None,
     current_dir: Path | None,
 ) -> tuple[Path, Table | None]:
@@ -154,7 +152,7 @@ def _train_candidate(
         data_dir,
         models_dir,
         progress=False,
-        ratings_url=ratings_url,
+        ratings=store,
         held_out_after_id=window_start,
         compare_with=current_dir if window_start is not None else None,
     )[0]
@@ -190,12 +188,12 @@ def retrain(
     if not data_dir.is_dir():  # before the lock and TensorFlow's import: fail in a second, not after ten
         raise FileNotFoundError(f"no data in {data_dir}: run `python -m training fetch --data-dir {data_dir}` first")
     models_dir.mkdir(parents=True, exist_ok=True)
-    with exclusive(models_dir):
+    with exclusive(models_dir), opened_store(ratings_url) as store:
         previous = read_pointer(models_dir, CURRENT)
         current_dir = models_dir / previous if previous else None
-        window_start = _window_start(current_dir, ratings_url, gate.min_window)
+        window_start = _window_start(current_dir, store, gate.min_window)
         candidate_dir, current_on_window = _train_candidate(
-            config, data_dir, models_dir, ratings_url, window_start, current_dir
+            config, data_dir, models_dir, store, window_start, current_dir
         )
         log.info("gating candidate %s against %s", candidate_dir.name, previous or "no current version")
         decision = decide(candidate_dir, current_dir, gate, current_on_window=current_on_window)

@@ -8,8 +8,8 @@ import pandas as pd
 
 from benchmarks.classical_baselines import ease, item_knn, weighted_history
 from contract.user_ratings import build_user_ratings
-from training.evaluate import HeldOut
-from training.train import Fold
+from training.evaluate import HeldOutQueries
+from training.folds import Fold
 
 
 def test_ease_is_each_movies_ridge_regression_on_every_other_movie() -> None:
@@ -34,7 +34,7 @@ def test_item_knn_is_the_cosine_of_co_ratings() -> None:
 def test_the_history_weighs_the_exclusion_span_newest_first() -> None:
     ratings = pd.DataFrame({"user_id": [1, 1, 1, 2], "timestamp": [10, 20, 30, 5]})
     known = build_user_ratings(ratings, np.array([0, 2, 3, 1]))  # user 1 rated movies 0, 2, 3 in that order
-    held_out = HeldOut(
+    held_out = HeldOutQueries(
         targets=np.array([1, 0, 2]),
         known=known,
         exclude_start=np.array([0, 0, 3]),

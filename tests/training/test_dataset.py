@@ -10,7 +10,7 @@ import pandas as pd
 from contract.user_ratings import build_user_ratings, history_movie_ids
 from training.config import TrainConfig
 from training.dataset import build_vocabularies, catalogue_rows, ratings_dataset
-from training.train import prepare
+from training.folds import prepare
 
 
 def _fed(dataset: object) -> dict[str, np.ndarray]:

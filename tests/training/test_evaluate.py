@@ -10,7 +10,7 @@ from contract.user_ratings import PAD, UserRatings, build_user_ratings, span_pai
 from training import evaluate as evaluate_module
 from training.dataset import split_ratings
 from training.evaluate import (
-    HeldOut,
+    HeldOutQueries,
     accuracy_table,
     baseline_ranks,
     model_ranks,
@@ -25,10 +25,12 @@ def _ratings(rows: list[tuple[int, int, int]]) -> UserRatings:
     return build_user_ratings(frame, frame["movie_row"].to_numpy())
 
 
-def _held_out(known: UserRatings, users: list[int], targets: list[int], times: list[int], before: bool) -> HeldOut:
+def _held_out(
+    known: UserRatings, users: list[int], targets: list[int], times: list[int], before: bool
+) -> HeldOutQueries:
     users_a, times_a = np.array(users, dtype=np.int64), np.array(times, dtype=np.int64)
     start, end = known.spans_before(users_a, times_a) if before else known.spans(users_a)
-    return HeldOut(np.array(targets), known, start, end, fallback=known.positions(users_a) < 0)
+    return HeldOutQueries(np.array(targets), known, start, end, fallback=known.positions(users_a) < 0)
 
 
 def test_ranks_by_hand() -> None:

@@ -16,8 +16,11 @@ from contract.pointers import new_version_name, promote
 from training import export as export_module
 from training.config import TrainConfig
 from training.evaluate import accuracy_table, model_ranks
+from training.export import export_trained
+from training.fit import fit, query_inputs
+from training.folds import prepare
 from training.index import build_searcher, searcher_recall
-from training.train import export_run, fit, prepare, query_inputs, train_versions
+from training.train import train_versions
 
 KS = {"top_1", "top_5", "top_10", "top_50", "top_100"}
 
@@ -100,7 +103,7 @@ def test_an_interrupted_export_leaves_nothing(
     run = fit(config, prepared.random, progress=False)
     models = tmp_path / "models"
     metrics = train_versions([config], tiny_data_dir, tmp_path / "scratch", progress=False)[0].metrics
-    first = export_run(run, prepared, models, b"png", metrics)
+    first = export_trained(run, prepared, models, b"png", metrics)
     promote(models, first.name)
 
     def crash(*args: object, **kwargs: object) -> None:
@@ -108,7 +111,7 @@ def test_an_interrupted_export_leaves_nothing(
 
     monkeypatch.setattr(export_module, "build_index", crash)
     with pytest.raises(KeyboardInterrupt):
-        export_run(run, prepared, models, b"png", metrics)
+        export_trained(run, prepared, models, b"png", metrics)
     assert sorted(p.name for p in models.iterdir()) == sorted([first.name, "CURRENT"])
     assert (models / "CURRENT").read_text().strip() == first.name
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from training.config import TrainConfig
 from training.dataset import split_ratings
-from training.train import _temporal_split, prepare
+from training.folds import _temporal_split, prepare
 
 KEY = ["user_id", "movie_id", "timestamp"]
 
@@ -53,9 +53,9 @@ def test_stored_ratings_are_read_up_to_the_agreed_cutoff(tiny_data_dir: Path, tm
     with RatingsStore(url) as store:
         store.create_schema()
         ids = store.add([Rating("1001", str(m), 4.0, end + m) for m in range(1, 11)])
-    files = len(prepare(TrainConfig(), tiny_data_dir).data.ratings)
-    newest = prepare(TrainConfig(), tiny_data_dir, url).data
+        files = len(prepare(TrainConfig(), tiny_data_dir).data.ratings)
+        newest = prepare(TrainConfig(), tiny_data_dir, store).data
+        agreed = prepare(TrainConfig(), tiny_data_dir, store, ratings_cutoff_id=ids[3]).data
     assert newest.ratings_cutoff_id == ids[-1] and len(newest.ratings) == files + 10
-    agreed = prepare(TrainConfig(), tiny_data_dir, url, ratings_cutoff_id=ids[3]).data
     assert agreed.ratings_cutoff_id == ids[3] and agreed.num_stored == 4 and len(agreed.ratings) == files + 4
     assert sorted(agreed.ratings["stored_id"][agreed.ratings["stored_id"] > 0]) == ids[:4]

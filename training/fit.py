@@ -1,0 +1,117 @@
+"""Fitting one two-tower model on a fold, and its towers' embeddings of movies and of held-out queries."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from contract.user_ratings import history_movie_ids, known_bound
+from training.config import TrainConfig
+from training.dataset import Vocabularies, build_vocabularies, candidates_dataset, ratings_dataset
+from training.evaluate import protocol_tables
+from training.folds import Fold, PreparedData
+from training.model import build_model
+from training.progress import EpochProgress
+
+A_AND_B = {"A": False, "B": True}  # protocol name -> whether it excludes the user's known movies
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """One fitted model: its towers and, when it was scored, its query embeddings of the held-out ratings."""
+
+    config: TrainConfig
+    vocab: Vocabularies  # what the towers adapted to, the time range they clamp to included
+    query_tower: tf.keras.Model
+    candidate_tower: tf.keras.Model
+    candidate_embeddings: np.ndarray  # float32 [num_movies, d]
+    test_query_embeddings: np.ndarray | None  # float32 [test_size, d]
+    training_log: dict[str, Any]  # per-epoch loss, the held-out curve, timings (training_history.json)
+
+
+def query_inputs(frame: pd.DataFrame, histories: np.ndarray | None, movie_ids: np.ndarray) -> dict[str, np.ndarray]:
+    """The query tower's inputs for rows of `frame`: user_id and timestamp strings/ints, history movie ids."""
+    inputs = {
+        "user_id": frame["user_id"].to_numpy(np.int64).astype(str),
+        "timestamp": frame["timestamp"].to_numpy(np.int64),
+    }
+    if histories is not None:
+        inputs["history"] = history_movie_ids(histories, movie_ids)
+    return inputs
+
+
+def fit(
+    config: TrainConfig, fold: Fold, progress: bool = True, label: str | None = None, curve: bool = False
+) -> TrainedRun:
+    """Trains one two-tower model on `fold.train`; with `curve`, scores A and B every `eval_every` epochs."""
+    tf.keras.utils.set_random_seed(config.seed)
+    vocab = build_vocabularies(fold.data, fold.train)
+    train_ds = ratings_dataset(
+        fold.data,
+        fold.train,
+        vocab,
+        config.batch_size,
+        known=fold.known,
+        history_length=config.history_length,
+        shuffle_seed=config.seed,
+        user_dropout=config.user_dropout,
+    )
+    model, query_tower, candidate_tower = build_model(vocab, config)
+    movies_ds = candidates_dataset(vocab, config.eval_batch_size).cache()
+    queries_ds = None
+    if fold.test is not None:
+        inputs = query_inputs(fold.test, fold.test_histories, vocab.movie_ids)
+        queries_ds = tf.data.Dataset.from_tensor_slices(inputs).batch(config.eval_batch_size).cache()
+
+    def embed() -> tuple[np.ndarray, np.ndarray | None]:
+        candidates = embed_batches(candidate_tower, movies_ds)
+        return candidates, None if queries_ds is None else embed_batches(query_tower, queries_ds)
+
+    def evaluate_now() -> dict[str, dict[str, float]]:
+        candidates, queries = embed()
+        assert fold.held_out is not None and queries is not None
+        return protocol_tables(queries, candidates, fold.popularity, fold.held_out, A_AND_B, config.eval_score_chunk)
+
+    evaluate_at = set()
+    if curve and fold.test is not None:
+        evaluate_at = {*range(config.eval_every, config.epochs + 1, config.eval_every), config.epochs}
+    bar = EpochProgress(config.epochs, label or config.label, evaluate_now, evaluate_at, enabled=progress)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    model.fit(train_ds, epochs=config.epochs, verbose=0, callbacks=[bar])
+    seconds = time.perf_counter() - started
+    candidate_embeddings, query_embeddings = embed()
+    training_log = dict(
+        bar.history,
+        train_seconds=seconds,
+        train_cpu_seconds=time.process_time() - cpu_started,
+        seconds_per_epoch=seconds / config.epochs,
+        examples_per_second=len(fold.train) * config.epochs / seconds,
+    )
+    return TrainedRun(config, vocab, query_tower, candidate_tower, candidate_embeddings, query_embeddings, training_log)
+
+
+def index_queries(run: TrainedRun, prepared: PreparedData) -> np.ndarray:
+    """Real query embeddings of the served model to measure its index's recall on: the latest ratings' users."""
+    config, serving = run.config, prepared.everything
+    frame = serving.train.sort_values("timestamp").tail(config.index_recall_queries)
+    histories = None
+    if config.history_length:
+        users, times = frame["user_id"].to_numpy(np.int64), frame["timestamp"].to_numpy(np.int64)
+        histories = serving.known.histories(users, known_bound(times, at_now=False), config.history_length)
+    movie_ids = prepared.data.movies["movie_id"].to_numpy().astype(str)
+    inputs = query_inputs(frame, histories, movie_ids)
+    return embed_batches(run.query_tower, tf.data.Dataset.from_tensor_slices(inputs).batch(config.eval_batch_size))
+
+
+def embed_batches(tower: tf.keras.Model, batches: tf.data.Dataset) -> np.ndarray:
+    """float32 [n, d]: the tower on every batch, in order, on this process alone.
+
+    Not `predict`: under a multi-worker strategy it would shard the batches across workers.
+    """
+    parts = [tower(batch, training=False).numpy() for batch in batches]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, tower.output_shape[-1]), np.float32)
