@@ -1,4 +1,4 @@
-"""Names under models/: version names, the pointer files CURRENT and PINNED, staging names, and their rules.
+"""Names under models/: version names, the pointer files CURRENT and PROTECTED, staging names, and their rules.
 
 Servers poll CURRENT and the retrainer moves it, so both read it with `read_pointer` and the same name rule.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from contract.manifest import MANIFEST
 
 CURRENT = "CURRENT"  # the version servers serve
-PINNED = "PINNED"  # a version the retrainer never prunes (a rollback target)
+PROTECTED = "PROTECTED"  # a version the retrainer never prunes (a rollback target); not a serving pin
 TMP_PREFIX = ".tmp-"  # staging names under models/: never a version, removed by the pruner once stale
 # A plain directory name (no path tricks); exported names are UTC timestamps, e.g. 20261122T103000Z.001
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -25,7 +25,7 @@ class PointerError(ValueError):
 
 
 def read_pointer(models_dir: Path, name: str) -> str | None:
-    """The version a pointer file (CURRENT or PINNED) names, or None when the file is absent.
+    """The version a pointer file (CURRENT or PROTECTED) names, or None when the file is absent.
 
     Raises:
         PointerError: unreadable (a directory, bad permissions, not UTF-8), blank, or not a version name. The
@@ -48,16 +48,16 @@ def read_pointer(models_dir: Path, name: str) -> str | None:
     return version
 
 
-def promote(models_dir: Path, version: str, pin: bool = False) -> None:
-    """Points CURRENT (and with `pin`, PINNED) at `version` with an atomic rename: the fleet-wide rollback too.
+def promote(models_dir: Path, version: str, protect: bool = False) -> None:
+    """Points CURRENT (and with `protect`, PROTECTED) at `version` with an atomic rename: the fleet-wide rollback too.
 
     Raises:
         FileNotFoundError: `version` is not a complete version (no manifest).
     """
     if not VERSION_NAME.fullmatch(version) or not (models_dir / version / MANIFEST).is_file():
         raise FileNotFoundError(f"{models_dir / version} is not a complete version (no {MANIFEST})")
-    if pin:
-        _write_pointer(models_dir, PINNED, version)
+    if protect:
+        _write_pointer(models_dir, PROTECTED, version)
     _write_pointer(models_dir, CURRENT, version)
 
 

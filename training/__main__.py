@@ -48,7 +48,9 @@ def _config(preset: str | None, values: dict[str, Any]) -> TrainConfig:
 
 
 def _table(metrics: Metrics) -> str:
-    ks = list(metrics.model["A"])
+    if not metrics.model:
+        return "not scored (evaluate=False): a first version, no held-out figures"
+    ks = list(next(iter(metrics.model.values())))
     lines = [f"{'':22}" + "".join(f"{k:>9}" for k in ks)]
     for who, tables in (("model", metrics.model), ("most_popular", metrics.most_popular)):
         for protocol in tables:
@@ -170,7 +172,9 @@ def retrain(
     models_dir: ModelsDir = Path("models"),
     preset: Preset = None,
     ratings_url: RatingsUrl = None,
-    keep: Annotated[int, typer.Option(min=1, help="Newest versions kept besides CURRENT, PINNED, the replaced.")] = 3,
+    keep: Annotated[
+        int, typer.Option(min=1, help="Newest versions kept besides CURRENT, PROTECTED, the replaced.")
+    ] = 3,
     every: Annotated[
         float | None, typer.Option(help="Repeat until SIGTERM: a cycle whenever the newest version is this old (s).")
     ] = None,
@@ -217,16 +221,18 @@ def retrain(
 def promote_command(
     version: Annotated[str, typer.Argument(help="A version name under MODELS_DIR, e.g. 20261122T103000Z.")],
     models_dir: ModelsDir = Path("models"),
-    pin: Annotated[bool, typer.Option(help="Also write models/PINNED, so the retrainer never prunes it.")] = False,
+    protect: Annotated[
+        bool, typer.Option(help="Also write models/PROTECTED, so the retrainer never prunes it.")
+    ] = False,
 ) -> None:
     """Point models/CURRENT at VERSION: every server polling it switches (this is the rollback)."""
     from contract.pointers import promote
 
     try:
-        promote(models_dir, version, pin=pin)
+        promote(models_dir, version, protect=protect)
     except FileNotFoundError as exc:
         _fail(str(exc))
-    typer.echo(f"CURRENT -> {version}" + (" (pinned)" if pin else ""))
+    typer.echo(f"CURRENT -> {version}" + (" (protected from pruning)" if protect else ""))
 
 
 def main() -> None:

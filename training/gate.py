@@ -55,7 +55,12 @@ class GateConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    k: int = Field(100, ge=1, description="Which protocol-B top-k is compared (top-100 moves least run to run).")
+    k: int = Field(
+        100,
+        ge=1,
+        description="Which top-k the gate compares, under protocol B and on the window under T "
+        "(top-100 moves least run to run).",
+    )
     tolerance: float = Field(0.01, ge=0.0, le=1.0, description="Largest allowed drop of that top-k below current.")
     min_recall: float = Field(0.9, ge=0.0, le=1.0, description="Least ScaNN recall against brute force.")
     smoke_k: int = Field(10, ge=1, description="Neighbours the smoke query asks for (the service's usual page).")
@@ -92,7 +97,7 @@ class GateDecision(BaseModel):
     decided_at: str
 
 
-class SmokeError(RuntimeError):
+class SmokeCheckError(RuntimeError):
     """The candidate did not load or did not answer the smoke query correctly."""
 
 
@@ -118,7 +123,7 @@ def run_smoke_query(version_dir: Path, config: GateConfig) -> dict[str, Figure]:
     Returns:
         the figures the smoke process measured (users, embedding_dim, neighbours, recall, seconds).
     Raises:
-        SmokeError: the process failed, timed out or printed no result.
+        SmokeCheckError: the process failed, timed out or printed no result.
     """
     package_root = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
@@ -134,14 +139,14 @@ def run_smoke_query(version_dir: Path, config: GateConfig) -> dict[str, Figure]:
             check=False,
         )
     except subprocess.TimeoutExpired as error:
-        raise SmokeError(f"no answer within {config.smoke_timeout_seconds:g} s") from error
+        raise SmokeCheckError(f"no answer within {config.smoke_timeout_seconds:g} s") from error
     if done.returncode != 0:
         tail = " | ".join(line for line in done.stderr.strip().splitlines()[-3:])
-        raise SmokeError(f"smoke process exited {done.returncode}: {tail}")
+        raise SmokeCheckError(f"smoke process exited {done.returncode}: {tail}")
     try:
         figures = json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError) as error:
-        raise SmokeError(f"smoke process printed no result: {done.stdout[-200:]!r}") from error
+        raise SmokeCheckError(f"smoke process printed no result: {done.stdout[-200:]!r}") from error
     return dict(figures)
 
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from contract.manifest import MANIFEST, Table, VersionError, read_manifest
-from contract.pointers import CURRENT, PINNED, TMP_PREFIX, PointerError, list_versions, promote, read_pointer
+from contract.pointers import CURRENT, PROTECTED, TMP_PREFIX, PointerError, list_versions, promote, read_pointer
 from contract.ratings import RatingsStore, opened_store
 from training.gate import GateConfig, GateDecision, decide
 
@@ -70,7 +70,7 @@ def write_record(models_dir: Path, decision: GateDecision) -> Path:
 def prune(
     models_dir: Path, keep: int, protect: set[str] | frozenset[str] = frozenset(), now: float | None = None
 ) -> list[str]:
-    """Delete all but the newest ``keep`` versions, never CURRENT, PINNED or ``protect``; clear stale temps.
+    """Delete all but the newest ``keep`` versions, never CURRENT, PROTECTED or ``protect``; clear stale temps.
 
     A version is first renamed to a temp name and then deleted, so a crash mid-delete never leaves a directory
     that still has its manifest but lacks files. Refused candidates count among the newest, so the latest
@@ -82,7 +82,7 @@ def prune(
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
     try:
-        kept = {read_pointer(models_dir, CURRENT), read_pointer(models_dir, PINNED), *protect}
+        kept = {read_pointer(models_dir, CURRENT), read_pointer(models_dir, PROTECTED), *protect}
     except PointerError as error:
         log.warning("not pruning: %s", error)  # deleting without knowing what is served is never safe
         return []
@@ -172,9 +172,9 @@ def retrain(
     Args:
         config: training settings for the candidate.
         data_dir: MovieLens files (already fetched).
-        models_dir: the version directories and the CURRENT/PINNED pointers.
+        models_dir: the version directories and the CURRENT/PROTECTED pointers.
         gate: the promotion thresholds.
-        keep: how many newest versions to keep besides CURRENT, PINNED and the version this cycle replaced.
+        keep: how many newest versions to keep besides CURRENT, PROTECTED and the version this cycle replaced.
         ratings_url: the ratings store the service writes; its ratings up to now are trained on, and those
             after the current version's cutoff are the window the gate compares both models on.
     Returns:

@@ -18,7 +18,7 @@ from training import retrain as retrain_module
 from training.gate import (
     Figure,
     GateConfig,
-    SmokeError,
+    SmokeCheckError,
     decide,
     run_smoke_query,
 )
@@ -39,7 +39,7 @@ def passing_smoke(version_dir: Path, config: GateConfig) -> dict[str, Figure]:
 
 
 def failing_smoke(version_dir: Path, config: GateConfig) -> dict[str, Figure]:
-    raise SmokeError("smoke process exited 1: OSError: SavedModel file does not exist")
+    raise SmokeCheckError("smoke process exited 1: OSError: SavedModel file does not exist")
 
 
 def make_version(
@@ -154,12 +154,12 @@ def test_different_held_out_data_is_refused_unless_allowed(tmp_path: Path) -> No
     assert allowed.checks[-1].detail.startswith("skipped, allowed: not comparable")
 
 
-def test_pruning_keeps_newest_current_pinned_and_protected(tmp_path: Path) -> None:
+def test_pruning_keeps_newest_current_and_protected(tmp_path: Path) -> None:
     names = [f"2026010{i}T000000Z" for i in range(1, 8)]
     for name in names:
         make_version(tmp_path, name)
     (tmp_path / "CURRENT").write_text(names[1] + "\n")
-    (tmp_path / "PINNED").write_text(names[0] + "\n")
+    (tmp_path / "PROTECTED").write_text(names[0] + "\n")
     (tmp_path / "gate").mkdir()
     stale, fresh = tmp_path / ".tmp-export-old", tmp_path / ".tmp-export-new"
     stale.mkdir()
@@ -171,7 +171,7 @@ def test_pruning_keeps_newest_current_pinned_and_protected(tmp_path: Path) -> No
 
     assert pruned == [names[2], names[4]]
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == sorted(
-        ["CURRENT", "PINNED", "gate", names[0], names[1], names[3], names[5], names[6]]
+        ["CURRENT", "PROTECTED", "gate", names[0], names[1], names[3], names[5], names[6]]
     )
     assert fresh.exists() and not stale.exists()
 
@@ -274,7 +274,7 @@ def test_smoke_query_fails_on_nan_embeddings_and_on_a_missing_model(tmp_path: Pa
     broken.mkdir()
     (broken / "manifest.json").write_text("{}")
     with pytest.raises(
-        SmokeError, match=r"smoke process exited 1: VersionRejectedError: .*does not follow the contract"
+        SmokeCheckError, match=r"smoke process exited 1: VersionRejectedError: .*does not follow the contract"
     ):
         run_smoke_query(broken, GATE)
 
