@@ -71,7 +71,10 @@ def test_real_movielens_100k_to_http(tmp_path: Path) -> None:
     assert metrics["test_size"] == 20_000
     # The baseline is deterministic given the seeded split; it matches the figure measured on this data.
     assert metrics["most_popular"]["A"]["top_100"] == pytest.approx(0.295, abs=0.01)
-    assert metrics["model"]["B"]["top_100"] > 0.30
+    # The model beats the most-popular list on every protocol, with a margin (5 epochs).
+    for protocol in ("A", "B", "T"):
+        model, popular = metrics["model"][protocol]["top_100"], metrics["most_popular"][protocol]["top_100"]
+        assert model > popular + 0.05, (protocol, model, popular)
     # Protocol T: the most-popular figures measured independently on this data (T top-10 0.073, top-100 0.356).
     assert metrics["temporal"] == {"how": "latest", "after_id": 0, "test_size": 20_000}
     assert metrics["most_popular"]["T"]["top_100"] == pytest.approx(0.356, abs=0.01)
