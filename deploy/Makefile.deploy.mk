@@ -1,5 +1,6 @@
 # Deployment verbs; included by the top-level Makefile (`include deploy/Makefile.deploy.mk`).
-#   make up             natively, in one command: fetch if missing, train if no current version, serve
+#   make up             natively, in one command: fetch if missing, serve a first version from one short fit
+#                       if none is current while the whole training job runs behind it (deploy/up.sh)
 #   make retrain        one gated retraining cycle (train a candidate, gate, promote or refuse, prune)
 #   make docker-lint    hadolint + `docker compose config -q`
 #   make docker-up      build and start the stack, return once it serves (docker-down stops it, volumes kept)
@@ -19,8 +20,8 @@ JOBS = PYTHON=$(PYTHON) DATA_DIR=$(DATA_DIR) MODELS_DIR=$(MODELS_DIR) RECSYS_RAT
 .PHONY: up retrain docker-lint docker-build docker-up docker-down docker-e2e
 
 up:
-	$(JOBS) ensure-model
-	RECSYS_RATINGS_URL=$(RECSYS_RATINGS_URL) $(PYTHON) -m service --models-dir $(MODELS_DIR) --host $(HOST) --port $(PORT)
+	PYTHON=$(PYTHON) DATA_DIR=$(DATA_DIR) MODELS_DIR=$(MODELS_DIR) HOST=$(HOST) PORT=$(PORT) \
+		RECSYS_RATINGS_URL=$(RECSYS_RATINGS_URL) sh deploy/up.sh
 
 retrain:
 	$(JOBS) retrain

@@ -29,6 +29,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "evaluate_temporal": False,
         "refit": False,
     },
+    # A first version to serve while the whole job runs (`make up`): the default model from one short fit on
+    # every rating, unscored; the evaluated version that follows replaces it.
+    "first": {
+        "epochs": 8,
+        "evaluate": False,
+    },
 }
 
 
@@ -89,6 +95,11 @@ class TrainConfig(BaseModel):
         description="validation: score on ratings carved from the training part (same protocols), for choosing "
         "settings; the test ratings stay unseen.",
     )
+    evaluate: bool = Field(
+        True,
+        description="Fit and score protocols A/B (and T) before the served fit; off: only the served fit on every "
+        "rating, unscored (a first version in about a minute).",
+    )
     evaluate_temporal: bool = Field(
         True, description="Also fit on the earliest ratings and score protocol T on the latest (one more fit)."
     )
@@ -137,6 +148,12 @@ class TrainConfig(BaseModel):
         if not value or any(size <= 0 for size in value):
             raise ValueError("must be one or more positive sizes, e.g. 64,32")
         return value
+
+    @model_validator(mode="after")
+    def _unscored_means_refit(self) -> TrainConfig:
+        if not self.evaluate and not self.refit:
+            raise ValueError("evaluate=False serves the fit on every rating: it needs refit=True")
+        return self
 
     @model_validator(mode="after")
     def _recent_within_history(self) -> TrainConfig:

@@ -154,7 +154,7 @@ def export_trained(
 ) -> Path:
     """Writes the served model of a run as a new version directory (atomically) and returns its path."""
     data = prepared.data
-    served = prepared.everything if run.config.refit else prepared.random
+    served = prepared.everything if run.config.refit or prepared.random is None else prepared.random
     artifacts = TrainedArtifacts(
         query_tower=run.query_tower,
         candidate_tower=run.candidate_tower,

@@ -38,7 +38,7 @@ class PreparedData:
     """The data side of a run, shared by every configuration trained on it."""
 
     data: MovieLens
-    random: Fold  # protocols A and B
+    random: Fold | None  # protocols A and B (None: the run is not scored)
     temporal: Fold | None  # protocol T
     temporal_info: HoldOutInfo | None
     everything: Fold  # every rating: the serving refit
@@ -71,17 +71,19 @@ def prepare(
     stages = stages if stages is not None else StageLog()
     with stages.stage("load"):
         data = load_data(config, data_dir, store, ratings_cutoff_id)
-    with stages.stage("folds A/B"):
-        rows = catalogue_rows(data, data.ratings)
-        everything = build_user_ratings(data.ratings, rows)
-        split = split_ratings(data.ratings, config.split, config.test_fraction, config.seed)
-        train, test = split.train, split.test
-        if config.evaluate_on == "validation":  # carved from the training ratings: the test ratings stay unseen
-            carved = split_ratings(train, config.split, config.test_fraction, config.seed + 1)
-            train, test = carved.train, carved.test
-        random_fold = _scored_fold(config, data, train, test, known_at_query=None)
+    rows = catalogue_rows(data, data.ratings)
+    everything = build_user_ratings(data.ratings, rows)
+    random_fold = None
+    if config.evaluate:
+        with stages.stage("folds A/B"):
+            split = split_ratings(data.ratings, config.split, config.test_fraction, config.seed)
+            train, test = split.train, split.test
+            if config.evaluate_on == "validation":  # carved from the training ratings: the test ratings stay unseen
+                carved = split_ratings(train, config.split, config.test_fraction, config.seed + 1)
+                train, test = carved.train, carved.test
+            random_fold = _scored_fold(config, data, train, test, known_at_query=None)
     temporal, info = None, None
-    if config.evaluate_temporal:
+    if config.evaluate and config.evaluate_temporal:
         with stages.stage("fold T"):
             temporal, info = _temporal_fold(config, data, everything, held_out_after_id)
     serving = Fold(

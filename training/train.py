@@ -108,16 +108,22 @@ def train_versions(
 def _train_one(
     config: TrainConfig, prepared: PreparedData, progress: bool, stages: StageLog
 ) -> tuple[TrainedRun, Metrics]:
-    """Fit and score on each protocol's fold, then the serving model (the refit, or the protocol-A/B one)."""
-    with stages.stage("fit A/B"):
-        scored = fit(config, prepared.random, progress=progress, curve=True)
-    with stages.stage("score A/B"):
-        model, baseline = _tables(config, prepared.random, scored, A_AND_B)
-    # Each fit is let go once scored, before the next starts: at 25M ratings each one held gigabytes.
-    served = None if config.refit else scored
-    training_log = scored.training_log  # the curve and timings of the scored fit describe the configuration
-    del scored
-    release_memory()
+    """Fit and score on each protocol's fold (none when `evaluate` is off), then the served model: the refit
+    on every rating, or the protocol-A/B fit itself."""
+    model: dict[str, Table] = {}
+    baseline: dict[str, Table] = {}
+    training_log: dict[str, Any] = {}  # the curve and timings of the scored fit describe the configuration
+    served = None
+    if prepared.random is not None:
+        with stages.stage("fit A/B"):
+            scored = fit(config, prepared.random, progress=progress, curve=True)
+        with stages.stage("score A/B"):
+            model, baseline = _tables(config, prepared.random, scored, A_AND_B)
+        # Each fit is let go once scored, before the next starts: at 25M ratings each one held gigabytes.
+        served = None if config.refit else scored
+        training_log = scored.training_log
+        del scored
+        release_memory()
     if prepared.temporal is not None:
         with stages.stage("fit T"):
             temporal = fit(config, prepared.temporal, progress=progress, label=f"{config.label} (T)")
@@ -126,18 +132,21 @@ def _train_one(
         del temporal
         release_memory()
         model, baseline = {**model, **model_t}, {**baseline, **baseline_t}
+    test = prepared.random.test if prepared.random is not None else None
     metrics = Metrics(
         model=model,
         most_popular=baseline,
         split=config.split,
-        test_size=len(prepared.random.test) if prepared.random.test is not None else 0,
+        test_size=len(test) if test is not None else 0,
         temporal=prepared.temporal_info,
     )
     if served is None:
         with stages.stage("refit"):
             refit = fit(config, prepared.everything, progress=progress, label=f"{config.label} (refit)")
         refit_seconds = refit.training_log["train_seconds"]
-        served = dataclasses.replace(refit, training_log={**training_log, "refit_seconds": refit_seconds})
+        served = dataclasses.replace(
+            refit, training_log={**(training_log or refit.training_log), "refit_seconds": refit_seconds}
+        )
     return served, metrics
 
 
