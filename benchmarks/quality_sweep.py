@@ -28,6 +28,7 @@ import typer
 BASE: dict[str, Any] = {"history_length": 20, "history_pooling": "mean", "optimizer": "adagrad", "learning_rate": 0.1}
 # The overrides that won on the morning of 2026-12-01; the item-item rows start from them.
 POSITIONAL_ADAM: dict[str, Any] = {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.001}
+DEFAULT_1201: dict[str, Any] = {**POSITIONAL_ADAM, "item_item_dim": 64, "user_dropout": 0.8, "timestamp_buckets": 50}
 # name -> overrides of BASE. "positional_adam_0.001" won (README) and was the default on the morning of
 # 2026-12-01; "positional_adam_0.001_item_item_64_dropout_0.8_buckets_50" won after it and is the default.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -91,6 +92,20 @@ CONFIGS: dict[str, dict[str, Any]] = {
             ),
         )
     },
+    # Issue 19: the default since the evening of 2026-12-01 (DEFAULT_1201), then what a rating's stars can do:
+    # the history's stars scale each history movie's pooling weight (history_ratings), and which ratings are
+    # training targets (positive_min_rating; every rating stays history).
+    **{
+        f"default_1201{name}": {**DEFAULT_1201, **overrides}
+        for name, overrides in (
+            ("", {}),
+            ("_stars", {"history_ratings": True}),
+            ("_positive_4", {"positive_min_rating": 4.0}),
+            ("_positive_3", {"positive_min_rating": 3.0}),
+            ("_stars_positive_4", {"history_ratings": True, "positive_min_rating": 4.0}),
+            ("_stars_positive_3", {"history_ratings": True, "positive_min_rating": 3.0}),
+        )
+    },
     "all_levers": {
         "remove_accidental_hits": True,
         "history_pooling": "positional",
@@ -122,8 +137,9 @@ def _run(name: str, seed: int, final: bool, data_dir: str, models_dir: str, queu
             **{
                 f"{who}_{protocol}_top_{k}": round(tables[protocol][f"top_{k}"], 4)
                 for who, tables in (("model", metrics.model), ("most_popular", metrics.most_popular))
-                for protocol in ("A", "B", "T")
+                for protocol in ("A", "B", "T", "B_liked", "B_disliked", "T_liked", "T_disliked")
                 for k in (10, 100)
+                if protocol in tables
             },
             "epochs": config.epochs,
             "wall_seconds": round(time.perf_counter() - started, 1),

@@ -80,24 +80,25 @@ def read_popularity(version_dir: Path, num_movies: int) -> np.ndarray:
 
 
 def read_seen(version_dir: Path, num_movies: int) -> UserRatings:
-    """seen.npz: the version's ratings by user (str ids, each user's oldest first), its CSR structure and movie
-    rows checked against the catalogue."""
+    """seen.npz: the version's ratings by user (str ids, each user's oldest first, with their stars where the
+    version kept them), its CSR structure and movie rows checked against the catalogue."""
     try:
         with np.load(version_dir / SEEN, allow_pickle=False) as seen:
             user_ids, indptr, rows = seen["user_ids"].astype(str), seen["indptr"], seen["movie_rows"]
             timestamps = seen["timestamps"].astype(np.int64)
+            values = seen["ratings"].astype(np.float32) if "ratings" in seen.files else None
     except (OSError, ValueError, KeyError) as error:
         raise VersionError(f"{SEEN} cannot be read ({error})") from None
     indptr, rows = indptr.astype(np.int64), rows.astype(np.int64)
     if len(indptr) != len(user_ids) + 1 or indptr[0] != 0 or indptr[-1] != len(rows) or np.any(np.diff(indptr) < 0):
         raise VersionError(f"{SEEN} indptr does not match user_ids and movie_rows")
-    if len(timestamps) != len(rows):
-        raise VersionError(f"{SEEN} has {len(timestamps)} timestamps for {len(rows)} movie_rows")
+    if len(timestamps) != len(rows) or (values is not None and len(values) != len(rows)):
+        raise VersionError(f"{SEEN} has timestamps or ratings that do not match its {len(rows)} movie_rows")
     if len(rows) and (rows.min() < 0 or rows.max() >= num_movies):
         raise VersionError(f"{SEEN} movie_rows point outside {MOVIES}")
     if len(np.unique(user_ids)) != len(user_ids):
         raise VersionError(f"{SEEN} repeats a user_id")
-    return UserRatings(user_ids=user_ids, indptr=indptr, movie_rows=rows, timestamps=timestamps)
+    return UserRatings(user_ids=user_ids, indptr=indptr, movie_rows=rows, timestamps=timestamps, values=values)
 
 
 RECALL_CHUNK_CELLS = 32 * 2**20  # query x movie scores held at once (128 MB; a million movies: 32 queries)

@@ -61,6 +61,9 @@ class QueryInfo(_Part):
     """What the query tower takes: how much history, and the time range it clamps timestamps to."""
 
     history_length: int = Field(ge=0, description="movie ids in the history input; 0: no history input")
+    history_ratings: bool = Field(
+        False, description="the tower also takes history_rating, float32 [batch, history_length]: each movie's stars"
+    )
     timestamp_min: int = Field(description="earliest training timestamp; earlier queries are clamped to it")
     timestamp_max: int = Field(description="latest training timestamp; later queries (now) are clamped to it")
 

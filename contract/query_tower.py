@@ -16,6 +16,9 @@ The forward pass mirrors training/model.py's query tower layer for layer, in flo
   features concatenated in that order -> Dense layers (ReLU where `dense_relu`)
   item-item: with `item_item_embedding`, the history's lookup rows in that table, pooled with their own
              per-position logits like "positional", appended after the dense output (no kernel)
+  ratings:   with `history_rating_scale`, each history position's pooling weight (after normalising) is
+             multiplied by a learned scalar of its rating level (round(stars) in 0..5, 0 = unknown), one table
+             per pooling: a 1-star rating can weigh negatively, pushing the query away from that movie
   -> optional L2 normalisation of the whole vector
 """
 
@@ -28,10 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from contract.manifest import QUERY_WEIGHTS, VersionError
+from contract.user_ratings import NO_VALUE
 
 _EPSILON = np.float32(1e-7)  # Keras's backend.epsilon(), the floor of Normalization's standard deviation
 _NORM_EPSILON = np.float32(1e-12)  # tf.math.l2_normalize's floor of the squared norm
 POOLINGS = ("mean", "positional")
+RATING_LEVELS = 6  # round(stars) clipped to 0..5; 0 is a padded slot or a movie whose rating is unknown
 MIRROR_TOLERANCE = 1e-4  # largest relative difference between the NumPy tower and its SavedModel that is accepted
 
 
@@ -53,6 +58,9 @@ class QueryLayer:
     HISTORY_RECENT_EMBEDDING = "history_recent_embedding"
     HISTORY_RECENT = "history_recent"
     HISTORY_RECENT_FLAT = "history_recent_flat"
+    HISTORY_RATING_LEVEL = "history_rating_level"
+    HISTORY_RATING_SCALE = "history_rating_scale"
+    ITEM_ITEM_RATING_SCALE = "item_item_rating_scale"
     ITEM_ITEM_EMBEDDING = "item_item_embedding"
     ITEM_ITEM_POOL = "item_item_pool"
     ITEM_ITEM_CONCAT = "query_item_item"
@@ -76,6 +84,7 @@ class QueryTowerSpec:
     history_pooling: str = "mean"  # one of POOLINGS
     history_recent: int = 0  # newest positions also read one by one from their own table
     item_item_dim: int = 0  # columns of the item-item channel appended past the dense stack
+    history_ratings: bool = False  # the history's stars scale each position's pooling weight (input history_rating)
     normalize: bool = False  # L2-normalise the whole embedding
 
     def __post_init__(self) -> None:
@@ -85,6 +94,7 @@ class QueryTowerSpec:
             object.__setattr__(self, "history_pooling", "mean")
             object.__setattr__(self, "history_recent", 0)
             object.__setattr__(self, "item_item_dim", 0)
+            object.__setattr__(self, "history_ratings", False)
 
     @property
     def dense_relu(self) -> tuple[bool, ...]:
@@ -115,6 +125,10 @@ class QueryTowerSpec:
             names |= {QueryLayer.HISTORY_RECENT_EMBEDDING, QueryLayer.HISTORY_RECENT, QueryLayer.HISTORY_RECENT_FLAT}
         if self.item_item_dim:
             names |= {QueryLayer.ITEM_ITEM_EMBEDDING, QueryLayer.ITEM_ITEM_POOL, QueryLayer.ITEM_ITEM_CONCAT}
+        if self.history_ratings:
+            names |= {QueryLayer.HISTORY_RATING_LEVEL, QueryLayer.HISTORY_RATING_SCALE}
+            if self.item_item_dim:
+                names.add(QueryLayer.ITEM_ITEM_RATING_SCALE)
         if self.normalize:
             names.add(QueryLayer.NORMALIZE)
         return frozenset(names)
@@ -147,6 +161,8 @@ class QueryTowerArrays:
     history_recent_embedding: np.ndarray | None = None  # float32 [M, e], rows as history_vocabulary
     item_item_embedding: np.ndarray | None = None  # float32 [M, D], rows as history_vocabulary
     item_item_position_logits: np.ndarray | None = None  # float32 [H], with item_item_embedding
+    history_rating_scale: np.ndarray | None = None  # float32 [RATING_LEVELS]: the history pooling's, per level
+    item_item_rating_scale: np.ndarray | None = None  # float32 [RATING_LEVELS]: the item-item pooling's
 
     @property
     def spec(self) -> QueryTowerSpec:
@@ -157,6 +173,7 @@ class QueryTowerArrays:
             history_pooling=self.history_pooling,
             history_recent=self.history_recent,
             item_item_dim=0 if self.item_item_embedding is None else int(self.item_item_embedding.shape[1]),
+            history_ratings=self.history_rating_scale is not None,
             normalize=self.normalize,
         )
 
@@ -193,6 +210,9 @@ class QueryTowerArrays:
                 assert self.item_item_position_logits is not None
                 arrays["item_item_embedding"] = self.item_item_embedding.astype(np.float32)
                 arrays["item_item_position_logits"] = self.item_item_position_logits.astype(np.float32)
+            for name in ("history_rating_scale", "item_item_rating_scale"):
+                if getattr(self, name) is not None:
+                    arrays[name] = getattr(self, name).astype(np.float32)
         return arrays
 
     @classmethod
@@ -221,6 +241,9 @@ class QueryTowerArrays:
             if "item_item_embedding" in arrays:
                 history["item_item_embedding"] = arrays["item_item_embedding"].astype(np.float32)
                 history["item_item_position_logits"] = arrays["item_item_position_logits"].astype(np.float32)
+            for name in ("history_rating_scale", "item_item_rating_scale"):
+                if name in arrays:
+                    history[name] = arrays[name].astype(np.float32)
         return cls(
             user_vocabulary=arrays["user_vocabulary"].astype(str),
             user_oov=int(arrays["user_oov"]),
@@ -266,7 +289,17 @@ class QueryTowerArrays:
             or self.item_item_position_logits.shape != (self.history_length,)
         ):
             raise ValueError("item_item_embedding needs a row per history_vocabulary and [history_length] logits")
+        self._check_rating_scales()
         return width
+
+    def _check_rating_scales(self) -> None:
+        levels = (RATING_LEVELS,)
+        if self.history_rating_scale is not None and self.history_rating_scale.shape != levels:
+            raise ValueError(f"history_rating_scale must be [{RATING_LEVELS}]")
+        if (self.item_item_rating_scale is not None) != (
+            self.history_rating_scale is not None and self.item_item_embedding is not None
+        ) or (self.item_item_rating_scale is not None and self.item_item_rating_scale.shape != levels):
+            raise ValueError(f"item_item_rating_scale [{RATING_LEVELS}] goes with history_rating_scale and item-item")
 
     def check(self) -> None:
         """Raises ValueError when the shapes do not chain into one tower."""
@@ -342,9 +375,14 @@ class QueryTower:
         return int(self.arrays.dense_kernels[-1].shape[1]) + extra
 
     def __call__(
-        self, user_ids: Sequence[str], timestamps: Sequence[int], histories: Sequence[Sequence[str]]
+        self,
+        user_ids: Sequence[str],
+        timestamps: Sequence[int],
+        histories: Sequence[Sequence[str]],
+        history_ratings: Sequence[Sequence[float]] | None = None,
     ) -> np.ndarray:
-        """float32 [batch, d] for the same inputs the SavedModel signature takes (histories newest first)."""
+        """float32 [batch, d] for the same inputs the SavedModel signature takes (histories newest first, and
+        each history movie's stars, NO_VALUE where unknown; ignored by a tower that reads no ratings)."""
         a = self.arrays
         users = [self._user_rows.get(u, a.user_oov) for u in user_ids]
         clamped = np.minimum(np.maximum(np.asarray(timestamps, dtype=np.int64), a.timestamp_low), a.timestamp_high)
@@ -352,11 +390,13 @@ class QueryTower:
         buckets = np.searchsorted(a.timestamp_boundaries, as_float, side="right")
         standardised = (as_float - a.timestamp_mean) / self._std
         x = self._user_part[users] + self._time_part[buckets] + standardised[:, None] * self._column_part
-        index = present = None
+        index = present = levels = None
         if self._history_part is not None:
             index = self._history_rows_of(histories)
             present = index != self._mask_row
-            x += _pool(present, self._position_weights, self._history_part, index)
+            levels = self._levels_of(history_ratings, len(histories))
+            scale = _scale(a.history_rating_scale, levels)
+            x += _pool(present, self._position_weights, self._history_part, index, scale)
             for position, part in enumerate(self._recent_parts):
                 x += part[index[:, position]]
         if a.dense_relu[0]:
@@ -367,10 +407,21 @@ class QueryTower:
                 np.maximum(x, 0, out=x)
         if self._item_item is not None and index is not None and present is not None:  # check(): a history
             weights, table = self._item_item
-            x = np.concatenate([x, _pool(present, weights, table, index)], axis=1)
+            scale = _scale(a.item_item_rating_scale, levels)
+            x = np.concatenate([x, _pool(present, weights, table, index, scale)], axis=1)
         if a.normalize:
             x = x / np.sqrt(np.maximum(np.sum(x * x, axis=1, keepdims=True), _NORM_EPSILON))
         return x.astype(np.float32, copy=False)
+
+    def _levels_of(self, ratings: Sequence[Sequence[float]] | None, batch: int) -> np.ndarray | None:
+        """int64 [batch, history_length]: each history movie's rating level (0 where unknown or padded)."""
+        if self.arrays.history_rating_scale is None:
+            return None
+        levels = np.zeros((batch, self.history_length), dtype=np.int64)
+        for i, values in enumerate(ratings or ()):
+            cut = values[: self.history_length]
+            levels[i, : len(cut)] = np.clip(np.rint(np.asarray(cut, dtype=np.float32)), 0, RATING_LEVELS - 1)
+        return levels
 
     def _history_rows_of(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
         """int64 [batch, history_length]: each history's lookup rows, newest first, the "" row padding."""
@@ -387,21 +438,34 @@ def _softmax_numerators(logits: np.ndarray) -> np.ndarray:
     return np.exp(logits - logits.max()).astype(np.float32)
 
 
-def _pool(present: np.ndarray, position_weights: np.ndarray, table: np.ndarray, index: np.ndarray) -> np.ndarray:
+def _scale(table: np.ndarray | None, levels: np.ndarray | None) -> np.ndarray | None:
+    return None if table is None or levels is None else table[levels]
+
+
+def _pool(
+    present: np.ndarray,
+    position_weights: np.ndarray,
+    table: np.ndarray,
+    index: np.ndarray,
+    scale: np.ndarray | None = None,
+) -> np.ndarray:
     """Weighted sum of `table` rows at `index` [batch, H]: each present position weighs its
-    `position_weights` entry (ones for the mean), normalised over the row's present positions; a row with
-    none pools to zeros. With the history's first-kernel slice as `table`, it is the pooled history already
-    through that kernel."""
+    `position_weights` entry (ones for the mean), normalised over the row's present positions, then times
+    its rating level's `scale` [batch, H] when given; a row with none pools to zeros. With the history's
+    first-kernel slice as `table`, it is the pooled history already through that kernel."""
     weights = present * position_weights
     weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1e-30))
-    return np.matmul(weights[:, None, :], table[index])[:, 0, :]
+    if scale is not None:
+        weights = weights * scale
+    return np.matmul(weights[:, None, :].astype(np.float32), table[index])[:, 0, :]
 
 
 def probe_queries(
     arrays: QueryTowerArrays, known_movies: Sequence[str], now: int, count: int = 64, seed: int = 0
-) -> tuple[list[str], list[int], list[list[str]]]:
+) -> tuple[list[str], list[int], list[list[str]], list[list[float]]]:
     """Queries that reach every branch: known, unknown and blank users; timestamps before, at and after the
-    clamp range, on and beside bucket edges, and now; histories empty, short, full, with unknown movies."""
+    clamp range, on and beside bucket edges, and now; histories empty, short, full, with unknown movies, and
+    their ratings: every level, unknown (0), half stars and out-of-range values included."""
     rng = np.random.default_rng(seed)
     vocabulary = [u for u in arrays.user_vocabulary.tolist() if u and u != arrays.user_vocabulary[arrays.user_oov]]
     sampled = rng.choice(vocabulary, size=count - 2, replace=len(vocabulary) < count - 2).tolist() if vocabulary else []
@@ -420,12 +484,19 @@ def probe_queries(
         if i % 7 == 3:
             history.insert(0, "no-such-movie")
         histories.append(history)
-    return users, timestamps, histories
+    choices = np.array([0.0, 1.0, 2.0, 3.0, 3.5, 4.0, 5.0, 4.5, 7.0, -1.0], dtype=np.float32)
+    ratings = [rng.choice(choices, size=len(h)).tolist() for h in histories]
+    return users, timestamps, histories, ratings
 
 
 def padded_histories(histories: Sequence[Sequence[str]], length: int) -> list[list[str]]:
     """Each history cut to `length` movie ids (newest first) and padded with "", as the SavedModel takes them."""
     return [[*h[:length], *[""] * (length - len(h[:length]))] for h in histories]
+
+
+def padded_ratings(ratings: Sequence[Sequence[float]], length: int) -> list[list[float]]:
+    """Each history's stars cut to `length` and padded with NO_VALUE, as the SavedModel takes them."""
+    return [[*map(float, r[:length]), *[NO_VALUE] * (length - len(r[:length]))] for r in ratings]
 
 
 def max_difference(expected: np.ndarray, actual: np.ndarray) -> float:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 PAD = -1  # history slot with no movie
+NO_VALUE = 0.0  # the rating value of a history slot whose value is unknown (a padded slot, an id a client sent)
 _SHIFT = np.int64(1) << np.int64(32)  # user position in the high bits, timestamp in the low: one sorted key
 
 
@@ -42,6 +43,7 @@ class UserRatings:
     indptr: np.ndarray  # int64 [num_users + 1]
     movie_rows: np.ndarray  # int32 or int64 [num_ratings], rows into the catalogue
     timestamps: np.ndarray  # int64 [num_ratings]
+    values: np.ndarray | None = None  # float32 [num_ratings]: the stars of each rating (None: not kept)
 
     @cached_property
     def _order(self) -> np.ndarray:
@@ -61,10 +63,11 @@ class UserRatings:
         found = self._order[where]
         return np.where(self.user_ids[found] == user_ids, found, -1)
 
-    def ratings_at(self, position: int) -> tuple[np.ndarray, np.ndarray]:
-        """Movie rows and timestamps of the user at `position`, oldest first."""
+    def ratings_at(self, position: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Movie rows, timestamps and values (NO_VALUE where not kept) of the user at `position`, oldest first."""
         span = slice(self.indptr[position], self.indptr[position + 1])
-        return self.movie_rows[span], self.timestamps[span]
+        values = self.values[span] if self.values is not None else np.full(span.stop - span.start, NO_VALUE, np.float32)
+        return self.movie_rows[span], self.timestamps[span], values
 
     def spans_before(self, user_ids: np.ndarray, bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[start, end) into movie_rows of each query's ratings with a timestamp below its bound (`known_bound`);
@@ -85,16 +88,25 @@ class UserRatings:
 
     def histories(self, user_ids: np.ndarray, bounds: np.ndarray, length: int) -> np.ndarray:
         """int32 [n, length]: each query's latest `length` movies below its bound, newest first, PAD after."""
+        return self.rated_histories(user_ids, bounds, length)[0]
+
+    def rated_histories(self, user_ids: np.ndarray, bounds: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+        """`histories` and float32 [n, length] the value of each of those ratings (NO_VALUE at PAD)."""
         if len(self.movie_rows) == 0:
-            return np.full((len(user_ids), length), PAD, dtype=np.int32)
+            shape = (len(user_ids), length)
+            return np.full(shape, PAD, dtype=np.int32), np.full(shape, NO_VALUE, dtype=np.float32)
         start, end = self.spans_before(user_ids, bounds)
         index = end[:, None] - np.arange(1, length + 1, dtype=np.int64)[None, :]
-        return np.where(index >= start[:, None], self.movie_rows[np.clip(index, 0, None)], PAD).astype(np.int32)
+        present, safe = index >= start[:, None], np.clip(index, 0, None)
+        rows = np.where(present, self.movie_rows[safe], PAD).astype(np.int32)
+        if self.values is None:
+            return rows, np.full(rows.shape, NO_VALUE, dtype=np.float32)
+        return rows, np.where(present, self.values[safe], NO_VALUE).astype(np.float32)
 
 
-def rated_before(rows: np.ndarray, timestamps: np.ndarray, bound: int) -> np.ndarray:
-    """The movie rows (oldest first) whose ratings are known below `bound` (`known_bound`)."""
-    return rows[timestamps < bound]
+def known_at(timestamps: np.ndarray, bound: int) -> np.ndarray:
+    """bool [n]: which of a user's ratings are known to a query whose bound is `bound` (`known_bound`)."""
+    return timestamps < bound
 
 
 def newest_first(rows: np.ndarray, length: int) -> np.ndarray:
@@ -119,7 +131,7 @@ def build_user_ratings(ratings: Columns, movie_rows: np.ndarray) -> UserRatings:
     """Groups ratings by user in time order, vectorised (no per-user Python loop).
 
     Args:
-        ratings: user_id and timestamp (int64) columns.
+        ratings: user_id and timestamp (int64) columns, and the stars as `rating` where known.
         movie_rows: int [len(ratings)], each rating's movie row in the catalogue.
     """
     users = np.asarray(ratings["user_id"])
@@ -132,4 +144,13 @@ def build_user_ratings(ratings: Columns, movie_rows: np.ndarray) -> UserRatings:
         indptr=np.append(starts, len(users)).astype(np.int64),
         movie_rows=np.asarray(movie_rows)[order].astype(np.int32),
         timestamps=times[order],
+        values=_values(ratings, order),
     )
+
+
+def _values(ratings: Columns, order: np.ndarray) -> np.ndarray | None:
+    try:
+        column = ratings["rating"]
+    except KeyError:
+        return None
+    return np.asarray(column, dtype=np.float32)[order]

@@ -24,21 +24,23 @@ from contract.contents import (
     recall_at_k,
     verified_manifest,
 )
-from contract.manifest import IndexInfo, Manifest, VersionError
+from contract.manifest import IndexInfo, Manifest, QueryInfo, VersionError
 from contract.query_tower import (
     MIRROR_TOLERANCE,
     QueryTower,
     max_difference,
     padded_histories,
+    padded_ratings,
     probe_queries,
     read_query_weights,
 )
-from contract.user_ratings import UserRatings, newest_first
+from contract.user_ratings import UserRatings, known_at, newest_first
 from service.errors import VersionRejectedError
 
 log = logging.getLogger(__name__)
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
+_NO_VALUES = np.zeros(0, dtype=np.float32)
 
 
 def configure_tensorflow(threads: int) -> None:
@@ -127,24 +129,40 @@ class ModelVersion:
         query = self.manifest.query
         return min(max(timestamp, query.timestamp_min), query.timestamp_max)
 
-    def ratings_of(self, user_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """Movie rows the user rated in this version's data and when, oldest first (empty for an unknown user)."""
+    def ratings_of(self, user_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Movie rows the user rated in this version's data, when, and their stars (NO_VALUE where the version
+        kept none), oldest first; empty for an unknown user."""
         index = self.user_rows.get(user_id)
-        return (_NO_ROWS, _NO_ROWS) if index is None else self.ratings.ratings_at(index)
+        return (_NO_ROWS, _NO_ROWS, _NO_VALUES) if index is None else self.ratings.ratings_at(index)
 
     def history_ids(self, rows: np.ndarray) -> list[str]:
         """The query model's history input from movie rows oldest first: the latest ids, newest first."""
         return [self.movies[row]["movie_id"] for row in newest_first(rows, self.history_length).tolist()]
 
-    def embed(self, user_ids: list[str], timestamps: list[int], histories: list[list[str]]) -> np.ndarray:
+    def history_at(
+        self, rows: np.ndarray, times: np.ndarray, values: np.ndarray, bound: int
+    ) -> tuple[list[str], list[float]]:
+        """The query model's history inputs from a user's ratings oldest first: the latest movie ids known
+        below `bound` (contract.user_ratings.known_bound), newest first, and their stars."""
+        known = known_at(times, bound)
+        return self.history_ids(rows[known]), newest_first(values[known], self.history_length).tolist()
+
+    def embed(
+        self,
+        user_ids: list[str],
+        timestamps: list[int],
+        histories: list[list[str]],
+        ratings: list[list[float]] | None = None,
+    ) -> np.ndarray:
         """The query tower on the whole batch: float32 [batch, d].
 
         Args:
             histories: per query, movie ids newest first; cut or padded with "" to the model's length.
+            ratings: per query, the stars of those movies (NO_VALUE where unknown); None: all unknown.
         """
         if self.query_tower is not None:
-            return self.query_tower(user_ids, timestamps, histories)
-        return saved_model_embed(self.query_fn, self.history_length, user_ids, timestamps, histories)
+            return self.query_tower(user_ids, timestamps, histories, ratings)
+        return saved_model_embed(self.query_fn, self.manifest.query, user_ids, timestamps, histories, ratings)
 
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         """One batched ScaNN search: movie rows and dot-product scores [batch, depth], best first.
@@ -156,30 +174,44 @@ class ModelVersion:
         return rows.astype(np.int64), scores
 
 
-def load_query_fn(path: Path, history_length: int) -> tuple[Any, Any]:
+def load_query_fn(path: Path, query: QueryInfo) -> tuple[Any, Any]:
     """The query SavedModel and its serving signature, checked to take the inputs the manifest says."""
     model = tf.saved_model.load(str(path))
     if "serving_default" not in model.signatures:
         raise ValueError("query_model has no 'serving_default' signature")
     fn = model.signatures["serving_default"]
     inputs = set(fn.structured_input_signature[1])
-    expected = {"user_id", "timestamp", *(["history"] if history_length else [])}
+    expected = {"user_id", "timestamp", *query_inputs(query)}
     if inputs != expected:
         raise ValueError(f"query_model signature takes {sorted(inputs)}, the manifest says {sorted(expected)}")
     return model, fn
 
 
+def query_inputs(query: QueryInfo) -> list[str]:
+    """The history inputs a version's query SavedModel takes, besides user_id and timestamp."""
+    return [*(["history"] if query.history_length else []), *(["history_rating"] if query.history_ratings else [])]
+
+
 def saved_model_embed(
-    fn: Any, history_length: int, user_ids: list[str], timestamps: list[int], histories: list[list[str]]
+    fn: Any,
+    query: QueryInfo,
+    user_ids: list[str],
+    timestamps: list[int],
+    histories: list[list[str]],
+    ratings: list[list[float]] | None = None,
 ) -> np.ndarray:
-    """One call of the query SavedModel's signature: float32 [batch, d]; histories cut or padded with ""."""
+    """One call of the query SavedModel's signature: float32 [batch, d]; histories cut or padded with "",
+    their stars with NO_VALUE."""
     inputs = {
         "user_id": tf.constant(user_ids, dtype=tf.string),
         "timestamp": tf.constant(timestamps, dtype=tf.int64),
     }
-    if history_length:
-        padded = padded_histories(histories, history_length)
-        inputs["history"] = tf.constant(padded, dtype=tf.string, shape=(len(user_ids), history_length))
+    length, shape = query.history_length, (len(user_ids), query.history_length)
+    if length:
+        inputs["history"] = tf.constant(padded_histories(histories, length), dtype=tf.string, shape=shape)
+    if query.history_ratings:
+        values = padded_ratings(ratings or [[] for _ in user_ids], length)
+        inputs["history_rating"] = tf.constant(values, dtype=tf.float32, shape=shape)
     return fn(**inputs)["embedding"].numpy()
 
 
@@ -203,7 +235,7 @@ def _read(path: Path, manifest: Manifest) -> ModelVersion:
     tower = read_query_weights(path)
     model = fn = None
     if tower is None:
-        model, fn = load_query_fn(path / layout.QUERY_MODEL, manifest.query.history_length)
+        model, fn = load_query_fn(path / layout.QUERY_MODEL, manifest.query)
     elif (tower.history_length, tower.dim) != (manifest.query.history_length, manifest.embedding_dim):
         raise VersionError(
             f"{layout.QUERY_WEIGHTS} takes history {tower.history_length} and returns {tower.dim} dimensions; the "
@@ -244,7 +276,7 @@ def check_query_tower(
     if tower is None:
         return
     known = [movie["movie_id"] for movie in version.movies[:50]]
-    users, timestamps, histories = probe_queries(tower.arrays, known, int(time.time()))
+    users, timestamps, histories, ratings = probe_queries(tower.arrays, known, int(time.time()))
     length = version.history_length
     padded = padded_histories(histories, length)
     with tempfile.TemporaryDirectory(prefix="tower-check-") as scratch:
@@ -254,7 +286,8 @@ def check_query_tower(
             user_ids=np.array(users, dtype=str),
             timestamps=np.array(timestamps, dtype=np.int64),
             histories=np.array(padded, dtype=str).reshape(len(users), length),
-            history_length=np.int64(length),
+            ratings=np.array(padded_ratings(ratings, length), dtype=np.float32).reshape(len(users), length),
+            query=np.array(version.manifest.query.model_dump_json()),
         )
         command = [sys.executable, "-m", "service.tower_check", str(path / layout.QUERY_MODEL), str(probes), str(out)]
         try:
@@ -265,7 +298,7 @@ def check_query_tower(
             last = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
             raise ValueError(f"{layout.QUERY_MODEL} cannot answer the probe queries: {last[0]}")
         expected = np.load(out, allow_pickle=False)
-    difference = max_difference(expected, tower(users, timestamps, histories))
+    difference = max_difference(expected, tower(users, timestamps, histories, ratings))
     if not difference <= tolerance:
         raise ValueError(
             f"{layout.QUERY_WEIGHTS} disagrees with {layout.QUERY_MODEL} by {difference:.3g} (relative) on "

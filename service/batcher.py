@@ -23,7 +23,13 @@ class Searchable(Protocol):
 
     name: str
 
-    def embed(self, user_ids: list[str], timestamps: list[int], histories: list[list[str]]) -> np.ndarray: ...
+    def embed(
+        self,
+        user_ids: list[str],
+        timestamps: list[int],
+        histories: list[list[str]],
+        ratings: list[list[float]] | None = None,
+    ) -> np.ndarray: ...
 
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -47,6 +53,7 @@ class _Pending:
     user_id: str
     timestamp: int
     history: list[str]  # movie ids, newest first
+    ratings: list[float]  # their stars, NO_VALUE where unknown
     depth: int
     future: asyncio.Future[Neighbours] = field(repr=False)
 
@@ -77,7 +84,10 @@ def _compute(batch: list[_Pending]) -> list[Neighbours | BaseException]:
     for version, group in by_version.items():
         try:
             queries = version.embed(
-                [p.user_id for p in group], [p.timestamp for p in group], [p.history for p in group]
+                [p.user_id for p in group],
+                [p.timestamp for p in group],
+                [p.history for p in group],
+                [p.ratings for p in group],
             )
             found = _search_by_depth(version, queries, group)
         except Exception as e:  # every caller of the failed group hears about it; the batcher lives on
@@ -131,9 +141,16 @@ class Batcher:
             item.future.cancel()
 
     async def search(
-        self, version: Searchable, user_id: str, timestamp: int, history: list[str], depth: int
+        self,
+        version: Searchable,
+        user_id: str,
+        timestamp: int,
+        history: list[str],
+        depth: int,
+        ratings: list[float] | None = None,
     ) -> Neighbours:
-        """Queue one query (its history: movie ids, newest first) and wait for the batch it lands in.
+        """Queue one query (its history: movie ids, newest first, and their stars) and wait for the batch
+        it lands in.
 
         Depth 0 asks for the query embedding only (no index search).
         """
@@ -141,7 +158,7 @@ class Batcher:
         if loop is None:
             raise RuntimeError("Batcher.start() was not called")
         future: asyncio.Future[Neighbours] = loop.create_future()
-        pending = _Pending(version, user_id, timestamp, history, depth, future)
+        pending = _Pending(version, user_id, timestamp, history, ratings or [], depth, future)
         if self._alone():
             # The only request the server is working on: nothing could join its batch, so it is computed now,
             # without the two turns of the loop (the drain, then the caller's wake-up) a batch costs.

@@ -7,6 +7,7 @@ from typing import Any
 
 from contract.manifest import TRAINING_CURVE
 from contract.ratings import StoredRating
+from contract.user_ratings import NO_VALUE
 from service.artifacts import ModelVersion
 from service.errors import MissingFileError
 
@@ -39,13 +40,15 @@ def user_ratings(
 ) -> list[dict[str, Any]]:
     """The user's ratings in `version`'s data and those stored since its cutoff, newest first, at most `limit`.
 
-    seen.npz keeps when a user rated but not the rating, so a version's ratings have `rating` None. A stored
-    rating of a movie the served catalogue lacks (a later version dropped it) keeps its id with a None title.
+    A version's ratings carry their stars (None only for a version exported before seen.npz kept them). A
+    stored rating of a movie the served catalogue lacks (a later version dropped it) keeps its id with a None
+    title.
     """
-    rows, times = version.ratings_of(user_id)
+    rows, times, values = version.ratings_of(user_id)
+    stars = [None if value == NO_VALUE else value for value in values.tolist()]
     rated: list[dict[str, Any]] = [
-        {**_named(version, version.movies[row]["movie_id"]), "timestamp": when, "source": "version", "rating": None}
-        for row, when in zip(rows.tolist(), times.tolist(), strict=True)
+        {**_named(version, version.movies[row]["movie_id"]), "timestamp": when, "source": "version", "rating": value}
+        for row, when, value in zip(rows.tolist(), times.tolist(), stars, strict=True)
     ]
     rated += [
         {**_named(version, r.movie_id), "timestamp": r.timestamp, "source": "stored", "rating": r.rating}

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from contract.ratings import StoredRating
-from contract.user_ratings import known_bound, rated_before
+from contract.user_ratings import NO_VALUE, known_bound
 from service.artifacts import ModelVersion
 from service.batcher import Batcher, Neighbours
 from service.config import Settings
@@ -46,6 +46,7 @@ class UserState:
 
     seen: np.ndarray  # movie rows the user rated (any time): excluded by default
     history: list[str]  # movie ids rated before the query time (and the request's own), newest first
+    history_ratings: list[float]  # the stars of each history movie (NO_VALUE for the request's own ids)
     known_user: bool  # the version was trained on this user_id
 
 
@@ -63,20 +64,25 @@ def user_state(
     `stored` holds the user's ratings that reached the ratings store after the version's data was taken, so a
     rating counts the moment it is stored, on every replica, and again once a retrain has learnt from it.
     """
-    rows, times = version.ratings_of(request.user_id)
+    rows, times, values = version.ratings_of(request.user_id)
     if stored:
         stored_rows = np.array([version.row_of_movie.get(r.movie_id, -1) for r in stored], dtype=np.int64)
-        stored_times = np.array([r.timestamp for r in stored], dtype=np.int64)
-        rows = np.concatenate([rows, stored_rows[stored_rows >= 0]])
-        times = np.concatenate([times, stored_times[stored_rows >= 0]])
+        keep = stored_rows >= 0
+        stored_times = np.array([r.timestamp for r in stored], dtype=np.int64)[keep]
+        stored_values = np.array([r.rating for r in stored], dtype=np.float32)[keep]
+        rows, times = np.concatenate([rows, stored_rows[keep]]), np.concatenate([times, stored_times])
+        values = np.concatenate([values, stored_values])
         order = np.argsort(times, kind="stable")
-        rows, times = rows[order], times[order]
-    history = version.history_ids(rated_before(rows, times, bound))
+        rows, times, values = rows[order], times[order], values[order]
+    length = version.history_length
+    history, history_ratings = version.history_at(rows, times, values, bound)
     own = _rows(version, request.history)
     if len(own):  # ids a client sends for a user the service has never seen count as their newest ratings
-        history = [*(version.movies[row]["movie_id"] for row in own), *history][: version.history_length]
+        history = [*(version.movies[row]["movie_id"] for row in own), *history][:length]
+        history_ratings = [*[NO_VALUE] * len(own), *history_ratings][:length]
         rows = np.concatenate([rows, own])
-    return UserState(seen=rows, history=history, known_user=request.user_id in version.user_rows)
+    known_user = request.user_id in version.user_rows
+    return UserState(seen=rows, history=history, history_ratings=history_ratings, known_user=known_user)
 
 
 def _excluded_rows(version: ModelVersion, request: RecommendRequest, seen: np.ndarray) -> np.ndarray:
@@ -143,9 +149,9 @@ async def _model_top_k(
     if available <= depth:
         # The filters leave fewer movies than the search would have to look at (a rare genre in a large
         # catalogue): scoring just those is exact and cheaper, so the batcher only embeds the query.
-        hits = await batcher.search(version, request.user_id, timestamp, state.history, 0)
+        hits = await batcher.search(version, request.user_id, timestamp, state.history, 0, state.history_ratings)
         return exact_top_k(version, hits.query, allowed, k)
-    hits = await batcher.search(version, request.user_id, timestamp, state.history, depth)
+    hits = await batcher.search(version, request.user_id, timestamp, state.history, depth, state.history_ratings)
     rows, scores = best_allowed(hits, allowed, k)
     if len(rows) < min(k, available):  # the filters left too few hits: search all allowed movies
         rows, scores = exact_top_k(version, hits.query, allowed, k)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from contract.contents import recall_at_k
-from contract.user_ratings import known_bound, rated_before
+from contract.user_ratings import known_bound
 from service.artifacts import ModelVersion, load_version
 from service.config import Settings
 
@@ -47,10 +47,10 @@ def smoke(version_dir: Path, k: int, users: int) -> dict[str, float | int]:
     picked = [known[i] for i in np.unique(np.linspace(0, len(known) - 1, min(len(known), users)).astype(int))]
     recalls = []
     for moment in (version.manifest.data.timestamp_max, int(time.time())):
-        rated = [version.ratings_of(user) for user in picked]
         bound = known_bound(moment, at_now=False)
-        histories = [version.history_ids(rated_before(rows, times, bound)) for rows, times in rated]
-        queries = version.embed(picked, [moment] * len(picked), histories)
+        inputs = [version.history_at(*version.ratings_of(user), bound) for user in picked]
+        histories, stars = [ids for ids, _ in inputs], [values for _, values in inputs]
+        queries = version.embed(picked, [moment] * len(picked), histories, stars)
         _check_answers(version, queries, k)
         found, _ = version.search(queries, version.manifest.index.recall_k)
         recalls.append(recall_at_k(found, version.candidate_embeddings, queries, version.manifest.index.recall_k))

@@ -25,6 +25,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "timestamp_buckets": 1000,
         "history_length": 0,
         "item_item_dim": 0,
+        "history_ratings": False,
+        "positive_min_rating": 0.0,
         "user_dropout": 0.0,
         "evaluate_temporal": False,
         "refit": False,
@@ -71,6 +73,18 @@ class TrainConfig(BaseModel):
         description="Width of an item-to-item channel appended to both towers past their dense stacks: the "
         "history pooled (one learned weight per position) from its own table, against the movie's own vector "
         "(FISM); 0: none, or no history.",
+    )
+    history_ratings: bool = Field(
+        False,
+        description="The history's stars scale each history movie's pooling weight (a learned multiplier per "
+        "star level, negative allowed), so a 1-star rating moves the query away from that movie.",
+    )
+    positive_min_rating: float = Field(
+        0.0,
+        ge=0,
+        le=5,
+        description="Ratings below this many stars are not training targets (they stay in the histories); 0: "
+        "every rating is a positive.",
     )
     remove_accidental_hits: bool = Field(
         False, description="Do not count a batch's other copies of the positive movie as its negatives."
@@ -178,6 +192,7 @@ class TrainConfig(BaseModel):
             history_pooling=self.history_pooling,
             history_recent=self.history_recent,
             item_item_dim=self.item_item_width,
+            history_ratings=self.history_ratings,
             normalize=self.normalize_embeddings,
         )
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from contract.user_ratings import PAD, UserRatings, known_bound
+from contract.user_ratings import NO_VALUE, PAD, UserRatings, known_bound
 from training.data import MovieLens
 
 
@@ -58,8 +58,9 @@ def split_ratings(ratings: pd.DataFrame, how: str, test_fraction: float, seed: i
     )
 
 
-def build_vocabularies(data: MovieLens, train: pd.DataFrame) -> Vocabularies:
-    """Vocabularies and timestamp statistics from the training ratings and the full movie catalogue."""
+def build_vocabularies(data: MovieLens, train: pd.DataFrame, targets: pd.DataFrame | None = None) -> Vocabularies:
+    """Vocabularies and timestamp statistics from the training ratings and the full movie catalogue; each
+    movie's sampling probability from the training targets (`train` when not given)."""
     timestamps = train["timestamp"].to_numpy(dtype=np.float64)
     return Vocabularies(
         user_ids=np.unique(train["user_id"].to_numpy()).astype(str),
@@ -71,7 +72,7 @@ def build_vocabularies(data: MovieLens, train: pd.DataFrame) -> Vocabularies:
         timestamp_max=int(timestamps.max()),
         timestamp_mean=float(timestamps.mean()),
         timestamp_variance=float(timestamps.var()),
-        movie_probability=_movie_probability(data, train),
+        movie_probability=_movie_probability(data, train if targets is None else targets),
     )
 
 
@@ -98,6 +99,7 @@ def ratings_dataset(
     batch_size: int,
     known: UserRatings | None = None,
     history_length: int = 0,
+    history_ratings: bool = False,
     shuffle_seed: int | None = None,
     user_dropout: float = 0.0,
 ) -> tf.data.Dataset:
@@ -114,6 +116,7 @@ def ratings_dataset(
     Args:
         known: the ratings a history is read from (each example's user's ratings before its timestamp);
             None, or history_length 0, for no history input.
+        history_ratings: also each history movie's stars (`history_rating`, NO_VALUE at padding).
         user_dropout: share of examples whose user_id is blanked, so that the out-of-vocabulary user (every
             user the model has not seen) learns to be answered from the history alone.
     """
@@ -130,6 +133,8 @@ def ratings_dataset(
         )
         # One PAD row stands in for an empty store, so that the (masked) gather always has a row to read.
         known_rows = tf.constant(known.movie_rows if len(known.movie_rows) else np.array([PAD], np.int32))
+        stars = known.values if known.values is not None else np.full(len(known.movie_rows), NO_VALUE, np.float32)
+        known_stars = tf.constant(stars if len(stars) else np.array([NO_VALUE], np.float32), dtype=tf.float32)
         newest_first = tf.range(1, history_length + 1, dtype=tf.int64)
     dataset = tf.data.Dataset.from_tensor_slices(columns)
     if shuffle_seed is not None:
@@ -153,8 +158,11 @@ def ratings_dataset(
         }
         if with_history:  # UserRatings.histories, per batch: the latest movies before end, PAD before start
             index = batch["history_end"][:, None] - newest_first[None, :]
-            rows = tf.where(index >= batch["history_start"][:, None], tf.gather(known_rows, tf.maximum(index, 0)), PAD)
+            present = index >= batch["history_start"][:, None]
+            rows = tf.where(present, tf.gather(known_rows, tf.maximum(index, 0)), PAD)
             features["history"] = tf.gather(padded_ids, rows + 1)
+            if history_ratings:
+                features["history_rating"] = tf.where(present, tf.gather(known_stars, tf.maximum(index, 0)), NO_VALUE)
         return features
 
     dataset = dataset.batch(batch_size).map(to_features, num_parallel_calls=tf.data.AUTOTUNE)

@@ -20,6 +20,7 @@ from contract.manifest import Table
 from contract.user_ratings import UserRatings, span_pairs
 
 KS = (1, 5, 10, 50, 100)
+LIKED, DISLIKED = 4.0, 2.0  # a held-out rating of at least LIKED stars says "liked", at most DISLIKED "disliked"
 MAX_CHUNK_CELLS = 128 * 2**20  # scores held at once: 512 MB of float32 (2,048 queries x 65,536 movies)
 
 
@@ -32,6 +33,7 @@ class HeldOutQueries:
     exclude_start: np.ndarray  # int64 [n]: movies known.movie_rows[start:end] are excluded (B and T)
     exclude_end: np.ndarray  # int64 [n]
     fallback: np.ndarray  # bool [n]: the service answers this query from the popularity ranking
+    stars: np.ndarray | None = None  # float32 [n]: what each held-out rating said (None: not known)
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -127,13 +129,23 @@ def protocol_tables(
     chunk: int = 2048,
 ) -> dict[str, Table]:
     """{protocol: accuracy table} for each protocol name -> whether it excludes known movies: the model's
-    (`queries` [n, d] against `candidates`), or with `queries` None the most-popular baseline's."""
-    if queries is None:
-        return {
-            name: accuracy_table(baseline_ranks(popularity, held_out, exclude, chunk))
-            for name, exclude in protocols.items()
-        }
-    return {
-        name: accuracy_table(model_ranks(queries, candidates, popularity, held_out, exclude, chunk))
-        for name, exclude in protocols.items()
-    }
+    (`queries` [n, d] against `candidates`), or with `queries` None the most-popular baseline's. A protocol
+    that excludes (B, T) is also split by what the held-out rating said: `B_liked`, `B_disliked`, ..."""
+    tables = {}
+    for name, exclude in protocols.items():
+        if queries is None:
+            ranks = baseline_ranks(popularity, held_out, exclude, chunk)
+        else:
+            ranks = model_ranks(queries, candidates, popularity, held_out, exclude, chunk)
+        tables.update(split_tables(name, ranks, held_out.stars if exclude else None))
+    return tables
+
+
+def split_tables(name: str, ranks: np.ndarray, stars: np.ndarray | None) -> dict[str, Table]:
+    """The protocol's table over every held-out rating, and with `stars` also over the liked (>= LIKED stars)
+    and the disliked (<= DISLIKED) ones: a model that listens ranks the first high and the second low."""
+    tables = {name: accuracy_table(ranks)}
+    if stars is not None:
+        tables[f"{name}_liked"] = accuracy_table(ranks[stars >= LIKED])
+        tables[f"{name}_disliked"] = accuracy_table(ranks[stars <= DISLIKED])
+    return tables

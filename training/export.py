@@ -95,6 +95,8 @@ def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
     query_inputs = {"user_id": tf.TensorSpec([None], tf.string), "timestamp": tf.TensorSpec([None], tf.int64)}
     if artifacts.query.history_length:
         query_inputs["history"] = tf.TensorSpec([None, artifacts.query.history_length], tf.string)
+    if artifacts.query.history_ratings:
+        query_inputs["history_rating"] = tf.TensorSpec([None, artifacts.query.history_length], tf.float32)
     _save_tower(artifacts.query_tower, staging / layout.QUERY_MODEL, query_inputs)
     movie_ids = artifacts.movies["movie_id"].astype(str).tolist()
     write_query_weights(staging, mirrored_arrays(artifacts.query_tower, artifacts.config.query_spec, movie_ids))
@@ -110,13 +112,15 @@ def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
     ]
     _write_json(staging / layout.MOVIES, movies)
     known = artifacts.user_ratings
-    np.savez(
-        staging / layout.SEEN,
-        user_ids=known.user_ids.astype(str),
-        indptr=known.indptr.astype(np.int64),
-        movie_rows=known.movie_rows.astype(np.int32),
-        timestamps=known.timestamps.astype(np.int64),
-    )
+    seen = {
+        "user_ids": known.user_ids.astype(str),
+        "indptr": known.indptr.astype(np.int64),
+        "movie_rows": known.movie_rows.astype(np.int32),
+        "timestamps": known.timestamps.astype(np.int64),
+    }
+    if known.values is not None:
+        seen["ratings"] = known.values.astype(np.float32)
+    np.savez(staging / layout.SEEN, **seen)  # type: ignore[arg-type]
     np.save(staging / layout.POPULARITY, artifacts.popularity.astype(np.int32))
     _write_json(staging / layout.TRAINING_HISTORY, artifacts.training_log)
     (staging / layout.TRAINING_CURVE).write_bytes(artifacts.curve_png)
@@ -169,6 +173,7 @@ def export_trained(
         data=_data_info(data, run.config.dataset),
         query=QueryInfo(
             history_length=run.config.history_length,
+            history_ratings=run.config.query_spec.history_ratings,
             timestamp_min=run.vocab.timestamp_min,
             timestamp_max=run.vocab.timestamp_max,
         ),

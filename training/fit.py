@@ -34,14 +34,22 @@ class TrainedRun:
     training_log: dict[str, Any]  # per-epoch loss, the held-out curve, timings (training_history.json)
 
 
-def query_inputs(frame: pd.DataFrame, histories: np.ndarray | None, movie_ids: np.ndarray) -> dict[str, np.ndarray]:
-    """The query tower's inputs for rows of `frame`: user_id and timestamp strings/ints, history movie ids."""
+def query_inputs(
+    frame: pd.DataFrame,
+    histories: np.ndarray | None,
+    movie_ids: np.ndarray,
+    ratings: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """The query tower's inputs for rows of `frame`: user_id and timestamp strings/ints, history movie ids
+    and, for a tower that reads them, their stars."""
     inputs = {
         "user_id": frame["user_id"].to_numpy(np.int64).astype(str),
         "timestamp": frame["timestamp"].to_numpy(np.int64),
     }
     if histories is not None:
         inputs["history"] = history_movie_ids(histories, movie_ids)
+    if ratings is not None:
+        inputs["history_rating"] = ratings.astype(np.float32)
     return inputs
 
 
@@ -50,14 +58,19 @@ def fit(
 ) -> TrainedRun:
     """Trains one two-tower model on `fold.train`; with `curve`, scores A and B every `eval_every` epochs."""
     tf.keras.utils.set_random_seed(config.seed)
-    vocab = build_vocabularies(fold.data, fold.train)
+    # Every rating is history; only those with enough stars are targets (positive_min_rating).
+    targets = fold.train
+    if config.positive_min_rating > 0:
+        targets = fold.train[fold.train["rating"] >= config.positive_min_rating].reset_index(drop=True)
+    vocab = build_vocabularies(fold.data, fold.train, targets)
     train_ds = ratings_dataset(
         fold.data,
-        fold.train,
+        targets,
         vocab,
         config.batch_size,
         known=fold.known,
         history_length=config.history_length,
+        history_ratings=config.query_spec.history_ratings,
         shuffle_seed=config.seed,
         user_dropout=config.user_dropout,
     )
@@ -65,7 +78,8 @@ def fit(
     movies_ds = candidates_dataset(vocab, config.eval_batch_size).cache()
     queries_ds = None
     if fold.test is not None:
-        inputs = query_inputs(fold.test, fold.test_histories, vocab.movie_ids)
+        ratings = fold.test_history_ratings if config.query_spec.history_ratings else None
+        inputs = query_inputs(fold.test, fold.test_histories, vocab.movie_ids, ratings)
         queries_ds = tf.data.Dataset.from_tensor_slices(inputs).batch(config.eval_batch_size).cache()
 
     def embed() -> tuple[np.ndarray, np.ndarray | None]:
@@ -90,7 +104,7 @@ def fit(
         train_seconds=seconds,
         train_cpu_seconds=time.process_time() - cpu_started,
         seconds_per_epoch=seconds / config.epochs,
-        examples_per_second=len(fold.train) * config.epochs / seconds,
+        examples_per_second=len(targets) * config.epochs / seconds,
     )
     return TrainedRun(config, vocab, query_tower, candidate_tower, candidate_embeddings, query_embeddings, training_log)
 
@@ -99,12 +113,13 @@ def index_queries(run: TrainedRun, prepared: PreparedData) -> np.ndarray:
     """Real query embeddings of the served model to measure its index's recall on: the latest ratings' users."""
     config, serving = run.config, prepared.everything
     frame = serving.train.sort_values("timestamp").tail(config.index_recall_queries)
-    histories = None
+    histories = ratings = None
     if config.history_length:
         users, times = frame["user_id"].to_numpy(np.int64), frame["timestamp"].to_numpy(np.int64)
-        histories = serving.known.histories(users, known_bound(times, at_now=False), config.history_length)
+        bounds = known_bound(times, at_now=False)
+        histories, ratings = serving.known.rated_histories(users, bounds, config.history_length)
     movie_ids = prepared.data.movies["movie_id"].to_numpy().astype(str)
-    inputs = query_inputs(frame, histories, movie_ids)
+    inputs = query_inputs(frame, histories, movie_ids, ratings if config.query_spec.history_ratings else None)
     return embed_batches(run.query_tower, tf.data.Dataset.from_tensor_slices(inputs).batch(config.eval_batch_size))
 
 

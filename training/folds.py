@@ -30,6 +30,7 @@ class Fold:
     popularity: np.ndarray  # int32 movie rows by training count: the unknown-user fallback
     test: pd.DataFrame | None = None  # the held-out ratings scored (possibly subsampled)
     test_histories: np.ndarray | None = None  # int32 [len(test), H]: what the service would have known then
+    test_history_ratings: np.ndarray | None = None  # float32 [len(test), H]: those ratings' stars
     held_out: HeldOutQueries | None = None
 
 
@@ -151,13 +152,16 @@ def _scored_fold(
         exclude_end=end,
         # Unknown to the model and nothing rated before: the service answers from popularity.
         fallback=(known.positions(users) < 0) & (history_end == history_start),
+        stars=test["rating"].to_numpy(np.float32) if "rating" in test else None,
     )
+    histories = source.rated_histories(users, bounds, config.history_length) if config.history_length else None
     return Fold(
         data=data,
         train=train,
         known=known,
         popularity=popularity_ranking(known.movie_rows, len(data.movies)),
         test=test,
-        test_histories=source.histories(users, bounds, config.history_length) if config.history_length else None,
+        test_histories=histories[0] if histories is not None else None,
+        test_history_ratings=histories[1] if histories is not None else None,
         held_out=held_out,
     )

@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from contract.query_tower import RATING_LEVELS
 from contract.query_tower import QueryLayer as L
 from training.config import TrainConfig
 from training.dataset import Vocabularies
@@ -35,24 +36,37 @@ class ClampTimestamp(tf.keras.layers.Layer):
         return {**super().get_config(), "low": self.low, "high": self.high}
 
 
+def _vectors_and_scale(inputs: tf.Tensor | list[tf.Tensor], mask: object) -> tuple[tf.Tensor, tf.Tensor | None, object]:
+    """A pool's inputs: the vectors alone, or [vectors, per-position scale [batch, H, 1]] (their mask first)."""
+    if isinstance(inputs, (list, tuple)):
+        vectors, scale = inputs
+        return vectors, scale[..., 0], mask[0] if isinstance(mask, (list, tuple)) else mask
+    return inputs, None, mask
+
+
 class MaskedMean(tf.keras.layers.Layer):
-    """Mean of the unmasked vectors of each row, zeros for a row with none (an empty history)."""
+    """Mean of the unmasked vectors of each row, zeros for a row with none (an empty history); with a second
+    input, each position's weight times its scale."""
 
     supports_masking = True
 
-    def call(self, vectors: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
-        weights = tf.ones(tf.shape(vectors)[:2]) if mask is None else tf.cast(mask, vectors.dtype)
-        total = tf.reduce_sum(vectors * weights[..., None], axis=1)
-        return total / tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1.0)
+    def call(self, inputs: tf.Tensor | list[tf.Tensor], mask: object = None) -> tf.Tensor:
+        vectors, scale, mask = _vectors_and_scale(inputs, mask)
+        present = tf.ones(tf.shape(vectors)[:2]) if mask is None else tf.cast(mask, vectors.dtype)
+        weights = present / tf.maximum(tf.reduce_sum(present, axis=1, keepdims=True), 1.0)
+        if scale is not None:
+            weights = weights * scale
+        return tf.reduce_sum(vectors * weights[..., None], axis=1)
 
-    def compute_mask(self, inputs: tf.Tensor, mask: tf.Tensor | None = None) -> None:
+    def compute_mask(self, inputs: object, mask: object = None) -> None:
         return None
 
 
 class PositionalPool(tf.keras.layers.Layer):
     """Weighted sum of the unmasked vectors of each row, with one learned logit per position (the history is
     newest first) and a softmax over the unmasked positions only; zero logits give the mean, and a row with
-    nothing unmasked gives zeros."""
+    nothing unmasked gives zeros. With a second input, each position's weight times its scale (the rating
+    level's learned multiplier), after the softmax, so a scale can be negative."""
 
     supports_masking = True
 
@@ -60,24 +74,43 @@ class PositionalPool(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         self.length = int(length)
 
-    def build(self, input_shape: tf.TensorShape) -> None:
+    def build(self, input_shape: object) -> None:
         self.position_logits = self.add_weight(
             name="position_logits", shape=(self.length,), initializer="zeros", trainable=True
         )
         super().build(input_shape)
 
-    def call(self, vectors: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
+    def call(self, inputs: tf.Tensor | list[tf.Tensor], mask: object = None) -> tf.Tensor:
+        vectors, scale, mask = _vectors_and_scale(inputs, mask)
         present = tf.ones(tf.shape(vectors)[:2]) if mask is None else tf.cast(mask, vectors.dtype)
         # exp(logit - max) keeps the softmax finite; multiplying by the mask drops padded positions.
         weights = tf.exp(self.position_logits - tf.reduce_max(self.position_logits))[None, :] * present
         weights = tf.math.divide_no_nan(weights, tf.reduce_sum(weights, axis=1, keepdims=True))
+        if scale is not None:
+            weights = weights * scale
         return tf.reduce_sum(vectors * weights[..., None], axis=1)
 
-    def compute_mask(self, inputs: tf.Tensor, mask: tf.Tensor | None = None) -> None:
+    def compute_mask(self, inputs: object, mask: object = None) -> None:
         return None
 
     def get_config(self) -> dict[str, object]:
         return {**super().get_config(), "length": self.length}
+
+
+class RatingLevel(tf.keras.layers.Layer):
+    """Stars -> rating level, round(stars) clipped to 0..RATING_LEVELS - 1 (0: padded, or unknown)."""
+
+    def call(self, rating: tf.Tensor) -> tf.Tensor:
+        return tf.cast(tf.clip_by_value(tf.round(rating), 0.0, float(RATING_LEVELS - 1)), tf.int32)
+
+
+def _scaled(vectors: tf.Tensor, levels: tf.Tensor | None, name: str) -> tf.Tensor | list[tf.Tensor]:
+    """A pool's inputs: the vectors, and with the history's rating levels their learned per-level scale
+    (initialised to 1: a new model starts where one that ignores the stars would)."""
+    if levels is None:
+        return vectors
+    scale = keras.layers.Embedding(RATING_LEVELS, 1, embeddings_initializer="ones", name=name)(levels)
+    return [vectors, scale]
 
 
 def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Model:
@@ -127,11 +160,16 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
         history_vectors = keras.layers.Embedding(
             len(vocab.movie_ids) + 2, dim, mask_zero=True, name=L.HISTORY_EMBEDDING
         )(history_index)
+        levels = None
+        if spec.history_ratings:
+            rating = keras.Input(shape=(spec.history_length,), dtype=tf.float32, name="history_rating")
+            inputs["history_rating"] = rating
+            levels = RatingLevel(name=L.HISTORY_RATING_LEVEL)(rating)
         if spec.history_pooling == "positional":
             pool: tf.keras.layers.Layer = PositionalPool(spec.history_length, name=L.HISTORY_POOL)
         else:
             pool = MaskedMean(name=L.HISTORY_MEAN)
-        features.append(pool(history_vectors))
+        features.append(pool(_scaled(history_vectors, levels, L.HISTORY_RATING_SCALE)))
         if spec.history_recent > 0:
             # The newest movies again, each from its own slot of a second table, unpooled, in case what was rated
             # just before predicts what comes next better than a pooled taste vector does (on ML-100K it did not:
@@ -151,7 +189,9 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
         item_vectors = keras.layers.Embedding(
             len(vocab.movie_ids) + 2, spec.item_item_dim, mask_zero=True, name=L.ITEM_ITEM_EMBEDDING
         )(history_index)
-        pooled = PositionalPool(spec.history_length, name=L.ITEM_ITEM_POOL)(item_vectors)
+        pooled = PositionalPool(spec.history_length, name=L.ITEM_ITEM_POOL)(
+            _scaled(item_vectors, levels, L.ITEM_ITEM_RATING_SCALE)
+        )
         embedding = keras.layers.Concatenate(name=L.ITEM_ITEM_CONCAT)([embedding, pooled])
     if spec.normalize:
         embedding = keras.layers.UnitNormalization(name=L.NORMALIZE)(embedding)

@@ -21,6 +21,7 @@ from contract.query_tower import (
     QueryTowerSpec,
     max_difference,
     padded_histories,
+    padded_ratings,
     probe_queries,
 )
 from contract.query_tower import QueryLayer as L
@@ -37,12 +38,15 @@ def mirrored_arrays(tower: tf.keras.Model, spec: QueryTowerSpec, movie_ids: Sequ
         UnmirroredTowerError: as `query_tower_arrays`, or the NumPy forward pass disagrees with the tower.
     """
     arrays = query_tower_arrays(tower, spec)
-    users, timestamps, histories = probe_queries(arrays, list(movie_ids[:50]), int(time.time()))
+    users, timestamps, histories, ratings = probe_queries(arrays, list(movie_ids[:50]), int(time.time()))
     inputs = {"user_id": tf.constant(users, tf.string), "timestamp": tf.constant(timestamps, tf.int64)}
+    shape = (len(users), spec.history_length)
     if spec.history_length:
-        padded = padded_histories(histories, spec.history_length)
-        inputs["history"] = tf.constant(padded, tf.string, shape=(len(users), spec.history_length))
-    difference = max_difference(tower(inputs, training=False).numpy(), QueryTower(arrays)(users, timestamps, histories))
+        inputs["history"] = tf.constant(padded_histories(histories, spec.history_length), tf.string, shape=shape)
+    if spec.history_ratings:
+        inputs["history_rating"] = tf.constant(padded_ratings(ratings, spec.history_length), tf.float32, shape=shape)
+    mirrored = QueryTower(arrays)(users, timestamps, histories, ratings)
+    difference = max_difference(tower(inputs, training=False).numpy(), mirrored)
     if not difference <= MIRROR_TOLERANCE:
         raise UnmirroredTowerError(
             f"contract/query_tower.py's forward pass differs from the Keras query tower by {difference:.2e} "
@@ -111,6 +115,10 @@ def _history_arrays(layers: dict[str, tf.keras.layers.Layer], spec: QueryTowerSp
     if spec.item_item_dim:
         history["item_item_embedding"] = layers[L.ITEM_ITEM_EMBEDDING].get_weights()[0]
         history["item_item_position_logits"] = _variable(layers[L.ITEM_ITEM_POOL], "position_logits")
+    if spec.history_ratings:
+        history["history_rating_scale"] = layers[L.HISTORY_RATING_SCALE].get_weights()[0][:, 0]
+        if spec.item_item_dim:
+            history["item_item_rating_scale"] = layers[L.ITEM_ITEM_RATING_SCALE].get_weights()[0][:, 0]
     return history
 
 

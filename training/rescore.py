@@ -7,6 +7,7 @@ the server would answer: its own query model, known users, histories and popular
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,7 @@ def score_exported(
     known = set(read_seen(version_dir, len(movies)).user_ids.tolist())
     has_history = held_out.exclude_end > held_out.exclude_start
     fallback = ~np.isin(users.astype(str), list(known)) & ~has_history
-    rescored = HeldOutQueries(held_out.targets, held_out.known, held_out.exclude_start, held_out.exclude_end, fallback)
+    rescored = dataclasses.replace(held_out, fallback=fallback)
 
     serve = tf.saved_model.load(str(version_dir / layout.QUERY_MODEL)).signatures["serving_default"]
     length = manifest.query.history_length
@@ -58,8 +59,11 @@ def score_exported(
             "timestamp": tf.constant(timestamps[lo:hi], dtype=tf.int64),
         }
         if length:
-            rows = held_out.known.histories(users[lo:hi], known_bound(timestamps[lo:hi], at_now=False), length)
+            bounds = known_bound(timestamps[lo:hi], at_now=False)
+            rows, ratings = held_out.known.rated_histories(users[lo:hi], bounds, length)
             inputs["history"] = tf.constant(history_movie_ids(rows, movie_ids))
+            if manifest.query.history_ratings:
+                inputs["history_rating"] = tf.constant(ratings, tf.float32)
         queries.append(serve(**inputs)["embedding"].numpy())
     embeddings = np.concatenate(queries) if queries else np.zeros((0, candidates.shape[1]), np.float32)
     return accuracy_table(model_ranks(embeddings, candidates, popularity, rescored, exclude=True))

@@ -184,8 +184,11 @@ def test_arrays_that_do_not_form_a_tower_are_refused(change: dict[str, object], 
 
 def test_probe_queries_reach_every_branch() -> None:
     arrays = _arrays()
-    users, timestamps, histories = probe_queries(arrays, ["m1", "m2", "m3"], now=1_800_000_000, count=16)
-    assert len(users) == len(timestamps) == len(histories) == 16
+    users, timestamps, histories, ratings = probe_queries(arrays, ["m1", "m2", "m3"], now=1_800_000_000, count=64)
+    assert len(users) == len(timestamps) == len(histories) == len(ratings) == 64
+    assert [len(r) for r in ratings] == [len(h) for h in histories]
+    stars = {value for r in ratings for value in r}
+    assert {0.0, 1.0, 3.5, 5.0} <= stars and min(stars) < 0 and max(stars) > 5  # every level, and clipping
     assert {"", "no-such-user"} <= set(users) and {"u1", "u2"} <= set(users)
     assert min(timestamps) < arrays.timestamp_low and 1_800_000_000 in timestamps
     assert {1250} <= set(timestamps)  # on a bucket edge

@@ -75,7 +75,7 @@ def test_loaded_towers_and_index_match_the_oracle(version_dir: Path, oracles: di
     np.testing.assert_allclose(scores, np.take_along_axis(exact, rows, axis=1), rtol=1e-5)
 
     assert version.ratings_of("stranger")[0].tolist() == []
-    rows, times = version.ratings_of("1")
+    rows, times, _ = version.ratings_of("1")
     assert set(rows.tolist()) == oracle.seen_rows("1") and times.tolist() == sorted(times.tolist())
     assert version.history_ids(rows[times < TS]) == oracle.history("1", TS)
     assert version.popularity.tolist() == oracle.popularity.tolist()

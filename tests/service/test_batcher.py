@@ -26,7 +26,13 @@ class FakeVersion:
     searches: list[int] = field(default_factory=list)
     fail: bool = False
 
-    def embed(self, user_ids: list[str], timestamps: list[int], histories: list[list[str]]) -> np.ndarray:
+    def embed(
+        self,
+        user_ids: list[str],
+        timestamps: list[int],
+        histories: list[list[str]],
+        ratings: list[list[float]] | None = None,
+    ) -> np.ndarray:
         self.calls.append(len(user_ids))
         if self.fail:
             raise RuntimeError("model exploded")

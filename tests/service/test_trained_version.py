@@ -102,14 +102,25 @@ def _rechecksum(version_dir: Path) -> None:
 
 
 def _saved_model_embeddings(
-    version_dir: Path, users: list[str], timestamps: list[int], histories: list[list[str]]
+    version_dir: Path,
+    users: list[str],
+    timestamps: list[int],
+    histories: list[list[str]],
+    ratings: list[list[float]] | None = None,
 ) -> np.ndarray:
     fn = tf.saved_model.load(str(version_dir / "query_model")).signatures["serving_default"]
-    length = read_manifest(version_dir).query.history_length
+    query = read_manifest(version_dir).query
+    length = query.history_length
     padded = [h[:length] + [""] * (length - len(h[:length])) for h in histories]
-    return fn(user_id=tf.constant(users), timestamp=tf.constant(timestamps, tf.int64), history=tf.constant(padded))[
-        "embedding"
-    ].numpy()
+    inputs = {
+        "user_id": tf.constant(users),
+        "timestamp": tf.constant(timestamps, tf.int64),
+        "history": tf.constant(padded),
+    }
+    if query.history_ratings:
+        stars = [[*r[:length], *[0.0] * (length - len(r[:length]))] for r in (ratings or [[] for _ in users])]
+        inputs["history_rating"] = tf.constant(stars, tf.float32)
+    return fn(**inputs)["embedding"].numpy()
 
 
 def test_the_served_query_tower_is_numpy_and_equals_the_saved_model(tiny_version_dir: Path) -> None:
@@ -117,9 +128,10 @@ def test_the_served_query_tower_is_numpy_and_equals_the_saved_model(tiny_version
     version = load_version(tiny_version_dir, max_batch=8, min_recall=0.8)
     assert version.query_tower is not None and version.query_fn is None  # the SavedModel was checked, then dropped
     known = [m["movie_id"] for m in version.movies]
-    users, timestamps, histories = probe_queries(version.query_tower.arrays, known, int(time.time()), count=200, seed=7)
-    expected = _saved_model_embeddings(tiny_version_dir, users, timestamps, histories)
-    assert max_difference(expected, version.embed(users, timestamps, histories)) < 1e-5
+    arrays = version.query_tower.arrays
+    users, timestamps, histories, ratings = probe_queries(arrays, known, int(time.time()), count=200, seed=7)
+    expected = _saved_model_embeddings(tiny_version_dir, users, timestamps, histories, ratings)
+    assert max_difference(expected, version.embed(users, timestamps, histories, ratings)) < 1e-5
 
 
 def test_query_weights_that_disagree_with_the_saved_model_are_refused(tiny_version_dir: Path, tmp_path: Path) -> None:

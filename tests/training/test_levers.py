@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from contract.query_tower import QueryTower, max_difference, probe_queries
+from contract.query_tower import QueryTower, max_difference, padded_histories, padded_ratings, probe_queries
 from tests.conftest import TINY_TRAINING
 from training.config import TrainConfig
 from training.dataset import Vocabularies, release_years
@@ -105,32 +105,71 @@ def test_normalized_towers_end_in_named_unit_normalization() -> None:
     assert "query_normalize" not in names and "candidate_normalize" not in names
 
 
-@pytest.mark.parametrize("recent, item_item", [(0, 0), (2, 0), (0, 6)])
-def test_the_numpy_mirror_equals_a_positional_normalized_tower(recent: int, item_item: int) -> None:
+@pytest.mark.parametrize(
+    "recent, item_item, ratings, pooling",
+    [
+        (0, 0, False, "positional"),
+        (2, 0, False, "positional"),
+        (0, 6, False, "positional"),
+        (0, 6, True, "positional"),
+        (2, 0, True, "mean"),
+    ],
+)
+def test_the_numpy_mirror_equals_a_positional_normalized_tower(
+    recent: int, item_item: int, ratings: bool, pooling: str
+) -> None:
     """The levers stay servable in NumPy: non-zero position logits, the newest movies one by one (recent), the
-    item-item channel past the dense stack and the unit normalisation are mirrored."""
+    item-item channel past the dense stack, the stars' per-level scales (negative ones too) and the unit
+    normalisation are mirrored."""
     tf.keras.utils.set_random_seed(3)
     config = TrainConfig(
         **SMALL,
-        history_pooling="positional",
+        history_pooling=pooling,
         normalize_embeddings=True,
         history_recent=recent,
         item_item_dim=item_item,
+        history_ratings=ratings,
     )
     tower = build_query_tower(VOCAB, config)
-    tower.get_layer("history_pool").position_logits.assign([1.5, -0.5, 0.25])
+    if pooling == "positional":
+        tower.get_layer("history_pool").position_logits.assign([1.5, -0.5, 0.25])
     if item_item:
         tower.get_layer("item_item_pool").position_logits.assign([-1.0, 0.75, 2.0])
+    if ratings:
+        tower.get_layer("history_rating_scale").set_weights([np.array([[1.0], [-1.5], [-0.5], [0.2], [1.1], [2.0]])])
+        if item_item:
+            tower.get_layer("item_item_rating_scale").set_weights(
+                [np.array([[0.5], [-2.0], [-1.0], [0.1], [1.0], [3.0]])]
+            )
     arrays = query_tower_arrays(tower, config.query_spec)
     assert arrays.spec == config.query_spec and arrays.history_recent == recent
     assert QueryTower(arrays).dim == SMALL["layers"][-1] + item_item  # type: ignore[index]
-    users, timestamps, histories = probe_queries(arrays, VOCAB.movie_ids.tolist(), now=1_900_000_000, count=40)
-    padded = [(h[: config.history_length] + [""] * config.history_length)[: config.history_length] for h in histories]
-    expected = tower(
-        {"user_id": tf.constant(users), "timestamp": tf.constant(timestamps, tf.int64), "history": tf.constant(padded)}
-    ).numpy()
-    assert max_difference(expected, QueryTower(arrays)(users, timestamps, histories)) < 1e-5
+    users, timestamps, histories, stars = probe_queries(arrays, VOCAB.movie_ids.tolist(), now=1_900_000_000, count=40)
+    length = config.history_length
+    inputs = {
+        "user_id": tf.constant(users),
+        "timestamp": tf.constant(timestamps, tf.int64),
+        "history": tf.constant(padded_histories(histories, length)),
+    }
+    if ratings:
+        inputs["history_rating"] = tf.constant(padded_ratings(stars, length), tf.float32)
+    expected = tower(inputs).numpy()
+    assert max_difference(expected, QueryTower(arrays)(users, timestamps, histories, stars)) < 1e-5
     assert mirrored_arrays(tower, config.query_spec, VOCAB.movie_ids.tolist()).spec == config.query_spec
+
+
+def test_a_one_star_rating_moves_the_query_away_from_that_movie() -> None:
+    """With the stars read, the same history rated 1 or 5 stars gives different queries, and a negative
+    1-star scale turns the item-item channel's pooled vector around."""
+    config = TrainConfig(**SMALL, history_pooling="positional", item_item_dim=6, history_ratings=True)
+    tower = build_query_tower(VOCAB, config)
+    for name in ("history_rating_scale", "item_item_rating_scale"):
+        tower.get_layer(name).set_weights([np.array([[1.0], [-1.0], [-0.5], [0.0], [0.5], [1.0]])])
+    arrays = query_tower_arrays(tower, config.query_spec)
+    loved, hated = (QueryTower(arrays)(["1"], [885_000_000], [["10", "20"]], [[stars, stars]]) for stars in (5.0, 1.0))
+    width = SMALL["layers"][-1]  # type: ignore[index]
+    np.testing.assert_allclose(hated[0, width:], -loved[0, width:], rtol=1e-6)
+    assert not np.allclose(loved[0, :width], hated[0, :width])
 
 
 def test_a_tower_the_mirror_cannot_reproduce_is_an_export_error() -> None:
