@@ -453,11 +453,15 @@ def _pool(
     `position_weights` entry (ones for the mean), normalised over the row's present positions, then times
     its rating level's `scale` [batch, H] when given; a row with none pools to zeros. With the history's
     first-kernel slice as `table`, it is the pooled history already through that kernel."""
+    weights = _pool_weights(present, position_weights, scale)
+    return np.matmul(weights[:, None, :], table[index])[:, 0, :]
+
+
+def _pool_weights(present: np.ndarray, position_weights: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
+    """float32 [batch, H]: each position's weight in a pooling, as `_pool` applies it."""
     weights = present * position_weights
     weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1e-30))
-    if scale is not None:
-        weights = weights * scale
-    return np.matmul(weights[:, None, :].astype(np.float32), table[index])[:, 0, :]
+    return (weights if scale is None else weights * scale).astype(np.float32, copy=False)
 
 
 def probe_queries(
