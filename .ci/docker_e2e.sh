@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The Docker part of CI, on a real engine (../shared/docker/engine.sh): lint (hadolint, compose config), build,
-# `docker compose up -d --wait` with several api replicas behind nginx, a real /recommend answer through the
+# The Docker part of CI, on a real engine (../shared/docker/engine.sh): lint (hadolint, compose config), build
+# both images (movie-retrieval-train; movie-retrieval-serve, which must import the service without the train
+# extra), `docker compose up -d --wait` with several api replicas behind nginx, a real /recommend answer through the
 # published port on 127.0.0.1, ratings posted through the proxy, one gated retraining cycle while a bounded
 # client loop keeps calling /recommend (the served version must change on every replica, it must have trained
 # on the posted ratings, the gate must have compared both models on them, and no request may fail),
@@ -75,9 +76,18 @@ hadolint Dockerfile || fail "hadolint Dockerfile"
 pass "docker-compose.yml is valid and the Dockerfile is hadolint clean"
 
 t0=$(date +%s)
-docker compose build trainer || fail "docker compose build"
-size=$(docker image inspect movie-retrieval:latest --format '{{.Size}}')
-pass "image built in $(seconds_since "$t0") s, $((size / 1000000)) MB"
+docker compose build trainer api || fail "docker compose build"
+mb() { echo $(($(docker image inspect "$1" --format '{{.Size}}') / 1000000)); }
+pass "images built in $(seconds_since "$t0") s: movie-retrieval-train $(mb movie-retrieval-train) MB," \
+  "movie-retrieval-serve $(mb movie-retrieval-serve) MB (their TensorFlow layers are shared)"
+
+# The serving image holds [project].dependencies only: the server must import without the train extra.
+docker run --rm movie-retrieval-serve python -c "
+import importlib.util, service.app, service.__main__, service.smoke
+present = [m for m in ('training', 'tensorflow_recommenders', 'pandas', 'matplotlib', 'tqdm') if importlib.util.find_spec(m)]
+assert not present, f'the serving image holds {present}'
+" || fail "the serving image holds training code or the train extra, or the service does not import without them"
+pass "movie-retrieval-serve imports the service and holds neither the training code nor the train extra"
 
 t0=$(date +%s)
 log "docker compose up -d --wait (trainer: fetch + $TRAIN_EPOCHS epochs; $REPLICAS api replicas; 127.0.0.1:$HTTP_PORT)"

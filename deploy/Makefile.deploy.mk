@@ -3,6 +3,8 @@
 #                       if none is current while the whole training job runs behind it (deploy/up.sh)
 #   make retrain        one gated retraining cycle (train a candidate, gate, promote or refuse, prune)
 #   make docker-lint    hadolint + `docker compose config -q`
+#   make docker-build   both images: movie-retrieval-train (trainer, retrainer, workers) and movie-retrieval-serve
+#                       (api: no training code, no `train` extra), the Dockerfile's `train` and `serve` targets
 #   make docker-up      build and start the stack, return once it serves (docker-down stops it, volumes kept)
 #   make docker-e2e     the Docker part of CI on a real engine (.ci/docker_e2e.sh)
 # Settings (environment or make VAR=...): PYTHON, DATA_DIR, MODELS_DIR, HOST, PORT, and the TRAIN_*, RETRAIN_*
