@@ -2,9 +2,10 @@
 
 import os
 
-# Set before TensorFlow (pulled in by scann) is first imported. One BLAS thread: on a busy 2-core box
-# multithreaded NumPy turned a 0.4 ms search into 7.9 ms.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from contract import prepare_tensorflow
+
+# Before TensorFlow (pulled in by scann) is first imported: Keras 2 and quiet default logs. One BLAS thread:
+# on a busy 2-core box multithreaded NumPy turned a 0.4 ms search into 7.9 ms.
+prepare_tensorflow()
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
