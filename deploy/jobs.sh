@@ -10,6 +10,7 @@
 #   TRAIN_EPOCHS, TRAIN_LAYERS, TRAIN_PRESET, TRAIN_SEED (trainer and retrainer train alike), RETRAIN_KEEP,
 #   GATE_TOLERANCE, GATE_MIN_RECALL, GATE_K, GATE_MIN_WINDOW, and RECSYS_RATINGS_URL (the service's ratings
 #   store: training reads every stored rating too).
+# Training progress shows as a bar on a terminal and as one log line per stage and per epoch in `docker logs`.
 set -eu
 
 PYTHON=${PYTHON:-python}
@@ -31,12 +32,12 @@ case "$job" in
       echo "version $current is current: not training"
       exit 0
     fi
-    set -- train --promote --no-progress
+    set -- train --promote
     ;;
   train-distributed)
     [ -n "${TF_CONFIG:-}" ] || { echo "train-distributed needs TF_CONFIG (the cluster and this task)" >&2; exit 2; }
     fetch
-    set -- train --promote --no-progress --distribute multi_worker
+    set -- train --promote --distribute multi_worker
     ;;
   retrain)
     fetch

@@ -1,9 +1,10 @@
 """Wall time and memory of each stage of a training run, so that cost at scale can be read stage by stage.
 
 The offline job's cost grows with the data in different places (loading, histories, fitting, scoring,
-export); `train_versions` marks each stage here and the scale benchmark reports them. Memory is the process's
-resident set: `rss_mb` when the stage ended and `peak_rss_mb`, the high-water mark so far (the kernel keeps
-only one), so the first stage whose peak jumps is the one that needed the memory.
+export); `train_versions` marks each stage here, the log shows each as it starts and ends, and the scale
+benchmark reports them. Memory is the process's resident set: `rss_mb` when the stage ended and
+`peak_rss_mb`, the high-water mark so far (the kernel keeps only one), so the first stage whose peak jumps is
+the one that needed the memory.
 """
 
 from __future__ import annotations
@@ -41,14 +42,22 @@ def peak_rss_mb() -> float:
 
 @dataclass
 class StageLog:
-    """Stages in the order they ran; one is logged at INFO as it ends."""
+    """Stages in the order they ran; each is logged at INFO as it starts and as it ends (or fails).
+
+    A line each, so that a log with no terminal (CI, `docker logs`) says which stage a long run is in.
+    """
 
     stages: list[Stage] = field(default_factory=list)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        log.info("stage %s: started", name)
         started = time.perf_counter()
-        yield
+        try:
+            yield
+        except BaseException:
+            log.info("stage %s: failed after %.1f s", name, time.perf_counter() - started)
+            raise
         done = Stage(name, round(time.perf_counter() - started, 3), round(rss_mb()), round(peak_rss_mb()))
         self.stages.append(done)
         log.info("stage %s: %.1f s, RSS %d MB, peak %d MB", name, done.seconds, done.rss_mb, done.peak_rss_mb)
