@@ -104,6 +104,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
             ("_positive_3", {"positive_min_rating": 3.0}),
             ("_stars_positive_4", {"history_ratings": True, "positive_min_rating": 4.0}),
             ("_stars_positive_3", {"history_ratings": True, "positive_min_rating": 3.0}),
+            ("_signed", {"history_ratings": True, "history_rating_scale": "signed"}),
+            (
+                "_signed_positive_4",
+                {"history_ratings": True, "history_rating_scale": "signed", "positive_min_rating": 4.0},
+            ),
         )
     },
     "all_levers": {

@@ -39,7 +39,7 @@ if "$PYTHON" -c "import json, sys; sys.exit(json.load(open(sys.argv[1]))['config
     echo "[up] the whole training job is already running (pid $(cat "$PIDFILE"), log $LOG)"
   else
     echo "[up] serving a first version; the whole job trains in the background (log $LOG) and promotes its version"
-    nohup "$PYTHON" -m training train --promote --no-progress --data-dir "$DATA_DIR" --models-dir "$MODELS_DIR" \
+    nohup "$PYTHON" -m training train --promote --data-dir "$DATA_DIR" --models-dir "$MODELS_DIR" \
       >"$LOG" 2>&1 &
     echo $! >"$PIDFILE"
   fi

@@ -79,6 +79,11 @@ class TrainConfig(BaseModel):
         description="The history's stars scale each history movie's pooling weight (a learned multiplier per "
         "star level, negative allowed), so a 1-star rating moves the query away from that movie.",
     )
+    history_rating_scale: Literal["learned", "signed"] = Field(
+        "learned",
+        description="With history_ratings: learned, one trained multiplier per star level (starting at 1); "
+        "signed, fixed at (stars - 3) / 2, so 1 star weighs -1, 3 stars nothing and 5 stars +1.",
+    )
     positive_min_rating: float = Field(
         0.0,
         ge=0,

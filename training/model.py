@@ -104,13 +104,19 @@ class RatingLevel(tf.keras.layers.Layer):
         return tf.cast(tf.clip_by_value(tf.round(rating), 0.0, float(RATING_LEVELS - 1)), tf.int32)
 
 
-def _scaled(vectors: tf.Tensor, levels: tf.Tensor | None, name: str) -> tf.Tensor | list[tf.Tensor]:
-    """A pool's inputs: the vectors, and with the history's rating levels their learned per-level scale
-    (initialised to 1: a new model starts where one that ignores the stars would)."""
+# The fixed "signed" scale per rating level: unknown (a client's id, padding) 1; 1..5 stars (stars - 3) / 2.
+SIGNED_SCALE = np.array([[1.0], [-1.0], [-0.5], [0.0], [0.5], [1.0]], dtype=np.float32)
+
+
+def _scaled(vectors: tf.Tensor, levels: tf.Tensor | None, name: str, mode: str) -> tf.Tensor | list[tf.Tensor]:
+    """A pool's inputs: the vectors, and with the history's rating levels their per-level scale: learned
+    (initialised to 1: a new model starts where one that ignores the stars would) or fixed signed."""
     if levels is None:
         return vectors
-    scale = keras.layers.Embedding(RATING_LEVELS, 1, embeddings_initializer="ones", name=name)(levels)
-    return [vectors, scale]
+    initial = keras.initializers.Constant(SIGNED_SCALE) if mode == "signed" else "ones"
+    table = keras.layers.Embedding(RATING_LEVELS, 1, embeddings_initializer=initial, name=name)
+    table.trainable = mode != "signed"
+    return [vectors, table(levels)]
 
 
 def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Model:
@@ -169,7 +175,7 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
             pool: tf.keras.layers.Layer = PositionalPool(spec.history_length, name=L.HISTORY_POOL)
         else:
             pool = MaskedMean(name=L.HISTORY_MEAN)
-        features.append(pool(_scaled(history_vectors, levels, L.HISTORY_RATING_SCALE)))
+        features.append(pool(_scaled(history_vectors, levels, L.HISTORY_RATING_SCALE, config.history_rating_scale)))
         if spec.history_recent > 0:
             # The newest movies again, each from its own slot of a second table, unpooled, in case what was rated
             # just before predicts what comes next better than a pooled taste vector does (on ML-100K it did not:
@@ -190,7 +196,7 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
             len(vocab.movie_ids) + 2, spec.item_item_dim, mask_zero=True, name=L.ITEM_ITEM_EMBEDDING
         )(history_index)
         pooled = PositionalPool(spec.history_length, name=L.ITEM_ITEM_POOL)(
-            _scaled(item_vectors, levels, L.ITEM_ITEM_RATING_SCALE)
+            _scaled(item_vectors, levels, L.ITEM_ITEM_RATING_SCALE, config.history_rating_scale)
         )
         embedding = keras.layers.Concatenate(name=L.ITEM_ITEM_CONCAT)([embedding, pooled])
     if spec.normalize:

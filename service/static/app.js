@@ -117,13 +117,19 @@ function starButtons(movie) {
 
 const genreLine = (movie) => el("span", { className: "genres" }, movie.genres.join(" · "));
 
+// The user's own ratings without which this movie would score lowest (GET /recommend?explain=true).
+function becauseLine(movie) {
+  if (!movie.because?.length) return "";
+  return el("span", { className: "because" }, `because you rated ${movie.because.map((m) => `“${m.title}”`).join(", ")}`);
+}
+
 function movieItem(movie, withStars) {
   const score = movie.score === null || movie.score === undefined ? "—" : movie.score.toFixed(3);
   return el(
     "li",
     { className: "movie", "data-movie-id": movie.movie_id },
     el("span", { className: "rank" }, movie.rank ?? ""),
-    el("div", { className: "about" }, titleButton(movie), genreLine(movie)),
+    el("div", { className: "about" }, titleButton(movie), genreLine(movie), becauseLine(movie)),
     el("span", { className: "score", title: "score (dot product)" }, score),
     withStars ? starButtons(movie) : "",
   );
@@ -138,7 +144,9 @@ async function loadRecommendations() {
   if (!state.userId) return;
   const seq = ++recommendSeq;
   list.setAttribute("aria-busy", "true");
-  const params = new URLSearchParams({ user_id: state.userId, k: state.k, exclude_seen: state.excludeSeen });
+  const params = new URLSearchParams({
+    user_id: state.userId, k: state.k, exclude_seen: state.excludeSeen, explain: true,
+  });
   if (state.timestamp !== null) params.set("timestamp", state.timestamp);
   try {
     const body = await api(`/recommend?${params}`);
@@ -278,14 +286,21 @@ function showMetrics(metrics) {
   const cell = (table, k) => el("td", {}, table?.[`top_${k}`]?.toFixed(3) ?? "—");
   const head = el("tr", {}, heading("protocol", "col"),
     ...COLUMNS.map(([who, k]) => heading(`${who === "model" ? "model" : "most popular"} top-${k}`, "col")));
-  const rows = ["A", "B", "T"].map((protocol) => el("tr", {}, heading(protocol, "row"),
+  const protocols = ["A", "B", "B_liked", "B_disliked", "T", "T_liked", "T_disliked"]
+    .filter((protocol) => metrics.model[protocol] || metrics.most_popular[protocol]);
+  const rows = protocols.map((protocol) => el("tr", {}, heading(protocol.replace("_", " "), "row"),
     ...COLUMNS.map(([who, k]) => cell(metrics[who][protocol], k))));
   $("metrics-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
   const held = (n) => `${(n ?? 0).toLocaleString("en")} held-out ratings`;
   const temporal = metrics.temporal ? `; T: the latest ratings by time (${held(metrics.temporal.test_size)}), `
     + "each asked at its own time" : "";
-  $("metrics-note").textContent = `A: all movies, B: the user's training movies excluded (what /recommend does), `
-    + `on a ${metrics.split} split (${held(metrics.test_size)})${temporal}.`;
+  const split = protocols.some((p) => p.endsWith("_liked"))
+    ? " Liked: held-out ratings of 4 or 5 stars; disliked: 1 or 2 (a model that listens ranks the first high, the second low)."
+    : "";
+  $("metrics-note").textContent = metrics.test_size
+    ? `A: all movies, B: the user's training movies excluded (what /recommend does), `
+      + `on a ${metrics.split} split (${held(metrics.test_size)})${temporal}.${split}`
+    : "A first version from one short fit, not scored: the scored version replaces it when its training ends.";
 }
 
 // --- start -------------------------------------------------------------------------------------------------
