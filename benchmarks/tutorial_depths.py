@@ -75,8 +75,8 @@ def main(
                 "seconds_per_epoch": history["seconds_per_epoch"],
                 "train_seconds": history["train_seconds"],
                 "train_cpu_seconds": history["train_cpu_seconds"],
-                "test_epoch": history["test_epoch"],
-                "test_A_top_100": history["test_A_top_100"],
+                "held_out_epoch": history["held_out_epoch"],
+                "held_out_A_top_100": history["held_out_A_top_100"],
                 "version": version.version_dir.name,
             }
         )

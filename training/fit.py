@@ -100,7 +100,7 @@ def fit(
     seconds = time.perf_counter() - started
     candidate_embeddings, query_embeddings = embed()
     training_log = dict(
-        bar.history,
+        bar.training_log,
         train_seconds=seconds,
         train_cpu_seconds=time.process_time() - cpu_started,
         seconds_per_epoch=seconds / config.epochs,

@@ -9,17 +9,17 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers or in CI
 import matplotlib.pyplot as plt
 
-CURVE_EPOCHS, CURVE_VALUES = "test_epoch", "test_A_top_100"
+CURVE_EPOCHS, CURVE_VALUES = "held_out_epoch", "held_out_A_top_100"
 
 
 def training_curve_png(runs: dict[str, dict[str, list[float]]]) -> bytes:
-    """PNG bytes of held-out top-100 accuracy (protocol A) per epoch; `runs` maps a label to a history dict.
+    """PNG bytes of held-out top-100 accuracy (protocol A) per epoch; `runs` maps a label to a training log.
 
-    A history holds "test_epoch" (1-based epochs that were evaluated) and "test_A_top_100".
+    A training log holds "held_out_epoch" (1-based epochs that were evaluated) and "held_out_A_top_100".
     """
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for label, history in runs.items():
-        axes.plot(history.get(CURVE_EPOCHS, []), history.get(CURVE_VALUES, []), label=label)
+    for label, training_log in runs.items():
+        axes.plot(training_log.get(CURVE_EPOCHS, []), training_log.get(CURVE_VALUES, []), label=label)
     axes.set_title("Accuracy vs epoch (protocol A, held-out ratings)")
     axes.set_xlabel("epoch")
     axes.set_ylabel("top-100 accuracy")

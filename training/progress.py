@@ -18,7 +18,7 @@ Evaluate = Callable[[], dict[str, Table]]
 
 
 class EpochProgress(tf.keras.callbacks.Callback):
-    """Evaluates at the given epochs and keeps a compact history: loss, evaluated epochs, test top-k (A and B).
+    """Evaluates at the given epochs and keeps a compact training log: loss, evaluated epochs, held-out top-k (A and B).
 
     The figures are measured on the held-out test ratings (hence `test_*`), by the same NumPy evaluation as the
     final metrics, instead of Keras' validation loop: TFRS's streaming top-k over every movie took ~5 s a pass
@@ -49,28 +49,28 @@ class EpochProgress(tf.keras.callbacks.Callback):
         self.bar = tqdm(
             total=epochs, desc=label, unit="epoch", file=stream, disable=not (enabled and on_terminal), leave=True
         )
-        self.history: dict[str, list[float]] = {"loss": [], "test_epoch": []}
+        self.training_log: dict[str, list[float]] = {"loss": [], "held_out_epoch": []}
         for k in KS:
-            self.history[f"test_A_top_{k}"] = []
-            self.history[f"test_B_top_{k}"] = []
+            self.training_log[f"held_out_A_top_{k}"] = []
+            self.training_log[f"held_out_B_top_{k}"] = []
         self._epoch_started = time.perf_counter()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch_started = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self.history["loss"].append(float((logs or {}).get("loss", float("nan"))))
-        figures = {"loss": f"{self.history['loss'][-1]:.1f}"}
+        self.training_log["loss"].append(float((logs or {}).get("loss", float("nan"))))
+        figures = {"loss": f"{self.training_log['loss'][-1]:.1f}"}
         evaluated = epoch + 1 in self.evaluate_at
         if evaluated:
             tables = self.evaluate()
-            self.history["test_epoch"].append(epoch + 1)
+            self.training_log["held_out_epoch"].append(epoch + 1)
             for k in KS:
                 for protocol in ("A", "B"):
-                    self.history[f"test_{protocol}_top_{k}"].append(tables[protocol][f"top_{k}"])
-        if self.history["test_epoch"]:  # the bar keeps the latest evaluation; a line shows only its own
-            figures["test_A_top_10"] = f"{self.history['test_A_top_10'][-1]:.3f}"
-            figures["test_A_top_100"] = f"{self.history['test_A_top_100'][-1]:.3f}"
+                    self.training_log[f"held_out_{protocol}_top_{k}"].append(tables[protocol][f"top_{k}"])
+        if self.training_log["held_out_epoch"]:  # the bar keeps the latest evaluation; a line shows only its own
+            figures["held_out_A_top_10"] = f"{self.training_log['held_out_A_top_10'][-1]:.3f}"
+            figures["held_out_A_top_100"] = f"{self.training_log['held_out_A_top_100'][-1]:.3f}"
         if self.lines:
             seconds = time.perf_counter() - self._epoch_started
             shown = figures if evaluated else {"loss": figures["loss"]}

@@ -83,7 +83,7 @@ def test_training_loss_decreases(tiny_version_dir: Path) -> None:
     # On ~8 batches an epoch, with user-id dropout and reshuffled in-batch negatives, one epoch's mean loss is
     # noisy (±5 here), so the last epoch need not be the lowest; training must still get below the first.
     assert min(history["loss"][1:]) < history["loss"][0] - 1.0
-    assert history["test_epoch"] == [4, 8]
+    assert history["held_out_epoch"] == [4, 8]
 
 
 @pytest.mark.parametrize("with_user_id", [True, False], ids=["known user", "same history, unknown user"])

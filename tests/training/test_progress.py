@@ -36,11 +36,11 @@ def test_off_a_terminal_each_epoch_is_one_plain_line(caplog: pytest.LogCaptureFi
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 3
     assert re.fullmatch(r"layers=32: epoch 1/3, \d+\.\d s, loss 600\.0", lines[0])
-    evaluated = r"layers=32: epoch 2/3, \d+\.\d s, loss 599\.0, test_A_top_10 0\.010, test_A_top_100 0\.100"
+    evaluated = r"layers=32: epoch 2/3, \d+\.\d s, loss 599\.0, held_out_A_top_10 0\.010, held_out_A_top_100 0\.100"
     assert re.fullmatch(evaluated, lines[1])
     assert re.fullmatch(r"layers=32: epoch 3/3, \d+\.\d s, loss 598\.0", lines[2])  # an evaluation is shown once
     assert stream.getvalue() == ""  # no bar
-    assert progress.history["loss"] == [600.0, 599.0, 598.0] and progress.history["test_epoch"] == [2]
+    assert progress.training_log["loss"] == [600.0, 599.0, 598.0] and progress.training_log["held_out_epoch"] == [2]
 
 
 def test_on_a_terminal_the_bar_and_no_lines(caplog: pytest.LogCaptureFixture) -> None:
