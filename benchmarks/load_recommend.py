@@ -238,7 +238,7 @@ def main(
                 servers[name] = stack.enter_context(server(name, [*command, "--port", str(port)], env, port, Path(tmp)))
                 run_wrk(servers[name][1], script, 8, min(duration, 2))  # warm-up, discarded
             # Rounds alternate the servers at each level, so that each share compares runs taken side by side
-            # (this shared machine's speed drifts by 20% between minutes).
+            # (a shared machine's speed drifts from one minute to the next).
             for round_ in range(rounds):
                 for concurrency in levels:
                     for name, (process, base_url) in servers.items():

@@ -29,7 +29,7 @@ BASE: dict[str, Any] = {"history_length": 20, "history_pooling": "mean", "optimi
 # The overrides that won on the morning of 2026-12-01; the item-item rows start from them.
 POSITIONAL_ADAM: dict[str, Any] = {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.001}
 DEFAULT_1201: dict[str, Any] = {**POSITIONAL_ADAM, "item_item_dim": 64, "user_dropout": 0.8, "timestamp_buckets": 50}
-# name -> overrides of BASE. "positional_adam_0.001" won (README) and was the default on the morning of
+# name -> overrides of BASE. "positional_adam_0.001" won (docs/results.md) and was the default on the morning of
 # 2026-12-01; "positional_adam_0.001_item_item_64_dropout_0.8_buckets_50" won after it and is the default.
 CONFIGS: dict[str, dict[str, Any]] = {
     "base": {},
@@ -65,7 +65,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "positional_history_50": {"history_pooling": "positional", "history_length": 50},
     # Protocol T from the default since 2026-12-01. T is mostly next-movie prediction for users unseen in
     # training (recent_N: the newest movies one by one); its queries come after the training data, so their
-    # clamped timestamp lands in the last time bucket, which 1,000 buckets make the last ~4 hours of ML-100K.
+    # clamped timestamp lands in the last time bucket, which 1,000 buckets make the last few hours of ML-100K.
     **{
         f"positional_adam_0.001_{name}": {**POSITIONAL_ADAM, **overrides}
         for name, overrides in (
@@ -84,7 +84,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
             ("item_item_64_dropout_0.5_epochs_20", {"item_item_dim": 64, "user_dropout": 0.5, "epochs": 20}),
             ("item_item_128_dropout_0.8", {"item_item_dim": 128, "user_dropout": 0.8}),
             ("item_item_64_dropout_0.8_epochs_20", {"item_item_dim": 64, "user_dropout": 0.8, "epochs": 20}),
-            # At "now" (clamped to the data's end) 1,000 buckets left the last one ~5 hours of ratings, and the
+            # At "now" (clamped to the data's end) 1,000 buckets left the last one a few hours of ratings, and the
             # item-item default's lists at now overlapped twice as much across users as a month earlier.
             (
                 "item_item_64_dropout_0.8_buckets_50",

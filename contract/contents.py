@@ -107,7 +107,8 @@ RECALL_CHUNK_CELLS = 32 * 2**20  # query x movie scores held at once (128 MB; a 
 def recall_at_k(found: np.ndarray, embeddings: np.ndarray, queries: np.ndarray, k: int) -> float:
     """Share of the exact dot-product top-k (NumPy brute force) that an index returned in `found` [q, >=k].
 
-    The brute force runs a few queries at a time: 1,000 queries over a million movies at once took 14 GB.
+    The brute force runs a few queries at a time: all of them at once over a million movies took gigabytes
+    (docs/scale.md).
     """
     k = min(k, len(embeddings))
     chunk = max(1, RECALL_CHUNK_CELLS // max(len(embeddings), 1))

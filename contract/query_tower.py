@@ -1,7 +1,8 @@
 """The query tower as plain arrays (query_weights.npz) and its forward pass in NumPy.
 
-Why: at batch 1 a SavedModel call costs ~0.4 ms of Python and TensorFlow dispatch for a few microseconds of
-arithmetic, most of a /recommend. The same tower in NumPy costs tens of microseconds. It is only trusted
+Why: at batch 1 a SavedModel call is mostly Python and TensorFlow dispatch around a few microseconds of
+arithmetic, most of a /recommend; the same tower in NumPy is an order of magnitude cheaper
+(docs/serving-speed.md). It is only trusted
 once it reproduces the SavedModel: `max_difference` compares the two on `probe_queries`, and the server
 refuses a version whose arrays disagree with its SavedModel (the gate runs the same loader).
 

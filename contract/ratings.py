@@ -137,7 +137,8 @@ class RatingsStore:
         """The user's ratings stored after `after_id`, oldest first: the server's read on every request.
 
         So it skips SQLAlchemy's execution layer: the statement is compiled once for the dialect and run on
-        the kept connection's driver cursor (through SQLAlchemy this read cost ~100 us, a fifth of a request).
+        the kept connection's driver cursor (through SQLAlchemy this read was a fifth of a request's CPU:
+        docs/serving-speed.md).
         """
         if self._since is None:
             self._since = _DriverStatement(_SINCE, self._engine.dialect)
@@ -211,8 +212,8 @@ class RatingsStore:
     def _reader(self) -> sa.Connection:
         """This thread's read connection, kept open between reads (opened on first use or after a failure).
 
-        The server reads a user's new ratings on every request: a pool checkout with its pre-ping cost
-        ~150-220 us here, a read on a kept connection ~20 us.
+        The server reads a user's new ratings on every request: a pool checkout with its pre-ping cost several
+        times the read itself on a kept connection (docs/serving-speed.md).
         """
         conn: sa.Connection | None = getattr(self._readers, "connection", None)
         if conn is None or conn.closed or conn.invalidated:

@@ -1,7 +1,6 @@
 """Dynamic batching: concurrent requests share one query_model call and one ScaNN search.
 
-A query-tower call and a search cost far less per query in a batch (the NumPy tower: ~50 us for 1 query,
-~250 us for 64), so each drain takes everything pending (up to max_batch) at once. There is no waiting
+A query-tower call and a search cost far less per query in a batch (docs/serving-speed.md), so each drain takes everything pending (up to max_batch) at once. There is no waiting
 window: a lone request is computed on the next turn of the event loop, and batches grow only from requests
 that arrive together or while a batch is being computed.
 """
@@ -59,9 +58,8 @@ class _Pending:
 
 
 def _search_by_depth(version: Searchable, queries: np.ndarray, group: list[_Pending]) -> list[Neighbours]:
-    """Search once per depth rounded up to a power of two, so one deep request (a user with 600 seen
-    movies) does not make the whole batch search deep: on 1,682 movies, depth 600 for 64 queries cost
-    2.1 ms against 0.35 ms at depth 20."""
+    """Search once per depth rounded up to a power of two, so one deep request (a user with hundreds of seen
+    movies) does not make the whole batch search deep, several times slower than a shallow one."""
     by_depth: dict[int, list[int]] = {}
     found: dict[int, Neighbours] = {}
     for i, pending in enumerate(group):
@@ -103,10 +101,9 @@ class Batcher:
 
     A callback rather than a worker task: the first request of an idle moment schedules one drain with
     call_soon, and requests that run before it join its batch. A worker task woken through an asyncio.Queue
-    cost two more turns of the loop per batch, ~40 us a lone request on these cores. When the server says
-    how many requests it is answering (`requests_in_flight`) and the caller is the only one, nothing could
-    join a batch: it is computed at once, without the drain's turn and the wake-up's (at concurrency 1 this
-    took /recommend from 47% to 50-51% of the bare endpoint's req/s).
+    cost two more turns of the loop per batch. When the server says how many requests it is answering
+    (`requests_in_flight`) and the caller is the only one, nothing could join a batch: it is computed at once,
+    without the drain's turn and the wake-up's (what each bought at concurrency 1: docs/serving-speed.md).
     """
 
     def __init__(
@@ -187,9 +184,8 @@ class Batcher:
         batch = [pending for pending in batch if not pending.future.done()]  # callers that went away
         if batch:
             self._observe(len(batch))
-            # On the event loop by default: on 2 cores a worker thread cost 8-17% more server CPU per request
-            # and batched worse (4.6 vs 7.9 per call at concurrency 8); the prototype measured it 4-5x slower.
-            # RECSYS_BATCH_IN_THREAD keeps the choice measurable (benchmarks/load_recommend.py --compare-thread).
+            # On the event loop by default: on 2 cores a worker thread cost more server CPU per request and
+            # batched worse (the GIL; docs/serving-speed.md). RECSYS_BATCH_IN_THREAD keeps the choice measurable (benchmarks/load_recommend.py --compare-thread).
             if self._in_thread:
                 assert self._loop is not None
                 self._computing = self._loop.create_task(self._compute_in_thread(batch), name="batch")

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 def freeze_runtime() -> None:
     """Hide TensorFlow's ~300k long-lived runtime objects from the garbage collector, once, before any load.
 
-    Each full collection walked them all (~275 ms here, twice per 4k requests under load). Frozen once at
+    Each full collection walked them all, a stall of a large fraction of a second under load. Frozen once at
     startup, collections walk only what came after: model versions and request garbage.
     """
     gc.collect()
@@ -112,7 +112,7 @@ class Registry:
         self._metrics.swaps.inc()  # with the swap itself, so /metrics never lags /model
         self._metrics.served(old, version.name)
         log.info("now serving version %s (was %s)", version.name, old)
-        # The replaced version's cycles are freed off the event loop (~25 ms of destructors on these cores).
+        # The replaced version's cycles are freed off the event loop (tens of milliseconds of destructors).
         await asyncio.to_thread(gc.collect)
         return version
 

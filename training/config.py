@@ -139,7 +139,9 @@ class TrainConfig(BaseModel):
     index: Literal["auto", "brute_force", "tree_ah"] = Field(
         "auto", description="ScaNN searcher: auto is exact up to index_exact_max movies, tree_ah above."
     )
-    index_exact_max: int = Field(20_000, gt=0, description="Largest catalogue searched exactly (~0.1 ms there).")
+    index_exact_max: int = Field(
+        20_000, gt=0, description="Largest catalogue searched exactly (cheap up to there: docs/scale.md)."
+    )
     index_recall_queries: int = Field(1000, gt=0, description="Held-out queries that measure the index's recall.")
     index_recall_k: int = Field(100, gt=0, description="k of the index's recall@k against brute force.")
     index_leaves_to_search_share: float = Field(

@@ -110,8 +110,8 @@ def ratings_dataset(
     shows up as an in-batch negative, for the logQ correction.
 
     Histories are gathered one batch at a time too, from each example's span of `known`: the same rows as
-    `known.histories`, but an example holds two integers instead of `history_length` (at 20M training
-    ratings a materialised [n, 20] history array, and the int64 temporaries that build it, took 8 GB).
+    `known.histories`, but an example holds two integers instead of `history_length` (at tens of millions of
+    ratings a materialised [n, 20] history array and its int64 temporaries took gigabytes: docs/scale.md).
 
     Args:
         known: the ratings a history is read from (each example's user's ratings before its timestamp);

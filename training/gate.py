@@ -64,9 +64,11 @@ class GateConfig(BaseModel):
     tolerance: float = Field(0.01, ge=0.0, le=1.0, description="Largest allowed drop of that top-k below current.")
     min_recall: float = Field(0.9, ge=0.0, le=1.0, description="Least ScaNN recall against brute force.")
     smoke_k: int = Field(10, ge=1, description="Neighbours the smoke query asks for (the service's usual page).")
-    smoke_users: int = Field(256, ge=1, description="Known users in the smoke batch: a stable recall, under 1 s.")
+    smoke_users: int = Field(
+        256, ge=1, description="Known users in the smoke batch: enough for a stable recall, quick to answer."
+    )
     smoke_timeout_seconds: float = Field(
-        300, gt=0, description="Loading TF and a model takes 5-15 s on 2 busy cores; longer is a hang."
+        300, gt=0, description="Loading TF and a model takes seconds on busy cores; longer than this is a hang."
     )
     min_window: int = Field(
         1000, ge=1, description="Stored ratings since the current cutoff needed to compare both models on them."

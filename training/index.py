@@ -16,7 +16,7 @@ from training.config import TrainConfig
 
 
 def choose_index(num_movies: int, config: TrainConfig) -> tuple[str, IndexParams]:
-    """Exact search up to `index_exact_max` movies (it is ~0.1 ms there); tree + asymmetric hashing above.
+    """Exact search up to `index_exact_max` movies (cheap there: docs/scale.md); tree + asymmetric hashing above.
 
     Leaves grow with sqrt(n) and the reorder budget is generous: recall depends mostly on reordering.
     """

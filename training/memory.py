@@ -2,9 +2,7 @@
 
 A fit leaves its model, optimizer and input pipeline (the shuffle buffer holds up to a million examples) in
 reference cycles that Python frees only at a full collection, and glibc keeps much of what is freed in its
-arenas. At 25M ratings the RSS after the three fits of the default train (A/B, T, refit) read 8.2, 8.4 and
-10.5 GB. Measured at 1M ratings (three fits in a row): after the first fit a collection returned 709 of
-the 1,066 MB it had added; after the third, the collection returned 71 MB and malloc_trim then 504 MB more.
+arenas, so without this the process's baseline grew from fit to fit (measured in docs/scale.md).
 """
 
 from __future__ import annotations

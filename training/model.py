@@ -179,7 +179,7 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
         if spec.history_recent > 0:
             # The newest movies again, each from its own slot of a second table, unpooled, in case what was rated
             # just before predicts what comes next better than a pooled taste vector does (on ML-100K it did not:
-            # README, Results). "" (a short history) looks up row 0, a learned "nothing here".
+            # docs/results.md). "" (a short history) looks up row 0, a learned "nothing here".
             recent = keras.layers.Embedding(len(vocab.movie_ids) + 2, dim, name=L.HISTORY_RECENT_EMBEDDING)(
                 history_index
             )

@@ -20,9 +20,9 @@ Evaluate = Callable[[], dict[str, Table]]
 class EpochProgress(tf.keras.callbacks.Callback):
     """Evaluates at the given epochs and keeps a compact training log: loss, evaluated epochs, held-out top-k (A and B).
 
-    The figures are measured on the held-out test ratings (hence `test_*`), by the same NumPy evaluation as the
-    final metrics, instead of Keras' validation loop: TFRS's streaming top-k over every movie took ~5 s a pass
-    on 2 cores, the NumPy pass well under one.
+    The figures are measured on the fold's held-out ratings (test or validation: `held_out_*`), by the same
+    NumPy evaluation as the final metrics, instead of Keras' validation loop: TFRS's streaming top-k over every
+    movie is several times slower a pass.
 
     With `enabled`, progress goes to `stream` (stderr when not given) as a tqdm bar when it is a terminal, and
     otherwise (CI, `docker logs`, a redirect to a file) as one INFO line per epoch: a bar redrawn with carriage

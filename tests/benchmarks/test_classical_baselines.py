@@ -1,4 +1,4 @@
-"""The classical baselines the README compares the model with: EASE is its closed form, the history weights
+"""The classical baselines docs/results.md compares the model with: EASE is its closed form, the history weights
 are what the service would know, newest first."""
 
 from __future__ import annotations
