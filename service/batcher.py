@@ -1,6 +1,7 @@
 """Dynamic batching: concurrent requests share one query_model call and one ScaNN search.
 
-A query-tower call and a search cost far less per query in a batch (docs/serving-speed.md), so each drain takes everything pending (up to max_batch) at once. There is no waiting
+A query-tower call and a search cost far less per query in a batch (docs/serving-speed.md), so each drain
+takes everything pending (up to max_batch) at once. There is no waiting
 window: a lone request is computed on the next turn of the event loop, and batches grow only from requests
 that arrive together or while a batch is being computed.
 """
@@ -185,7 +186,8 @@ class Batcher:
         if batch:
             self._observe(len(batch))
             # On the event loop by default: on 2 cores a worker thread cost more server CPU per request and
-            # batched worse (the GIL; docs/serving-speed.md). RECSYS_BATCH_IN_THREAD keeps the choice measurable (benchmarks/load_recommend.py --compare-thread).
+            # batched worse (the GIL; docs/serving-speed.md). RECSYS_BATCH_IN_THREAD keeps the choice
+            # measurable (benchmarks/load_recommend.py --compare-thread).
             if self._in_thread:
                 assert self._loop is not None
                 self._computing = self._loop.create_task(self._compute_in_thread(batch), name="batch")
