@@ -1,4 +1,8 @@
-"""The closed set of errors the service raises; app.py maps each to one HTTP status, once."""
+"""The closed set of errors the service raises, the HTTP status and code of each, and the one error body."""
+
+from http import HTTPStatus
+
+import orjson
 
 
 class ServiceError(Exception):
@@ -55,3 +59,40 @@ class RatingsUnavailableError(ServiceError):
 
 class MissingFileError(ServiceError):
     """The served version has no such file (an optional one, such as the training curve)."""
+
+
+# The one mapping from domain errors to HTTP: status and a stable machine-readable code.
+ERROR_STATUS: dict[type[ServiceError], tuple[int, str]] = {
+    InvalidRequestError: (422, "invalid_request"),  # the request breaks its OpenAPI schema
+    NotInCatalogueError: (422, "not_in_catalogue"),  # valid, but the served version lacks a genre or movie
+    FutureTimestampError: (422, "timestamp_in_future"),
+    UnknownUserError: (404, "unknown_user"),
+    UnknownMovieError: (404, "unknown_movie"),
+    MissingFileError: (404, "file_not_found"),
+    VersionNotFoundError: (404, "version_not_found"),
+    VersionRejectedError: (422, "version_rejected"),
+    NoModelError: (503, "no_model"),
+    RatingsUnavailableError: (503, "ratings_unavailable"),
+    AdminAuthError: (401, "unauthorized"),
+    AdminDisabledError: (403, "admin_disabled"),
+}
+
+
+def status_of(error: ServiceError) -> tuple[int, str]:
+    """(status, code) of a domain error, by its nearest class in ERROR_STATUS."""
+    return next(ERROR_STATUS[kind] for kind in type(error).__mro__ if kind in ERROR_STATUS)
+
+
+def http_code(status: int) -> str:
+    """The code of an error that is an HTTP status alone (no route, a body too big): 413 -> request_entity_too_large."""
+    return HTTPStatus(status).phrase.lower().replace(" ", "_")
+
+
+def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
+    """The one shape of every error answer (schemas.ErrorResponse): {"error": {"code": ..., "message": ...}}."""
+    return {"error": {"code": code, "message": message}}
+
+
+def error_json(code: str, message: str) -> bytes:
+    """error_body as the JSON bytes every answer is written in (orjson, as responses.JSONBytes renders it)."""
+    return orjson.dumps(error_body(code, message))

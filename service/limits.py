@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import ClassVar
 
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.errors import error_json, http_code
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,10 @@ class ReadLimits:
     max_header_bytes: int
 
 
-def _raw_response(status: int, reason: str, message: str) -> bytes:
-    body = b'{"error":{"code":"' + reason.lower().replace(" ", "_").encode() + b'","message":"'
-    body += message.encode() + b'"}}'
-    head = f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
+def _raw_response(status: int, message: str) -> bytes:
+    """A whole HTTP/1.1 error answer, written before the app sees the request; the connection closes after it."""
+    body = error_json(http_code(status), message)
+    head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\nconnection: close\r\n"
     return head.encode() + f"content-length: {len(body)}\r\n\r\n".encode() + body
 
 
@@ -103,15 +106,15 @@ class _GuardedHttpTools(HttpToolsProtocol):
     def too_slow(self) -> None:
         what = self._awaiting
         seconds = self.limits.header_seconds if what == "headers" else self.limits.body_seconds
-        self._refuse(408, "Request Timeout", f"the request {what} did not arrive within {seconds:g} s")
+        self._refuse(408, f"the request {what} did not arrive within {seconds:g} s")
 
-    def _refuse(self, status: int, reason: str, message: str) -> None:
+    def _refuse(self, status: int, message: str) -> None:
         """Answer (unless the app already is) and close: the parser must not hand this request on."""
         self._refused = True
         self._disarm()
         if not self.transport.is_closing():
             if self.cycle is None or not self.cycle.response_started:
-                self.transport.write(_raw_response(status, reason, message))
+                self.transport.write(_raw_response(status, message))
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -142,7 +145,7 @@ class _GuardedHttpTools(HttpToolsProtocol):
         self._header_bytes += size
         if self._header_bytes > self.limits.max_header_bytes and not self._refused:
             cap = self.limits.max_header_bytes
-            self._refuse(431, "Request Header Fields Too Large", f"the URL and headers exceed {cap} bytes")
+            self._refuse(431, f"the URL and headers exceed {cap} bytes")
 
     def on_headers_complete(self) -> None:
         if self._refused:
