@@ -3,8 +3,9 @@
 uvicorn's httptools protocol waits forever for a request's headers and body, and takes headers of any size:
 thousands of connections that never finish their headers exhaust the file limit. `guarded_protocol` adds
 a deadline for the headers (from the connection's first byte, or from the first byte of the next request on
-a kept-alive connection) and for the body, and a cap on header bytes; `BodyLimit` refuses a body over its
-cap with a 413 in the one error shape, before any of it is parsed.
+a kept-alive connection) and for the body, and a cap on header bytes, and answers a request over uvicorn's
+concurrency limit in the one error shape rather than uvicorn's plain text; `BodyLimit` refuses a body over
+its cap with a 413 in the one error shape, before any of it is parsed.
 """
 
 from __future__ import annotations
@@ -37,6 +38,18 @@ def _raw_response(status: int, message: str) -> bytes:
     return head.encode() + f"content-length: {len(body)}\r\n\r\n".encode() + body
 
 
+_OVERLOADED = error_json(
+    http_code(503), "more connections or requests at once than RECSYS_MAX_CONNECTIONS allows: retry shortly"
+)
+
+
+async def _overloaded(scope: Scope, receive: Receive, send: Send) -> None:
+    """What uvicorn answers a request over its limit_concurrency (a 503, closing), in the one error shape."""
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(_OVERLOADED)).encode())]
+    await send({"type": "http.response.start", "status": 503, "headers": [*headers, (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": _OVERLOADED})
+
+
 class _Deadlines:
     """Every open connection's read deadline, checked by one periodic sweep rather than a timer each.
 
@@ -64,7 +77,7 @@ class _Deadlines:
 
 
 class _GuardedHttpTools(HttpToolsProtocol):
-    """HttpToolsProtocol with read deadlines and a header cap; `limits` is set by `guarded_protocol`."""
+    """HttpToolsProtocol with read deadlines, a header cap and a JSON 503; `limits` is set by `guarded_protocol`."""
 
     limits: ClassVar[ReadLimits]
     _deadlines: ClassVar[_Deadlines | None] = None
@@ -95,6 +108,8 @@ class _GuardedHttpTools(HttpToolsProtocol):
         deadlines.add(self)
         self._deadlines_of_server = deadlines
         self._arm(self.limits.header_seconds, "headers")
+        # Checked here, not by uvicorn, whose answer over the limit is text/plain: see on_headers_complete.
+        self._max_concurrency, self.limit_concurrency = self.limit_concurrency, None
 
     def _arm(self, seconds: float, what: str) -> None:
         self.deadline = self.loop.time() + seconds
@@ -151,7 +166,16 @@ class _GuardedHttpTools(HttpToolsProtocol):
         if self._refused:
             return
         self._arm(self.limits.body_seconds, "body")
-        super().on_headers_complete()
+        cap = self._max_concurrency
+        if cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap):  # uvicorn's own test
+            self.logger.warning("Exceeded concurrency limit.")
+            app, self.app = self.app, _overloaded  # uvicorn then queues or runs it as it would its own answer
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+        else:
+            super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:

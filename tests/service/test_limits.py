@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -37,6 +38,15 @@ def _read_until_closed(connection: socket.socket, seconds: float) -> bytes:
     return received
 
 
+def _error(answer: bytes) -> dict[str, str]:
+    """The error of a raw answer, checked to be the one error body with its length and JSON type."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower() and f"content-length: {len(body)}".encode() in head
+    error = json.loads(body)
+    assert set(error) == {"error"} and set(error["error"]) == {"code", "message"}, error
+    return error["error"]  # type: ignore[no-any-return]
+
+
 @pytest.mark.parametrize(
     "sent",
     [
@@ -52,7 +62,7 @@ def test_a_request_that_never_arrives_is_answered_408_and_closed(server: tuple[s
         started = time.monotonic()
         answer = _read_until_closed(connection, seconds=10 * TIMEOUT)
         waited = time.monotonic() - started
-    assert answer.startswith(b"HTTP/1.1 408 ") and b'"code":"request_timeout"' in answer
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and _error(answer)["code"] == "request_timeout"
     assert TIMEOUT * 0.8 <= waited < 8 * TIMEOUT
 
 
@@ -61,6 +71,10 @@ def test_headers_over_the_cap_are_refused_431(server: tuple[str, int]) -> None:
         connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 8000 + b"\r\n\r\n")
         answer = _read_until_closed(connection, seconds=5)
     assert answer.startswith(b"HTTP/1.1 431 ")
+    assert _error(answer) == {
+        "code": "request_header_fields_too_large",
+        "message": "the URL and headers exceed 4096 bytes",
+    }
 
 
 def test_a_kept_alive_connection_serves_requests_and_its_next_request_gets_a_fresh_deadline(
@@ -114,3 +128,31 @@ def test_the_protocol_counts_the_requests_its_server_is_answering() -> None:
     assert protocol.requests_in_flight() == 0
     asyncio.run(scenario())
     assert counts[0] == 1 and max(counts[1:]) == 3
+
+
+def test_a_request_over_the_concurrency_limit_is_a_503_in_the_error_shape() -> None:
+    """uvicorn's limit_concurrency (RECSYS_MAX_CONNECTIONS) answers in the one error shape, not in plain text."""
+    protocol = guarded_protocol(ReadLimits(5.0, 5.0, 4096))
+    called: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            called.append(scope["path"])
+
+    async def scenario() -> httpx.Response:
+        port = free_port()
+        # One: the request's own connection already reaches it, so every request is over the limit.
+        config = uvicorn.Config(app, port=port, http=protocol, limit_concurrency=1, log_level="error", lifespan="off")
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            response = await client.post("/recommend", json={"user_id": "1"})
+        server.should_exit = True
+        await serving
+        return response
+
+    response = asyncio.run(scenario())
+    assert_error(response, 503, "service_unavailable", "RECSYS_MAX_CONNECTIONS")
+    assert response.headers["connection"] == "close" and not called
