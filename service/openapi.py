@@ -1,5 +1,9 @@
-"""The OpenAPI schema as this app serves it: routes that read their input by hand, the bounds the settings set,
-and the answers every route can give (the server's limits), each generated here once for every route."""
+"""The OpenAPI schema as the app serves it: hand-read inputs, the settings' bounds, the answers of every route.
+
+Routes that read their own input declare it from the same pydantic models (query_parameters, request_body);
+the bounds the settings set and the answers any request can get (LIMIT_ANSWERS) are filled in once, here, for
+every route when the schema is first served.
+"""
 
 from collections.abc import Mapping
 from typing import Any
@@ -33,7 +37,7 @@ LIMIT_ANSWERS = {
     "503": "No version loaded yet (no_model), the ratings store failed a write (ratings_unavailable), or over "
     "RECSYS_MAX_CONNECTIONS connections or requests at once (service_unavailable): retry",
 }
-_ERROR_REF = "#/components/schemas/{model}"
+_REF_TEMPLATE = "#/components/schemas/{model}"
 
 
 def install(app: FastAPI, settings: Settings) -> None:
@@ -50,7 +54,7 @@ def install(app: FastAPI, settings: Settings) -> None:
 
 def with_limit_answers(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` with every operation answering LIMIT_ANSWERS, each with the error body's schema."""
-    content = {"application/json": {"schema": {"$ref": _ERROR_REF.format(model=ErrorResponse.__name__)}}}
+    content = {"application/json": {"schema": {"$ref": _REF_TEMPLATE.format(model=ErrorResponse.__name__)}}}
     limits = {status: {"description": text, "content": content} for status, text in LIMIT_ANSWERS.items()}
     paths = {
         path: {
@@ -65,7 +69,7 @@ def with_limit_answers(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _with_model(components: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
     """components' schemas with `model`'s and those it refers to (kept as FastAPI wrote them where it did)."""
-    schema = model.model_json_schema(ref_template=_ERROR_REF)
+    schema = model.model_json_schema(ref_template=_REF_TEMPLATE)
     defs = {**schema.pop("$defs", {}), model.__name__: schema}
     return {**defs, **components.get("schemas", {})}
 

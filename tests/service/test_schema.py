@@ -4,6 +4,8 @@ Every built-in check runs, in each phase the pytest plugin has (examples, covera
 needs links, which this API has none of), on positive and negative data, with a fixed seed and a bounded number
 of examples, over /openapi.json as the app serves it (bounds from its settings), admin routes with the token.
 
+Every operation must also list the answers any request can get (408, 413, 431, 503) with the error body.
+
 One allowance: a request the schema accepts may still name a genre or movie the served version lacks, or date
 a rating a week ahead, which no static schema can state. Such an answer is a 422 with its own code, so the
 /recommend and /ratings routes may answer valid data with 422, and `valid_data_is_refused_only_by_the_domain`
@@ -93,6 +95,23 @@ def api(live_schema: schemathesis.BaseSchema, request: pytest.FixtureRequest) ->
 
 
 schema = schemathesis.pytest.from_fixture("api")
+
+LIMIT_STATUSES = ("408", "413", "431", "503")  # service/limits.py's answers, and no model or too many requests
+COMPONENTS = "#/components/schemas"
+
+
+def test_every_operation_lists_the_answers_any_request_can_get(live_schema: schemathesis.BaseSchema) -> None:
+    """The server's limits answer on every route, before or around it: each operation lists them, as errors."""
+    raw = live_schema.raw_schema
+    operations = {(method, path): op for path, item in raw["paths"].items() for method, op in item.items()}
+    assert ("get", "/healthz") in operations and ("post", "/admin/pin") in operations
+    for (method, path), operation in operations.items():
+        for status in LIMIT_STATUSES:
+            answer = operation["responses"].get(status)
+            assert answer is not None, f"{method.upper()} {path} does not list {status}"
+            assert answer["content"] == {"application/json": {"schema": {"$ref": f"{COMPONENTS}/ErrorResponse"}}}
+    error = raw["components"]["schemas"]["ErrorResponse"]
+    assert error["required"] == ["error"] and error["properties"]["error"] == {"$ref": f"{COMPONENTS}/ErrorDetail"}
 
 
 @schema.parametrize()
