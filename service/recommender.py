@@ -14,7 +14,8 @@ from contract.user_ratings import NO_VALUE, known_bound
 from service.artifacts import ModelVersion
 from service.batcher import Batcher, Neighbours
 from service.config import Settings
-from service.errors import InvalidRequestError, NotInCatalogueError, ServiceError, UnknownMovieError, UnknownUserError
+from service.errors import InvalidRequestError, NotInCatalogueError, ServiceError, UnknownUserError
+from service.reasons import reasons
 from service.schemas import RecommendRequest
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
@@ -92,12 +93,18 @@ def _excluded_rows(version: ModelVersion, request: RecommendRequest, seen: np.nd
     return np.concatenate([seen_rows, _rows(version, request.exclude)])
 
 
-def _items(version: ModelVersion, rows: np.ndarray, scores: np.ndarray | None) -> list[dict[str, Any]]:
+def _items(
+    version: ModelVersion,
+    rows: np.ndarray,
+    scores: np.ndarray | None,
+    because: list[list[dict[str, Any]]] | None = None,
+) -> list[dict[str, Any]]:
     movies = version.movies
     score_list = scores.tolist() if scores is not None else [None] * len(rows)
+    named = because if because is not None else [None] * len(rows)
     return [
-        {"rank": rank, **movies[row], "score": score}
-        for rank, (row, score) in enumerate(zip(rows.tolist(), score_list, strict=True), start=1)
+        {"rank": rank, **movies[row], "score": score, "because": reasons}
+        for rank, (row, score, reasons) in enumerate(zip(rows.tolist(), score_list, named, strict=True), start=1)
     ]
 
 
@@ -139,23 +146,24 @@ def _allowed(version: ModelVersion, request: RecommendRequest, seen: np.ndarray)
 
 async def _model_top_k(
     version: ModelVersion, batcher: Batcher, request: RecommendRequest, timestamp: int, state: UserState
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The answer's movie rows and scores, and the query embedding they were ranked by."""
     allowed, num_excluded, genre_count = _allowed(version, request, state.seen)
     available = int(np.count_nonzero(allowed))
     if available == 0:
-        return _NO_ROWS, None
+        return _NO_ROWS, None, None
     k = request.k
     depth = search_depth(k, version.num_movies, genre_count, num_excluded)
     if available <= depth:
         # The filters leave fewer movies than the search would have to look at (a rare genre in a large
         # catalogue): scoring just those is exact and cheaper, so the batcher only embeds the query.
         hits = await batcher.search(version, request.user_id, timestamp, state.history, 0, state.history_ratings)
-        return exact_top_k(version, hits.query, allowed, k)
+        return (*exact_top_k(version, hits.query, allowed, k), hits.query)
     hits = await batcher.search(version, request.user_id, timestamp, state.history, depth, state.history_ratings)
     rows, scores = best_allowed(hits, allowed, k)
     if len(rows) < min(k, available):  # the filters left too few hits: search all allowed movies
         rows, scores = exact_top_k(version, hits.query, allowed, k)
-    return rows, scores
+    return rows, scores, hits.query
 
 
 async def recommend(
@@ -179,8 +187,11 @@ async def recommend(
     timestamp = request.timestamp if request.timestamp is not None else int(time.time())
     state = user_state(version, request, known_bound(timestamp, at_now=request.timestamp is None), stored)
     personalised = state.known_user or bool(state.history)
+    because = None
     if personalised:
-        rows, scores = await _model_top_k(version, batcher, request, timestamp, state)
+        rows, scores, query = await _model_top_k(version, batcher, request, timestamp, state)
+        if request.explain and query is not None:
+            because = reasons(version, request.user_id, timestamp, state.history, state.history_ratings, query, rows)
     elif settings.unknown_user == "popular":
         allowed, _, _ = _allowed(version, request, state.seen)
         rows, scores = version.popularity[allowed[version.popularity]][: request.k], None
@@ -197,7 +208,7 @@ async def recommend(
         "known_user": state.known_user,
         "personalised": personalised,
         "history_used": len(state.history),
-        "items": _items(version, rows, scores),
+        "items": _items(version, rows, scores, because),
     }
 
 
@@ -232,20 +243,7 @@ async def recommend_batch(
 
 
 def similar(version: ModelVersion, movie_id: str, k: int, settings: Settings) -> dict[str, Any]:
-    """Movies whose candidate embeddings score highest against this one's (the movie itself left out).
+    """Moved to service/similar.py (issue 19); kept until the route calls that module itself."""
+    from service.similar import similar as similar_movies  # here: service.similar imports this module
 
-    Raises:
-        UnknownMovieError: the movie_id is not in the catalogue.
-        InvalidRequestError: k above the maximum.
-    """
-    check_k(k, settings.max_k)
-    row = version.row_of_movie.get(movie_id)
-    if row is None:
-        raise UnknownMovieError(
-            f"movie_id {movie_id!r} is not in the catalogue of version {version.name} ({version.num_movies} movies)"
-        )
-    rows, scores = version.search(version.candidate_embeddings[row : row + 1], k + 1)
-    allowed = np.ones(version.num_movies, dtype=bool)
-    allowed[row] = False
-    best_rows, best_scores = best_allowed(Neighbours(version.candidate_embeddings[row], rows[0], scores[0]), allowed, k)
-    return {**version.movies[row], "model_version": version.name, "items": _items(version, best_rows, best_scores)}
+    return similar_movies(version, movie_id, k, settings)

@@ -48,6 +48,16 @@ class RecommendRequest(BaseModel):
         description="movie_ids the user rated, newest first, for a user the service has not seen: they become "
         "the newest part of the user's history (and are excluded like seen movies).",
     )
+    explain: bool = Field(
+        default=False,
+        description="Give each personalised movie `because`: up to three of the user's rated movies without "
+        "which its score would fall most (one more query-tower call per history movie, batched).",
+    )
+
+
+class MovieRef(BaseModel):
+    movie_id: str
+    title: str
 
 
 class RecommendedMovie(BaseModel):
@@ -58,6 +68,11 @@ class RecommendedMovie(BaseModel):
     score: float | None = Field(
         description="Dot product of the user and movie embeddings; null when the "
         "answer comes from the popularity ranking (unknown user)."
+    )
+    because: list[MovieRef] | None = Field(
+        default=None,
+        description="With explain=true on a personalised answer: the user's rated movies (at most three, the "
+        "strongest first) without which this movie would score lowest; null otherwise.",
     )
 
 

@@ -54,7 +54,8 @@ def test_get_answers_the_top_k_unseen_movies(client: TestClient, oracle: Oracle)
     assert body["known_user"] is True
     assert_same_ranking(body, expected_items(oracle, "1", 5))
     assert not {int(item["movie_id"]) - 1 for item in body["items"]} & oracle.seen_rows("1")
-    assert body["items"][0].keys() == {"rank", "movie_id", "title", "genres", "score"}
+    assert body["items"][0].keys() == {"rank", "movie_id", "title", "genres", "score", "because"}
+    assert body["items"][0]["because"] is None  # only with explain=true
 
 
 def test_post_answers_like_get(client: TestClient) -> None:

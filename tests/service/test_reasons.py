@@ -11,7 +11,7 @@ import pytest
 
 from contract.query_tower import QueryTower, QueryTowerArrays
 from service.artifacts import ModelVersion, load_version
-from service.reasons import reasons
+from service.reasons import MAX_REASONS, reasons
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +119,23 @@ def _falls(
 def test_a_user_without_history_gets_no_reasons(version: ModelVersion) -> None:
     query, rows = _answer(version, "1", [])
     assert reasons(version, "1", int(time.time()), [], [], query, rows) == [[] for _ in rows]
+
+
+def test_explain_through_the_api_names_the_users_own_ratings(tiny_models_dir: Path, tmp_path: Path) -> None:
+    """GET and POST /recommend with explain=true, at now and at a 1998 moment: every reason is a movie the user
+    rated before the asked moment; without explain, and for a user answered from popularity, there are none."""
+    from tests.service.conftest import serving
+
+    with serving(tiny_models_dir, ratings_url=f"sqlite:///{tmp_path}/ratings.db") as client:
+        rated = {r["movie_id"] for r in client.get("/users/1/ratings", params={"limit": 1000}).json()}
+        for moment in ({}, {"timestamp": 885_000_000}):
+            body = client.get("/recommend", params={"user_id": "1", "k": 10, "explain": "true", **moment}).json()
+            named = [m["movie_id"] for item in body["items"] for m in item["because"]]
+            assert body["personalised"] and named and set(named) <= rated
+            assert all(len(item["because"]) <= MAX_REASONS for item in body["items"])
+        posted = client.post("/recommend", json={"user_id": "1", "k": 10, "explain": True}).json()
+        assert all(item["because"] is not None for item in posted["items"])
+        plain = client.get("/recommend", params={"user_id": "1", "k": 10}).json()
+        assert all(item["because"] is None for item in plain["items"])
+        stranger = client.get("/recommend", params={"user_id": "999999", "k": 5, "explain": "true"}).json()
+        assert not stranger["personalised"] and all(item["because"] is None for item in stranger["items"])
