@@ -9,6 +9,7 @@ from starlette.datastructures import QueryParams
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from contract.popularity import DAY_SECONDS
 from service import openapi, routes_admin, routes_movies, routes_operations, routes_ratings, routes_recommend
 from service.artifacts import configure_tensorflow
 from service.batcher import Batcher
@@ -18,6 +19,7 @@ from service.error_handlers import add_error_handlers
 from service.hot_route import HotRoute
 from service.limits import BodyLimit
 from service.metrics import Metrics, MetricsMiddleware
+from service.popularity import RecentPopularity
 from service.ratings import RatingsWriter
 from service.registry import Registry, freeze_runtime
 from service.routes_recommend import answer_recommend_get
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None, requests_in_flight: Callable[[]
         batcher=Batcher(settings.max_batch, settings.batch_in_thread, metrics.batch_size.observe, requests_in_flight),
         ratings=RatingsWriter(settings.ratings_url, settings.max_ratings_per_request, metrics.ratings_stored.inc),
         metrics=metrics,
+        popularity=RecentPopularity(settings.popular_half_life_days * DAY_SECONDS),
     )
 
     @contextlib.asynccontextmanager
@@ -67,13 +70,22 @@ def create_app(settings: Settings | None = None, requests_in_flight: Callable[[]
         freeze_runtime()
         service.ratings.open()  # first: a database that cannot be opened stops startup with what to fix
         service.batcher.start()
+        # A version is counted for the fallback in its loading thread, so it never serves the 1998 totals.
+        service.registry.on_load = lambda version: service.popularity.refresh(version, service.ratings.store)
         watcher = asyncio.create_task(service.registry.watch(settings.poll_seconds), name="model-watcher")
+        refresher = asyncio.create_task(
+            service.popularity.watch(
+                lambda: service.registry.current, lambda: service.ratings.store, settings.popular_refresh_seconds
+            ),
+            name="popularity-refresher",
+        )
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, refresher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await service.batcher.stop()
             service.ratings.close()
 

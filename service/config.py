@@ -13,7 +13,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="RECSYS_", frozen=True, extra="ignore")
 
-    # The version directory contract lives here: CURRENT, PINNED and one folder per version.
+    # The version directory contract lives here: CURRENT, PROTECTED and one folder per version.
     models_dir: Path = Path("models")
     # POST /ratings: SQLite in WAL mode is shared safely by replicas on one host; a PostgreSQL URL for more.
     ratings_url: str = "sqlite:///data/ratings.db"
@@ -28,10 +28,16 @@ class Settings(BaseSettings):
     max_ratings_per_request: int = Field(default=1000, ge=1, le=100_000)
     # Most queued requests the batcher sends through one query_model call and one search.
     max_batch: int = Field(default=256, ge=1, le=4096)
-    # Run each batch in a worker thread instead of on the event loop; measured slower on 2 cores (GIL).
+    # Run each batch in a worker thread instead of on the event loop; measured slower on 2 cores (the GIL).
     batch_in_thread: bool = False
     # A user unknown to the model: answer from the popularity ranking, or 404.
     unknown_user: Literal["popular", "404"] = "popular"
+    # A user with no ratings asking at now gets the movies most rated recently: each rating counts
+    # 2^(-age / half-life), over the version's ratings and every one stored since (chosen on protocol T's
+    # validation cold queries: benchmarks/recent_popularity.py); inf: all-time counts.
+    popular_half_life_days: float = Field(default=14.0, gt=0)
+    # How often that ranking reads the ratings stored since its last read.
+    popular_refresh_seconds: float = Field(default=5.0, gt=0)
     # How often models/CURRENT is checked for a new version to hot-swap in; 0 disables polling.
     poll_seconds: float = Field(default=2.0, ge=0)
     # Bearer token for /admin/*; unset disables the admin endpoints.
@@ -39,7 +45,7 @@ class Settings(BaseSettings):
     # A version is refused when its index finds less than this share of the exact top-10 of the warm-up
     # queries: an index built over other embeddings than the version's would answer wrong movies.
     min_index_recall: float = Field(default=0.8, ge=0, le=1)
-    # Largest request body: a batch of 1,000 ratings is ~90 KB, and parsing 1 MiB of JSON stays within ~5 ms.
+    # Largest request body: a batch of 1,000 ratings fits with room to spare, and parsing it stays quick.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Largest request line plus headers; beyond it 431 and the connection closes.
     max_header_bytes: int = Field(default=16_384, ge=1024)
@@ -51,7 +57,7 @@ class Settings(BaseSettings):
     keep_alive_seconds: int = Field(default=5, ge=1)
     # Open connections and requests in flight beyond this get 503: file descriptors stay available.
     max_connections: int = Field(default=1000, ge=1)
-    # TensorFlow intra/inter-op threads: 1 keeps a SavedModel call steady (~0.37 ms) on a busy 2-core box.
+    # TensorFlow intra/inter-op threads: 1 keeps a SavedModel call steady on a busy 2-core box.
     tf_threads: int = Field(default=1, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -12,6 +12,7 @@ from service.batcher import Batcher
 from service.config import Settings
 from service.errors import AdminAuthError, AdminDisabledError
 from service.metrics import Metrics
+from service.popularity import RecentPopularity
 from service.ratings import RatingsWriter
 from service.registry import Registry
 
@@ -25,6 +26,7 @@ class Service:
     batcher: Batcher
     ratings: RatingsWriter
     metrics: Metrics
+    popularity: RecentPopularity  # the at-now fallback ranking
 
 
 async def _service(request: Request) -> Service:

@@ -172,11 +172,13 @@ async def recommend(
     request: RecommendRequest,
     settings: Settings,
     stored: Sequence[StoredRating] = (),
+    popular: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The top-k answer for one request, as a JSON-ready dict shaped like RecommendResponse.
 
     A user with no ratings anywhere (not in the version, none stored, no `history` in the request) gets the
-    popularity ranking; everyone else the model, with their history.
+    popularity ranking: at now `popular` (what is rated recently, service/popularity.py) when given, at an
+    explicit moment the version's all-time one; everyone else the model, with their history.
 
     Raises:
         InvalidRequestError: k above the maximum.
@@ -194,7 +196,8 @@ async def recommend(
             because = reasons(version, request.user_id, timestamp, state.history, state.history_ratings, query, rows)
     elif settings.unknown_user == "popular":
         allowed, _, _ = _allowed(version, request, state.seen)
-        rows, scores = version.popularity[allowed[version.popularity]][: request.k], None
+        ranking = popular if popular is not None and request.timestamp is None else version.popularity
+        rows, scores = ranking[allowed[ranking]][: request.k], None
     else:
         raise UnknownUserError(
             f"user_id {request.user_id!r} has no ratings in version {version.name}, none stored and no history "
@@ -218,6 +221,7 @@ async def recommend_batch(
     requests: list[RecommendRequest],
     settings: Settings,
     stored_for: Callable[[str], Sequence[StoredRating]] = lambda user_id: (),
+    popular: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Answer several requests on one version; they share the batcher's model calls.
 
@@ -234,7 +238,7 @@ async def recommend_batch(
 
     async def one(index: int, request: RecommendRequest) -> dict[str, Any]:
         try:
-            return await recommend(version, batcher, request, settings, stored_for(request.user_id))
+            return await recommend(version, batcher, request, settings, stored_for(request.user_id), popular)
         except ServiceError as e:
             raise type(e)(f"requests[{index}]: {e.message}") from e
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from contract.manifest import MANIFEST
@@ -44,6 +45,8 @@ class Registry:
         # name -> manifest stamp when refused: a refused version is retried only once its manifest changes.
         self._refused: dict[str, tuple[int, int] | None] = {}
         self._pointer_problem: str | None = None  # the last unreadable-CURRENT message, logged once
+        # Called in the loading thread with each version that loaded, before it is served (blocking is fine).
+        self.on_load: Callable[[ModelVersion], None] = lambda version: None
 
     @property
     def current(self) -> ModelVersion | None:
@@ -98,7 +101,7 @@ class Registry:
                 raise VersionNotFoundError(f"{name!r} is not a version name (letters, digits, '.', '_', '-')")
             if not path.is_dir():
                 raise VersionNotFoundError(f"no version directory {path}")
-            version = await asyncio.to_thread(load_version, path, self._max_batch, self._min_index_recall)
+            version = await asyncio.to_thread(self._load, path)
         except Exception as e:
             self._refused[name] = stamp
             self._metrics.load_failures.inc()
@@ -114,6 +117,14 @@ class Registry:
         log.info("now serving version %s (was %s)", version.name, old)
         # The replaced version's cycles are freed off the event loop (tens of milliseconds of destructors).
         await asyncio.to_thread(gc.collect)
+        return version
+
+    def _load(self, path: Path) -> ModelVersion:
+        version = load_version(path, self._max_batch, self._min_index_recall)
+        try:
+            self.on_load(version)
+        except Exception:  # what is derived from a version must not refuse a version that loaded
+            log.exception("preparing version %s after its load failed; serving it anyway", path.name)
         return version
 
     def _name(self) -> str | None:

@@ -25,12 +25,13 @@ router = APIRouter(tags=["recommend"])
 async def _recommend(service: Service, params: RecommendRequest) -> dict[str, Any]:
     version = service.registry.require()  # read once: a hot swap after this line does not change the answer
     stored = service.ratings.since(version, params.user_id)
-    return await recommender.recommend(version, service.batcher, params, service.settings, stored)
+    popular = service.popularity.ranking(version)
+    return await recommender.recommend(version, service.batcher, params, service.settings, stored, popular)
 
 
 # The two /recommend routes read the request themselves instead of through FastAPI parameters and
-# dependencies: on these 2 cores each dependency measured ~40 us of CPU and a query-parameter model ~70 us,
-# against ~185 us for a whole bare endpoint. The OpenAPI docs are declared by hand from the same schema.
+# dependencies: on these 2 cores each dependency and a query-parameter model cost a large share of a bare
+# endpoint (docs/serving-speed.md). The OpenAPI docs are declared by hand from the same schema.
 @router.get(
     "/recommend",
     response_model=RecommendResponse,
@@ -86,5 +87,8 @@ async def recommend_batch(request: Request, version: VersionDep, service: Servic
     def stored_for(user_id: str) -> list[StoredRating]:
         return service.ratings.since(version, user_id)
 
-    batch = await recommender.recommend_batch(version, service.batcher, body.requests, service.settings, stored_for)
+    popular = service.popularity.ranking(version)
+    batch = await recommender.recommend_batch(
+        version, service.batcher, body.requests, service.settings, stored_for, popular
+    )
     return JSONBytes(batch)

@@ -141,3 +141,27 @@ def test_the_background_task_follows_the_served_version(version: ModelVersion, s
 def test_a_bad_half_life_fails_at_startup() -> None:
     with pytest.raises(ValueError, match="half_life_seconds"):
         RecentPopularity(0.0)
+
+
+def test_a_user_with_no_ratings_gets_what_is_rated_now_through_the_api(shared_models_dir: Path, tmp_path: Path) -> None:
+    """At now the fallback is the recent ranking, counted as the version loads and followed as ratings are
+    stored (every replica reads the same store); at an explicit moment it stays the version's all-time one."""
+    from tests.service.conftest import serving, wait_until
+
+    url = f"sqlite:///{tmp_path}/ratings.db"
+    with serving(shared_models_dir, ratings_url=url, popular_refresh_seconds=0.1) as client:
+        version = load_version(shared_models_dir / V1, max_batch=1, min_recall=0.8)
+        recent = DecayedPopularity.from_user_ratings(version.ratings, version.num_movies, 14 * DAY_SECONDS).ranking()
+        top = [version.movies[row]["movie_id"] for row in recent[:5].tolist()]
+        answer = client.get("/recommend", params={"user_id": "777777", "k": 5}).json()
+        assert not answer["personalised"] and [item["movie_id"] for item in answer["items"]] == top
+        at_1998 = client.get("/recommend", params={"user_id": "777777", "k": 5, "timestamp": 885_000_000}).json()
+        all_time = [version.movies[row]["movie_id"] for row in version.popularity[:5].tolist()]
+        assert [item["movie_id"] for item in at_1998["items"]] == all_time
+        tail = version.movies[int(recent[-1])]["movie_id"]  # the least rated lately: one rating now leads
+        assert client.post("/ratings", json={"user_id": "888888", "movie_id": tail, "rating": 4.0}).status_code == 201
+
+        def first() -> str:
+            return str(client.get("/recommend", params={"user_id": "777777", "k": 1}).json()["items"][0]["movie_id"])
+
+        wait_until(lambda: first() == tail, seconds=10)
