@@ -1,4 +1,4 @@
-"""Turn a request into top-k movies: exclusions, genre filter, popularity for unknown users, similar movies."""
+"""Turn a request into top-k movies: exclusions, genre filter, popularity for unknown users."""
 
 import asyncio
 import math
@@ -244,10 +244,3 @@ async def recommend_batch(
 
     results = await asyncio.gather(*(one(i, r) for i, r in enumerate(requests)))
     return {"results": results}
-
-
-def similar(version: ModelVersion, movie_id: str, k: int, settings: Settings) -> dict[str, Any]:
-    """Moved to service/similar.py (issue 19); kept until the route calls that module itself."""
-    from service.similar import similar as similar_movies  # here: service.similar imports this module
-
-    return similar_movies(version, movie_id, k, settings)

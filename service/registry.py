@@ -14,6 +14,7 @@ from pathlib import Path
 
 from contract.manifest import MANIFEST
 from contract.pointers import CURRENT, VERSION_NAME, PointerError, read_pointer
+from service import similar
 from service.artifacts import ModelVersion, load_version
 from service.errors import NoModelError, ServiceError, VersionNotFoundError, VersionRejectedError
 from service.metrics import Metrics
@@ -121,6 +122,7 @@ class Registry:
 
     def _load(self, path: Path) -> ModelVersion:
         version = load_version(path, self._max_batch, self._min_index_recall)
+        similar.prepare(version)  # what /similar reads, built here off the event loop (seconds at 25M ratings)
         try:
             self.on_load(version)
         except Exception:  # what is derived from a version must not refuse a version that loaded

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from fastapi import Path as PathParam
 
-from service import catalogue, recommender
+from service import catalogue, similar
 from service.dependencies import ServiceDep, VersionDep
 from service.openapi import ERRORS
 from service.responses import JSONBytes
@@ -25,9 +25,13 @@ async def similar_movies(
             ge=1, description="How many movies; at most RECSYS_MAX_K.", json_schema_extra={"x-maximum-setting": "max_k"}
         ),
     ] = 10,
+    genres: Annotated[
+        list[str] | None,
+        Query(description="Keep only movies with at least one of these genres (repeat it: genres=Drama&genres=War)."),
+    ] = None,
 ) -> Response:
-    """The k movies closest to this one in the candidate embedding space."""
-    return JSONBytes(recommender.similar(version, movie_id, k, service.settings))
+    """The k movies most similar to this one: embedding cosine blended with item-kNN (service/similar.py)."""
+    return JSONBytes(similar.similar(version, movie_id, k, service.settings, genres))
 
 
 @router.get("/movies", response_model=list[Movie], responses=ERRORS, tags=["catalogue"])

@@ -141,7 +141,10 @@ class SimilarResponse(BaseModel):
     title: str
     genres: list[str]
     model_version: str
-    items: list[RecommendedMovie] = Field(description="Most similar first (dot product of movie embeddings).")
+    items: list[RecommendedMovie] = Field(
+        description="Most similar first: 0.5 x cosine of the candidate embeddings + 0.5 x item-kNN over the "
+        "version's ratings (service/similar.py)."
+    )
 
 
 class ModelInfo(BaseModel):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from service import recommender
+from service import recommender, similar
 from service.schemas import BatchRecommendResponse, RecommendResponse, SimilarResponse
 from tests.service.conftest import (
     TS,
@@ -316,12 +316,18 @@ def test_batch_errors(client: TestClient) -> None:
 # --- /movies/{movie_id}/similar -----------------------------------------------------------------------------
 
 
-def test_similar_movies_by_embedding(client: TestClient, oracle: Oracle) -> None:
+def test_similar_movies_blend_embedding_cosine_and_item_knn(client: TestClient, oracle: Oracle) -> None:
     response = client.get("/movies/3/similar", params={"k": 4})
     assert response.status_code == 200
     body = SimilarResponse.model_validate(response.json())
     assert (body.movie_id, body.title, body.model_version) == ("3", oracle.movies[2]["title"], V1)
-    scores = oracle.candidate_embeddings @ oracle.candidate_embeddings[2]
+    rated = np.zeros((len(oracle.seen), len(oracle.movies)))
+    for user, rows in enumerate(oracle.seen.values()):
+        rated[user, rows] = 1.0
+    raters = rated.sum(axis=0)
+    knn = rated.T @ rated[:, 2] / np.sqrt(raters * raters[2] + 1.0)
+    unit = oracle.candidate_embeddings / np.linalg.norm(oracle.candidate_embeddings, axis=1, keepdims=True)
+    scores = similar.EMBEDDING_WEIGHT * unit @ unit[2] + (1 - similar.EMBEDDING_WEIGHT) * knn
     scores[2] = -np.inf
     best = np.argsort(-scores)[:4]
     assert [item.movie_id for item in body.items] == [oracle.movies[row]["movie_id"] for row in best]
