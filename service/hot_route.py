@@ -1,9 +1,9 @@
 """GET /recommend answered in plain ASGI, ahead of FastAPI itself: nearly all the traffic.
 
 Why: profiled under load on 2 cores, Starlette's routing, FastAPI's request/response plumbing and the
-exception, metrics and response wrappers took ~half of a /recommend's CPU, more than a whole bare endpoint;
-FastAPI's own entry then still asked OpenTelemetry whether tracing is configured on every request (~4% of
-a request at concurrency 1). So service.app.ServiceApp hands these requests to `HotRoute.answer` before
+exception, metrics and response wrappers took about half of a /recommend's CPU, more than a whole bare
+endpoint, and FastAPI's own entry then still asked OpenTelemetry whether tracing is configured on every
+request (docs/serving-speed.md). So service.app.ServiceApp hands these requests to `HotRoute.answer` before
 FastAPI sees them. It counts and times the request itself as route /recommend and calls the same handler
 the FastAPI route calls, which parses, answers and maps errors exactly as the route does; requests it does
 not take (other paths and methods, or a GET that carries a body) go to FastAPI. The route stays declared in

@@ -53,8 +53,9 @@ async def _overloaded(scope: Scope, receive: Receive, send: Send) -> None:
 class _Deadlines:
     """Every open connection's read deadline, checked by one periodic sweep rather than a timer each.
 
-    A timer per deadline meant two armed and two cancelled per request (headers, then body), ~3% of
-    /recommend's throughput at concurrency 1; a deadline is now a float stored on the connection. The price is
+    A timer per deadline meant two armed and two cancelled per request (headers, then body), a measurable
+    share of /recommend's throughput (docs/serving-speed.md); a deadline is now a float stored on the
+    connection. The price is
     precision: a slow request is refused between its deadline and one sweep interval after it.
     """
 

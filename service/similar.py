@@ -24,7 +24,7 @@ from service.recommender import _genre_mask, _items, check_k
 
 EMBEDDING_WEIGHT = 0.5  # the embedding cosine's share of the score, chosen on validation ratings
 # A movie's co-ratings are counted over at most this many of its raters, taken evenly and scaled up, so one
-# request stays within ~10 ms in any catalogue; no ML-100K or ML-1M movie has that many raters.
+# request stays bounded in any catalogue; no ML-100K or ML-1M movie has that many raters.
 MAX_RATERS = 20_000
 _NORM_FLOOR = np.float32(1e-12)  # a zero vector stays zero instead of dividing by zero
 
@@ -91,7 +91,7 @@ _indexes: "weakref.WeakKeyDictionary[ModelVersion, SimilarIndex]" = weakref.Weak
 
 
 def prepare(version: ModelVersion) -> SimilarIndex:
-    """The version's SimilarIndex, built on the first call (ML-100K: ~10 ms; 25M ratings: seconds, so call it
+    """The version's SimilarIndex, built on the first call (cheap on ML-100K, seconds at 25M ratings: so call it
     when the version loads, off the event loop)."""
     index = _indexes.get(version)
     if index is None:
