@@ -286,20 +286,21 @@ function showMetrics(metrics) {
   const cell = (table, k) => el("td", {}, table?.[`top_${k}`]?.toFixed(3) ?? "—");
   const head = el("tr", {}, heading("protocol", "col"),
     ...COLUMNS.map(([who, k]) => heading(`${who === "model" ? "model" : "most popular"} top-${k}`, "col")));
+  const split = (p) => metrics.model[p] || metrics.most_popular[p]; // liked/disliked rows where measured
   const protocols = ["A", "B", "B_liked", "B_disliked", "T", "T_liked", "T_disliked"]
-    .filter((protocol) => metrics.model[protocol] || metrics.most_popular[protocol]);
+    .filter((protocol) => !protocol.includes("_") || split(protocol));
   const rows = protocols.map((protocol) => el("tr", {}, heading(protocol.replace("_", " "), "row"),
     ...COLUMNS.map(([who, k]) => cell(metrics[who][protocol], k))));
   $("metrics-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
   const held = (n) => `${(n ?? 0).toLocaleString("en")} held-out ratings`;
   const temporal = metrics.temporal ? `; T: the latest ratings by time (${held(metrics.temporal.test_size)}), `
     + "each asked at its own time" : "";
-  const split = protocols.some((p) => p.endsWith("_liked"))
+  const liked = protocols.some((p) => p.endsWith("_liked"))
     ? " Liked: held-out ratings of 4 or 5 stars; disliked: 1 or 2 (a model that listens ranks the first high, the second low)."
     : "";
-  $("metrics-note").textContent = metrics.test_size
+  $("metrics-note").textContent = Object.keys(metrics.model).length
     ? `A: all movies, B: the user's training movies excluded (what /recommend does), `
-      + `on a ${metrics.split} split (${held(metrics.test_size)})${temporal}.${split}`
+      + `on a ${metrics.split} split (${held(metrics.test_size)})${temporal}.${liked}`
     : "A first version from one short fit, not scored: the scored version replaces it when its training ends.";
 }
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from tests.service.conftest import REPO, V1, add_training_curve, running_server
@@ -42,6 +43,8 @@ class Site:
     oracle: Oracle
     before_model: str  # the status line the page showed while no version existed
     after_model: str  # the same page's, without a reload, once one was loaded
+    version_dir: Path
+    ratings_url: str
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +67,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator
     oracle = build_version(staging, V1, titles=HOSTILE, make_current=False)
     add_training_curve(staging / V1)
     ratings_url = f"sqlite:///{root}/ratings.db"
-    with running_server(models, ratings_url, root / "server.log", ready=False, poll_seconds="0.2") as (_, base):
+    # The fallback re-reads the store every 0.2 s: a test that stored a rating sees it counted at once.
+    settings = {"poll_seconds": "0.2", "popular_refresh_seconds": "0.2"}
+    with running_server(models, ratings_url, root / "server.log", ready=False, **settings) as (_, base):
         page = browser.new_page()
         page.goto(base)
         expect(page.locator("#status")).to_contain_text("No model loaded yet", timeout=WAIT_MS)
@@ -75,7 +80,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator
         expect(page.locator("#model-facts")).to_contain_text(V1, timeout=WAIT_MS)
         after = page.locator("#status").inner_text()
         page.close()
-        yield Site(base, oracle, before, after)
+        yield Site(base, oracle, before, after, models / V1, ratings_url)
 
 
 @pytest.fixture
@@ -113,6 +118,7 @@ def rendered(page: Page) -> int:
 
 def wait_shown(page: Page, after: int = 0, **query: object) -> list[str]:
     """Wait until the list shows the answer to exactly `query` (rendered more than `after` times); its movie_ids."""
+    query = {"explain": True, **query}  # the page always asks for the reasons
     expected = {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in query.items()}
     page.wait_for_function(
         """([expected, after]) => {
@@ -168,6 +174,11 @@ def test_the_model_card_shows_the_served_version(site: Site, page: Page) -> None
     assert wait_shown(page, user_id=user_id, k=10, exclude_seen=True) == api_ids(
         api(site, "/recommend", user_id=user_id)
     )
+    # Each recommendation says which of the user's own ratings led to it, as the API's explain=true does.
+    explained = api(site, "/recommend", user_id=user_id, explain="true")
+    first = next(item for item in explained["items"] if item["because"])
+    shown = page.locator(f'#recommendation-list > li[data-movie-id="{first["movie_id"]}"] .because')
+    expect(shown).to_have_text("because you rated " + ", ".join(f"“{m['title']}”" for m in first["because"]))
 
 
 # --- recommendations -----------------------------------------------------------------------------------------
@@ -238,7 +249,7 @@ def test_a_new_user_sees_the_popular_fallback_until_they_rate(site: Site, page: 
     shown = wait_shown(page, user_id=user_id, k=10, exclude_seen=True)
     body = api(site, "/recommend", user_id=user_id, k=10)
     assert body["personalised"] is False and shown == api_ids(body)
-    assert shown == [site.oracle.movies[row]["movie_id"] for row in site.oracle.popularity[:10]]
+    assert shown == _recently_popular(site)[:10]
     expect(page.locator("#fallback")).to_be_visible()
     expect(page.locator("#fallback")).to_contain_text("this user has no ratings yet")
     expect(page.locator("#history-list")).to_have_text("No ratings yet.")
@@ -251,6 +262,23 @@ def test_a_new_user_sees_the_popular_fallback_until_they_rate(site: Site, page: 
     body = api(site, "/recommend", user_id=user_id, k=10)
     assert body["personalised"] is True and body["history_used"] == 1 and after == api_ids(body)
     screenshot(page, "new-user-after-rating")
+
+
+def _recently_popular(site: Site) -> list[str]:
+    """What a user with no ratings gets at now: the version's ratings and every stored one, 14-day half-life."""
+    from contract.contents import read_movies, read_seen
+    from contract.popularity import DAY_SECONDS, DecayedPopularity
+    from contract.ratings import RatingsStore
+
+    movies = read_movies(site.version_dir)
+    counts = DecayedPopularity.from_user_ratings(
+        read_seen(site.version_dir, len(movies)), len(movies), 14 * DAY_SECONDS
+    )
+    row_of = {m["movie_id"]: row for row, m in enumerate(movies)}
+    with RatingsStore(site.ratings_url) as store:
+        stored = store.ratings_up_to(store.last_id())
+    counts.add(np.array([row_of[m] for m in stored.movie_id.tolist()], dtype=np.int64), stored.timestamp)
+    return [movies[row]["movie_id"] for row in counts.ranking().tolist()]
 
 
 # --- search and similar movies -----------------------------------------------------------------------------------
