@@ -18,7 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,7 +29,7 @@ import training  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads
 from benchmarks.machine import machine
 from contract.user_ratings import UserRatings, span_pairs
 from training.config import TrainConfig
-from training.evaluate import accuracy_table, model_ranks
+from training.evaluate import LIKED, model_ranks, split_tables
 from training.fetch import fetch
 from training.folds import Fold, prepare
 
@@ -63,8 +63,9 @@ def ease(matrix: np.ndarray, lam: float) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def weighted_history(fold: Fold, num_movies: int, decay: float) -> np.ndarray:
-    """float32 [queries, movies]: each query's known movies (its exclusion span), weighted decay**age."""
+def weighted_history(fold: Fold, num_movies: int, decay: float, liked_only: bool = False) -> np.ndarray:
+    """float32 [queries, movies]: each query's known movies (its exclusion span), weighted decay**age; with
+    `liked_only`, only the ones rated at least LIKED stars (the rest still excluded from the answer)."""
     held = fold.held_out
     assert held is not None
     rows = np.zeros((len(held), num_movies), dtype=np.float32)
@@ -72,20 +73,32 @@ def weighted_history(fold: Fold, num_movies: int, decay: float) -> np.ndarray:
     positions = np.arange(len(held.known.movie_rows))
     query, index = span_pairs(positions, held.exclude_start, held.exclude_end)
     age = held.exclude_end[query] - 1 - index  # 0 for the newest
-    np.add.at(rows, (query, held.known.movie_rows[index]), decay**age)
+    weight = decay**age
+    if liked_only and held.known.values is not None:
+        weight = weight * (held.known.values[index] >= LIKED)
+    np.add.at(rows, (query, held.known.movie_rows[index]), weight)
     return rows
 
 
-def score(fold: Fold, weights: np.ndarray, decay: float, exclude: bool) -> dict[str, float]:
-    """Top-k table of a baseline on a fold's held-out ratings, through the same ranking code as the model."""
+def score(fold: Fold, weights: np.ndarray, decay: float, exclude: bool, liked_only: bool = False) -> dict[str, Any]:
+    """Top-k table of a baseline on a fold's held-out ratings, through the same ranking code as the model;
+    under B and T also `liked` and `disliked`: the held-out ratings that said so."""
     assert fold.held_out is not None
-    queries = weighted_history(fold, len(weights), decay)
-    return accuracy_table(model_ranks(queries, weights.T, fold.popularity, fold.held_out, exclude))
+    queries = weighted_history(fold, len(weights), decay, liked_only)
+    ranks = model_ranks(queries, weights.T, fold.popularity, fold.held_out, exclude)
+    tables = split_tables("all", ranks, fold.held_out.stars if exclude else None)
+    return {**tables.pop("all"), **{key.removeprefix("all_"): table for key, table in tables.items()}}
 
 
 def baselines(fold: Fold, num_movies: int) -> dict[str, np.ndarray]:
     matrix = interactions(fold.known, num_movies)
     return {"item_knn": item_knn(matrix), **{f"ease_{lam:g}": ease(matrix, lam) for lam in EASE_LAMBDAS}}
+
+
+def _split(table: dict[str, Any]) -> str:
+    if "liked" not in table:
+        return ""
+    return f"liked top-10 {table['liked']['top_10']:.3f}, disliked top-10 {table['disliked']['top_10']:.3f}"
 
 
 def main(
@@ -122,9 +135,12 @@ def main(
                 test[protocol] = {}
                 for family, setting in chosen[protocol].items():
                     name, decay = setting.rsplit("_decay_", 1)
-                    table = score(fold, weights[name], float(decay), exclude)
-                    test[protocol][family] = {"setting": setting, **table}
-                    print(f"test {protocol} {setting}: top-10 {table['top_10']:.3f} top-100 {table['top_100']:.3f}")
+                    # The same setting reading the whole history, and only its liked part (issue 19).
+                    for variant, liked_only in ((family, False), (f"{family}_liked_history", True)):
+                        table = score(fold, weights[name], float(decay), exclude, liked_only)
+                        test[protocol][variant] = {"setting": setting, **table}
+                        print(f"test {protocol} {variant} {setting}: top-10 {table['top_10']:.3f} top-100 "
+                              f"{table['top_100']:.3f}", _split(table))  # fmt: skip
     result = {
         "machine": machine(),
         "seed": seed,

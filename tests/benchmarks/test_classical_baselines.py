@@ -44,3 +44,18 @@ def test_the_history_weighs_the_exclusion_span_newest_first() -> None:
     fold = Fold(data=None, train=ratings, known=known, popularity=np.arange(4), held_out=held_out)  # type: ignore[arg-type]
     rows = weighted_history(fold, num_movies=4, decay=0.5)
     np.testing.assert_allclose(rows, [[0.25, 0, 0.5, 1.0], [0.5, 0, 1.0, 0], [0, 0, 0, 0]])
+
+
+def test_a_liked_only_history_reads_only_ratings_of_four_stars_or_more() -> None:
+    ratings = pd.DataFrame({"user_id": [1, 1, 1], "timestamp": [10, 20, 30], "rating": [5.0, 1.0, 4.0]})
+    known = build_user_ratings(ratings, np.array([0, 2, 3]))  # 0 loved, 2 hated, 3 liked
+    held_out = HeldOutQueries(
+        targets=np.array([1]),
+        known=known,
+        exclude_start=np.array([0]),
+        exclude_end=np.array([3]),
+        fallback=np.array([False]),
+    )
+    fold = Fold(data=None, train=ratings, known=known, popularity=np.arange(4), held_out=held_out)  # type: ignore[arg-type]
+    np.testing.assert_allclose(weighted_history(fold, 4, decay=0.5), [[0.25, 0, 0.5, 1.0]])
+    np.testing.assert_allclose(weighted_history(fold, 4, decay=0.5, liked_only=True), [[0.25, 0, 0, 1.0]])
