@@ -28,6 +28,11 @@ client_pid=
 log() { echo "[docker-e2e $(date +%H:%M:%S)] $*"; }
 pass() { echo "PASS: $*"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
+# The version a training command printed as its last stdout line (/models/<version>). Searched for, not taken
+# from the log's last line: docker logs interleave the container's stderr (the stage and epoch log lines).
+printed_version() {
+  basename "$(grep -E '^/models/[0-9]{8}T[0-9]{6}Z' "$1" | tail -n 1)"
+}
 seconds_since() { echo $(($(date +%s) - $1)); }
 
 cleanup() {
@@ -113,7 +118,7 @@ docker compose run --rm --no-deps -T retrainer jobs.sh retrain | tee "$WORK/retr
 retrain_rc=${PIPESTATUS[0]}
 set -e
 [ "$retrain_rc" = 0 ] || fail "the retraining cycle did not promote its candidate (exit $retrain_rc, 3 means refused)"
-candidate=$(basename "$(tail -n 1 "$WORK/retrain.out")")
+candidate=$(printed_version "$WORK/retrain.out")
 pass "retraining cycle promoted $candidate in $(seconds_since "$t0") s"
 
 t0=$(date +%s)
@@ -159,7 +164,7 @@ for worker in worker-0 worker-1; do
 done
 docker compose --profile distributed logs --no-color --no-log-prefix worker-0 > "$WORK/chief.out"
 grep -q "training under multi_worker (CollectiveAllReduceStrategy) with 2 replica(s)" "$WORK/chief.out" || fail "the chief did not train on 2 replicas"
-distributed=$(basename "$(tail -n 1 "$WORK/chief.out")")
+distributed=$(printed_version "$WORK/chief.out")
 [ "$distributed" != "$candidate" ] || fail "the two workers promoted no new version"
 pass "two workers trained $distributed in $(seconds_since "$t0") s; the chief exported and promoted it"
 wait_served "$distributed"
