@@ -48,7 +48,8 @@ def test_served_answers_match_brute_force_over_the_exported_towers(
             scores[rated] = -np.inf
             best = np.argsort(-scores, kind="stable")[:5]
             assert [item["movie_id"] for item in body["items"]] == [movies[row]["movie_id"] for row in best]
-            np.testing.assert_allclose([item["score"] for item in body["items"]], scores[best], rtol=1e-4)
+            # A score near zero is compared absolutely: float32 sums in another order differ in the last bits.
+            np.testing.assert_allclose([item["score"] for item in body["items"]], scores[best], rtol=1e-4, atol=1e-6)
         info = client.get("/model").json()
     assert info["version"] == tiny_version_dir.name and info["index"]["recall"] == 1.0
 
