@@ -46,7 +46,7 @@ request = function()
   i = i + 1
   local at = ""
   if i %% 2 == 0 then at = "&timestamp=%(ts)d" end  -- every other request at now (no timestamp)
-  return wrk.format("GET", "/recommend?user_id=" .. ids[(i %% #ids) + 1] .. at .. "&k=10")
+  return wrk.format("GET", "/recommend?user_id=" .. ids[(i %% #ids) + 1] .. at .. "&k=10%(extra)s")
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -204,6 +204,7 @@ def main(
     concurrency: Annotated[str, typer.Option(help="Comma-separated connection counts")] = "1,8,64",
     compare_thread: Annotated[bool, typer.Option(help="Also run the service with batches in a worker thread")] = False,
     rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds per level; the median share is reported")] = 3,
+    explain: Annotated[bool, typer.Option(help="Ask every /recommend for its reasons (explain=true)")] = False,
     out: Annotated[Path, typer.Option(help="Results JSON")] = ROOT / "benchmarks" / "results" / "load_recommend.json",
 ) -> None:
     """Measure /recommend against a bare FastAPI endpoint on this machine, in one run."""
@@ -218,7 +219,8 @@ def main(
 
     with tempfile.TemporaryDirectory(prefix="load_recommend_") as tmp:
         script = Path(tmp) / "recommend.lua"
-        script.write_text(LUA % {"ids": ", ".join(f'"{u}"' for u in user_ids), "ts": TIMESTAMP})
+        extra = "&explain=true" if explain else ""
+        script.write_text(LUA % {"ids": ", ".join(f'"{u}"' for u in user_ids), "ts": TIMESTAMP, "extra": extra})
         uvicorn_options = ["--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
         bare = [sys.executable, "-m", "uvicorn", "--app-dir", "benchmarks", "load_bare_app:app",
                 "--log-level", "warning", *uvicorn_options]  # fmt: skip
