@@ -101,11 +101,6 @@ class QueryTowerSpec:
     def dense_relu(self) -> tuple[bool, ...]:
         return tuple(i < len(self.layers) - 1 for i in range(len(self.layers)))
 
-    @property
-    def dim(self) -> int:
-        """Width of the query embedding (and of every candidate embedding)."""
-        return self.layers[-1] + self.item_item_dim
-
     def layer_names(self) -> frozenset[str]:
         """Every non-input layer a Keras tower of this structure has, by name."""
         names = {
@@ -454,15 +449,11 @@ def _pool(
     `position_weights` entry (ones for the mean), normalised over the row's present positions, then times
     its rating level's `scale` [batch, H] when given; a row with none pools to zeros. With the history's
     first-kernel slice as `table`, it is the pooled history already through that kernel."""
-    weights = _pool_weights(present, position_weights, scale)
-    return np.matmul(weights[:, None, :], table[index])[:, 0, :]
-
-
-def _pool_weights(present: np.ndarray, position_weights: np.ndarray, scale: np.ndarray | None) -> np.ndarray:
-    """float32 [batch, H]: each position's weight in a pooling, as `_pool` applies it."""
     weights = present * position_weights
     weights /= np.maximum(weights.sum(axis=1, keepdims=True), np.float32(1e-30))
-    return (weights if scale is None else weights * scale).astype(np.float32, copy=False)
+    if scale is not None:
+        weights = weights * scale
+    return np.matmul(weights[:, None, :].astype(np.float32, copy=False), table[index])[:, 0, :]
 
 
 def probe_queries(
