@@ -485,6 +485,27 @@ def probe_queries(
     return users, timestamps, histories, ratings
 
 
+def tower_inputs(
+    history_length: int,
+    history_ratings: bool,
+    user_ids: Sequence[str],
+    timestamps: Sequence[int],
+    histories: Sequence[Sequence[str]],
+    ratings: Sequence[Sequence[float]] | None = None,
+) -> dict[str, np.ndarray]:
+    """The query SavedModel's inputs as arrays, by signature name: user_id str [b], timestamp int64 [b], and
+    with a history, history str [b, H] ("" pads) and history_rating float32 [b, H] (NO_VALUE pads). One
+    definition for what training's export check, the server and its load-time check feed the tower."""
+    inputs = {"user_id": np.array(user_ids, dtype=str), "timestamp": np.array(timestamps, dtype=np.int64)}
+    shape = (len(user_ids), history_length)
+    if history_length:
+        inputs["history"] = np.array(padded_histories(histories, history_length), dtype=str).reshape(shape)
+    if history_ratings:
+        values = padded_ratings(ratings or [[] for _ in user_ids], history_length)
+        inputs["history_rating"] = np.array(values, dtype=np.float32).reshape(shape)
+    return inputs
+
+
 def padded_histories(histories: Sequence[Sequence[str]], length: int) -> list[list[str]]:
     """Each history cut to `length` movie ids (newest first) and padded with "", as the SavedModel takes them."""
     return [[*h[:length], *[""] * (length - len(h[:length]))] for h in histories]

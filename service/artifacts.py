@@ -29,10 +29,9 @@ from contract.query_tower import (
     MIRROR_TOLERANCE,
     QueryTower,
     max_difference,
-    padded_histories,
-    padded_ratings,
     probe_queries,
     read_query_weights,
+    tower_inputs,
 )
 from contract.user_ratings import UserRatings, known_at, newest_first
 from service.errors import VersionRejectedError
@@ -202,17 +201,13 @@ def saved_model_embed(
 ) -> np.ndarray:
     """One call of the query SavedModel's signature: float32 [batch, d]; histories cut or padded with "",
     their stars with NO_VALUE."""
-    inputs = {
-        "user_id": tf.constant(user_ids, dtype=tf.string),
-        "timestamp": tf.constant(timestamps, dtype=tf.int64),
-    }
-    length, shape = query.history_length, (len(user_ids), query.history_length)
-    if length:
-        inputs["history"] = tf.constant(padded_histories(histories, length), dtype=tf.string, shape=shape)
-    if query.history_ratings:
-        values = padded_ratings(ratings or [[] for _ in user_ids], length)
-        inputs["history_rating"] = tf.constant(values, dtype=tf.float32, shape=shape)
-    return fn(**inputs)["embedding"].numpy()
+    inputs = tower_inputs(query.history_length, query.history_ratings, user_ids, timestamps, histories, ratings)
+    return call_query_fn(fn, inputs)
+
+
+def call_query_fn(fn: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The query SavedModel's signature on `tower_inputs` arrays: float32 [batch, d]."""
+    return fn(**{name: tf.constant(value) for name, value in inputs.items()})["embedding"].numpy()
 
 
 def _genre_masks(movies: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -277,18 +272,11 @@ def check_query_tower(
         return
     known = [movie["movie_id"] for movie in version.movies[:50]]
     users, timestamps, histories, ratings = probe_queries(tower.arrays, known, int(time.time()))
-    length = version.history_length
-    padded = padded_histories(histories, length)
+    query = version.manifest.query
     with tempfile.TemporaryDirectory(prefix="tower-check-") as scratch:
         probes, out = Path(scratch) / "probes.npz", Path(scratch) / "embeddings.npy"
-        np.savez(
-            probes,
-            user_ids=np.array(users, dtype=str),
-            timestamps=np.array(timestamps, dtype=np.int64),
-            histories=np.array(padded, dtype=str).reshape(len(users), length),
-            ratings=np.array(padded_ratings(ratings, length), dtype=np.float32).reshape(len(users), length),
-            query=np.array(version.manifest.query.model_dump_json()),
-        )
+        inputs = tower_inputs(query.history_length, query.history_ratings, users, timestamps, histories, ratings)
+        np.savez(probes, query=np.array(query.model_dump_json()), **inputs)  # type: ignore[arg-type]
         command = [sys.executable, "-m", "service.tower_check", str(path / layout.QUERY_MODEL), str(probes), str(out)]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)

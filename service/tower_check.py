@@ -16,20 +16,18 @@ import numpy as np
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("query_model", type=Path)
-    parser.add_argument("probes", type=Path, help="npz: user_ids, timestamps, histories, ratings (padded), query")
+    parser.add_argument("probes", type=Path, help="npz: the signature's inputs (contract tower_inputs), and query")
     parser.add_argument("out", type=Path, help="where the float32 [n, d] embeddings go (.npy)")
     args = parser.parse_args(argv)
     from contract.manifest import QueryInfo
-    from service.artifacts import load_query_fn, saved_model_embed
+    from service.artifacts import call_query_fn, load_query_fn
 
     with np.load(args.probes, allow_pickle=False) as probes:
-        users, timestamps = probes["user_ids"].tolist(), probes["timestamps"].tolist()
-        histories = [[movie for movie in row if movie] for row in probes["histories"].tolist()]
-        ratings = probes["ratings"].tolist()
         query = QueryInfo.model_validate_json(str(probes["query"]))
+        inputs = {name: probes[name] for name in probes.files if name != "query"}
     try:
         _, fn = load_query_fn(args.query_model, query)
-        embeddings = saved_model_embed(fn, query, users, timestamps, histories, ratings)
+        embeddings = call_query_fn(fn, inputs)
     except Exception as error:  # reported to the loading server as the reason it refuses the version
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 1

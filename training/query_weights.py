@@ -20,9 +20,8 @@ from contract.query_tower import (
     QueryTowerArrays,
     QueryTowerSpec,
     max_difference,
-    padded_histories,
-    padded_ratings,
     probe_queries,
+    tower_inputs,
 )
 from contract.query_tower import QueryLayer as L
 
@@ -39,12 +38,8 @@ def mirrored_arrays(tower: tf.keras.Model, spec: QueryTowerSpec, movie_ids: Sequ
     """
     arrays = query_tower_arrays(tower, spec)
     users, timestamps, histories, ratings = probe_queries(arrays, list(movie_ids[:50]), int(time.time()))
-    inputs = {"user_id": tf.constant(users, tf.string), "timestamp": tf.constant(timestamps, tf.int64)}
-    shape = (len(users), spec.history_length)
-    if spec.history_length:
-        inputs["history"] = tf.constant(padded_histories(histories, spec.history_length), tf.string, shape=shape)
-    if spec.history_ratings:
-        inputs["history_rating"] = tf.constant(padded_ratings(ratings, spec.history_length), tf.float32, shape=shape)
+    arrays_in = tower_inputs(spec.history_length, spec.history_ratings, users, timestamps, histories, ratings)
+    inputs = {name: tf.constant(value) for name, value in arrays_in.items()}
     mirrored = QueryTower(arrays)(users, timestamps, histories, ratings)
     difference = max_difference(tower(inputs, training=False).numpy(), mirrored)
     if not difference <= MIRROR_TOLERANCE:
