@@ -21,9 +21,15 @@ def _fed(dataset: object) -> dict[str, np.ndarray]:
 def test_histories_built_per_batch_equal_the_user_ratings_histories(tiny_data_dir: Path) -> None:
     fold = prepare(TrainConfig(evaluate_temporal=False), tiny_data_dir).random
     vocab = build_vocabularies(fold.data, fold.train)
-    fed = _fed(ratings_dataset(fold.data, fold.train, vocab, 64, known=fold.known, history_length=5))
+    dataset = ratings_dataset(
+        fold.data, fold.train, vocab, 64, known=fold.known, history_length=5, history_ratings=True
+    )
+    fed = _fed(dataset)
     users, times = fold.train["user_id"].to_numpy(np.int64), fold.train["timestamp"].to_numpy(np.int64)
-    expected = history_movie_ids(fold.known.histories(users, times, 5), vocab.movie_ids)
+    rows, stars = fold.known.rated_histories(users, times, 5)
+    expected = history_movie_ids(rows, vocab.movie_ids)
+    np.testing.assert_array_equal(fed["history_rating"], stars)  # each history movie's stars, 0 at padding
+    assert set(np.unique(stars[rows >= 0])) <= {1.0, 2.0, 3.0, 4.0, 5.0} and (stars[rows < 0] == 0).all()
     assert fed["history"].shape == (len(fold.train), 5)
     assert (fed["history"].astype(str) == expected).all()
     assert (expected != "").sum() > len(fold.train)  # most examples have several earlier movies to read
