@@ -11,7 +11,9 @@ The forward pass mirrors training/model.py's query tower layer for layer, in flo
   timestamp: clamp to [low, high] -> Bucketize(float32, boundaries) -> Embedding, and
              (float32(t) - mean) / max(sqrt(variance), 1e-7) as one more column
   history:   StringLookup ("" masked, unknown -> out-of-vocabulary) -> Embedding -> masked mean, or a softmax
-             over learned per-position logits of the unmasked positions ("positional"); zeros when empty
+             over learned per-position logits of the unmasked positions ("positional"), or the newest
+             position's output of self-attention blocks over the history ("attention",
+             contract/history_encoder.py); zeros when empty
   recent:    with `history_recent` N > 0, the N newest positions' lookup rows (the "" row included) in a second
              table, each its own block of N * e columns, newest first
   features concatenated in that order -> Dense layers (ReLU where `dense_relu`)
@@ -19,7 +21,8 @@ The forward pass mirrors training/model.py's query tower layer for layer, in flo
              per-position logits like "positional", appended after the dense output (no kernel)
   ratings:   with `history_rating_scale`, each history position's pooling weight (after normalising) is
              multiplied by a learned scalar of its rating level (round(stars) in 0..5, 0 = unknown), one table
-             per pooling: a 1-star rating can weigh negatively, pushing the query away from that movie
+             per pooling: a 1-star rating can weigh negatively, pushing the query away from that movie; the
+             attention encoder instead adds a learned vector per rating level to each position's input
   -> optional L2 normalisation of the whole vector
 """
 
@@ -31,13 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.history_encoder import RATING_LEVELS, EncoderArrays
 from contract.manifest import QUERY_WEIGHTS, VersionError
 from contract.user_ratings import NO_VALUE
 
 _EPSILON = np.float32(1e-7)  # Keras's backend.epsilon(), the floor of Normalization's standard deviation
 _NORM_EPSILON = np.float32(1e-12)  # tf.math.l2_normalize's floor of the squared norm
-POOLINGS = ("mean", "positional")
-RATING_LEVELS = 6  # round(stars) clipped to 0..5; 0 is a padded slot or a movie whose rating is unknown
+_ENCODER = "encoder_"  # query_weights.npz prefix of the history encoder's members
+POOLINGS = ("mean", "positional", "attention")
 MIRROR_TOLERANCE = 1e-4  # largest relative difference between the NumPy tower and its SavedModel that is accepted
 
 
@@ -56,6 +60,7 @@ class QueryLayer:
     HISTORY_EMBEDDING = "history_embedding"
     HISTORY_MEAN = "history_mean"
     HISTORY_POOL = "history_pool"
+    HISTORY_ENCODER = "history_encoder"
     HISTORY_RECENT_EMBEDDING = "history_recent_embedding"
     HISTORY_RECENT = "history_recent"
     HISTORY_RECENT_FLAT = "history_recent_flat"
@@ -87,6 +92,8 @@ class QueryTowerSpec:
     item_item_dim: int = 0  # columns of the item-item channel appended past the dense stack
     history_ratings: bool = False  # the history's stars scale each position's pooling weight (input history_rating)
     normalize: bool = False  # L2-normalise the whole embedding
+    attention_blocks: int = 1  # "attention" pooling: self-attention blocks over the history
+    attention_heads: int = 1  # "attention" pooling: heads per block (they divide the embedding width)
 
     def __post_init__(self) -> None:
         if self.history_pooling not in POOLINGS:
@@ -96,6 +103,9 @@ class QueryTowerSpec:
             object.__setattr__(self, "history_recent", 0)
             object.__setattr__(self, "item_item_dim", 0)
             object.__setattr__(self, "history_ratings", False)
+        if self.history_pooling != "attention":
+            object.__setattr__(self, "attention_blocks", 1)
+            object.__setattr__(self, "attention_heads", 1)
 
     @property
     def dense_relu(self) -> tuple[bool, ...]:
@@ -115,14 +125,19 @@ class QueryTowerSpec:
             QueryLayer.DENSE,
         }
         if self.history_length:
-            pool = QueryLayer.HISTORY_POOL if self.history_pooling == "positional" else QueryLayer.HISTORY_MEAN
+            pool = {
+                "positional": QueryLayer.HISTORY_POOL,
+                "attention": QueryLayer.HISTORY_ENCODER,
+            }.get(self.history_pooling, QueryLayer.HISTORY_MEAN)
             names |= {QueryLayer.HISTORY_LOOKUP, QueryLayer.HISTORY_EMBEDDING, pool}
         if self.history_recent:
             names |= {QueryLayer.HISTORY_RECENT_EMBEDDING, QueryLayer.HISTORY_RECENT, QueryLayer.HISTORY_RECENT_FLAT}
         if self.item_item_dim:
             names |= {QueryLayer.ITEM_ITEM_EMBEDDING, QueryLayer.ITEM_ITEM_POOL, QueryLayer.ITEM_ITEM_CONCAT}
         if self.history_ratings:
-            names |= {QueryLayer.HISTORY_RATING_LEVEL, QueryLayer.HISTORY_RATING_SCALE}
+            names.add(QueryLayer.HISTORY_RATING_LEVEL)
+            if self.history_pooling != "attention":  # the encoder reads the levels itself
+                names.add(QueryLayer.HISTORY_RATING_SCALE)
             if self.item_item_dim:
                 names.add(QueryLayer.ITEM_ITEM_RATING_SCALE)
         if self.normalize:
@@ -159,18 +174,22 @@ class QueryTowerArrays:
     item_item_position_logits: np.ndarray | None = None  # float32 [H], with item_item_embedding
     history_rating_scale: np.ndarray | None = None  # float32 [RATING_LEVELS]: the history pooling's, per level
     item_item_rating_scale: np.ndarray | None = None  # float32 [RATING_LEVELS]: the item-item pooling's
+    history_encoder: EncoderArrays | None = None  # "attention" pooling only
 
     @property
     def spec(self) -> QueryTowerSpec:
         """The structure these arrays compute (compare it with the one a tower was built from)."""
+        encoder = self.history_encoder
         return QueryTowerSpec(
             layers=tuple(int(kernel.shape[1]) for kernel in self.dense_kernels),
             history_length=self.history_length,
             history_pooling=self.history_pooling,
             history_recent=self.history_recent,
             item_item_dim=0 if self.item_item_embedding is None else int(self.item_item_embedding.shape[1]),
-            history_ratings=self.history_rating_scale is not None,
+            history_ratings=self.history_rating_scale is not None or (encoder is not None and encoder.ratings),
             normalize=self.normalize,
+            attention_blocks=1 if encoder is None else encoder.blocks,
+            attention_heads=1 if encoder is None else encoder.heads,
         )
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -209,6 +228,8 @@ class QueryTowerArrays:
             for name in ("history_rating_scale", "item_item_rating_scale"):
                 if getattr(self, name) is not None:
                     arrays[name] = getattr(self, name).astype(np.float32)
+            if self.history_encoder is not None:
+                arrays.update(self.history_encoder.to_arrays(_ENCODER))
         return arrays
 
     @classmethod
@@ -240,6 +261,8 @@ class QueryTowerArrays:
             for name in ("history_rating_scale", "item_item_rating_scale"):
                 if name in arrays:
                     history[name] = arrays[name].astype(np.float32)
+            if f"{_ENCODER}heads" in arrays:
+                history["history_encoder"] = EncoderArrays.from_arrays(arrays, _ENCODER)
         return cls(
             user_vocabulary=arrays["user_vocabulary"].astype(str),
             user_oov=int(arrays["user_oov"]),
@@ -271,6 +294,7 @@ class QueryTowerArrays:
         ):
             raise ValueError("positional pooling needs history_position_logits [history_length]")
         width = int(self.history_embedding.shape[1])
+        self._check_encoder(width)
         if self.history_recent:
             recent = self.history_recent_embedding
             if not 0 < self.history_recent <= self.history_length or recent is None or recent.ndim != 2:
@@ -288,12 +312,23 @@ class QueryTowerArrays:
         self._check_rating_scales()
         return width
 
+    def _check_encoder(self, width: int) -> None:
+        encoder = self.history_encoder
+        if (encoder is not None) != (self.history_pooling == "attention"):
+            raise ValueError("a history encoder goes with attention pooling, and only with it")
+        if encoder is not None:
+            encoder.check()
+            if (encoder.length, encoder.dim) != (self.history_length, width):
+                raise ValueError(f"history encoder [{encoder.length}, {encoder.dim}] does not read [H, {width}]")
+
     def _check_rating_scales(self) -> None:
         levels = (RATING_LEVELS,)
-        if self.history_rating_scale is not None and self.history_rating_scale.shape != levels:
-            raise ValueError(f"history_rating_scale must be [{RATING_LEVELS}]")
+        if self.history_rating_scale is not None and (
+            self.history_rating_scale.shape != levels or self.history_encoder is not None
+        ):
+            raise ValueError(f"history_rating_scale must be [{RATING_LEVELS}], and not with an encoder")
         if (self.item_item_rating_scale is not None) != (
-            self.history_rating_scale is not None and self.item_item_embedding is not None
+            self.spec.history_ratings and self.item_item_embedding is not None
         ) or (self.item_item_rating_scale is not None and self.item_item_rating_scale.shape != levels):
             raise ValueError(f"item_item_rating_scale [{RATING_LEVELS}] goes with history_rating_scale and item-item")
 
@@ -340,6 +375,7 @@ class QueryTower:
             self._history_rows = {token: row for row, token in enumerate(arrays.history_vocabulary.tolist())}
             self._mask_row = self._history_rows[""]
         self._std = np.maximum(np.sqrt(arrays.timestamp_variance), _EPSILON)
+        self._reads_ratings = arrays.spec.history_ratings
         # The first dense layer distributes over the concatenation, and the history pooling is a weighted sum,
         # so each embedding table is multiplied by its slice of the first kernel once, here: a query then
         # gathers and adds rows of width `out` instead of concatenating features and multiplying.
@@ -350,6 +386,7 @@ class QueryTower:
         self._time_part = arrays.timestamp_embedding @ kernel[cuts[0] : cuts[1]] + arrays.dense_biases[0]
         self._column_part = kernel[cuts[1]]
         self._history_part: np.ndarray | None = None
+        self._history_kernel: np.ndarray | None = None  # "attention": the encoder output's first-kernel slice
         self._position_weights = np.ones(arrays.history_length, dtype=np.float32)
         if arrays.history_pooling == "positional" and arrays.history_position_logits is not None:
             self._position_weights = _softmax_numerators(arrays.history_position_logits)
@@ -359,7 +396,8 @@ class QueryTower:
         self._recent_parts: list[np.ndarray] = []  # one [M, out] table per newest position
         if arrays.history_embedding is not None:
             start = cuts[2] + arrays.history_embedding.shape[1]
-            self._history_part = arrays.history_embedding @ kernel[cuts[2] : start]
+            self._history_kernel = kernel[cuts[2] : start]
+            self._history_part = arrays.history_embedding @ self._history_kernel
             if arrays.history_recent_embedding is not None:
                 recent, width = arrays.history_recent_embedding, arrays.history_recent_embedding.shape[1]
                 starts = range(start, start + arrays.history_recent * width, width)
@@ -391,8 +429,12 @@ class QueryTower:
             index = self._history_rows_of(histories)
             present = index != self._mask_row
             levels = self._levels_of(history_ratings, len(histories))
-            scale = _scale(a.history_rating_scale, levels)
-            x += _pool(present, self._position_weights, self._history_part, index, scale)
+            if a.history_encoder is not None and self._history_kernel is not None:
+                assert a.history_embedding is not None  # check(): an encoder reads the history's table
+                x += a.history_encoder(a.history_embedding[index], present, levels) @ self._history_kernel
+            else:
+                scale = _scale(a.history_rating_scale, levels)
+                x += _pool(present, self._position_weights, self._history_part, index, scale)
             for position, part in enumerate(self._recent_parts):
                 x += part[index[:, position]]
         if a.dense_relu[0]:
@@ -411,7 +453,7 @@ class QueryTower:
 
     def _levels_of(self, ratings: Sequence[Sequence[float]] | None, batch: int) -> np.ndarray | None:
         """int64 [batch, history_length]: each history movie's rating level (0 where unknown or padded)."""
-        if self.arrays.history_rating_scale is None:
+        if not self._reads_ratings:
             return None
         levels = np.zeros((batch, self.history_length), dtype=np.int64)
         for i, values in enumerate(ratings or ()):

@@ -61,8 +61,15 @@ class TrainConfig(BaseModel):
     user_dropout: float = Field(
         0.8, ge=0, lt=1, description="Share of examples trained without user_id, for users the model never saw."
     )
-    history_pooling: Literal["mean", "positional"] = Field(
-        "positional", description="mean, or positional: a learned softmax weight per history position (starts as mean)."
+    history_pooling: Literal["mean", "positional", "attention"] = Field(
+        "positional",
+        description="mean; positional: a learned softmax weight per history position (starts as mean); attention: "
+        "self-attention blocks over the history (SASRec-like), read at its newest movie.",
+    )
+    attention_blocks: int = Field(1, ge=1, description="With attention pooling: self-attention blocks.")
+    attention_heads: int = Field(1, ge=1, description="With attention pooling: heads per block (divide the width).")
+    attention_dropout: float = Field(
+        0.2, ge=0, lt=1, description="With attention pooling: dropout on each block's attention and feed-forward."
     )
     history_recent: int = Field(
         0, ge=0, description="Newest history movies also read one by one from their own table (0: none)."
@@ -90,6 +97,11 @@ class TrainConfig(BaseModel):
         le=5,
         description="Ratings below this many stars are not training targets (they stay in the histories); 0: "
         "every rating is a positive.",
+    )
+    loss: Literal["in_batch", "full_softmax"] = Field(
+        "in_batch",
+        description="in_batch: a softmax over the batch's other movies (TFRS Retrieval); full_softmax: over "
+        "every movie of the catalogue (cheap at thousands of movies).",
     )
     remove_accidental_hits: bool = Field(
         False, description="Do not count a batch's other copies of the positive movie as its negatives."
@@ -184,6 +196,12 @@ class TrainConfig(BaseModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TrainConfig:
+        if self.history_pooling == "attention" and self.embedding_dim % self.attention_heads:
+            raise ValueError(f"attention_heads={self.attention_heads} must divide embedding_dim={self.embedding_dim}")
+        return self
+
     @property
     def item_item_width(self) -> int:
         """Columns the item-item channel adds to both towers: `item_item_dim`, or 0 without a history to pool.
@@ -201,6 +219,8 @@ class TrainConfig(BaseModel):
             item_item_dim=self.item_item_width,
             history_ratings=self.history_ratings,
             normalize=self.normalize_embeddings,
+            attention_blocks=self.attention_blocks,
+            attention_heads=self.attention_heads,
         )
 
     @property

@@ -155,6 +155,7 @@ def ratings_dataset(
             "movie_id": tf.gather(movie_ids, batch["movie_row"]),
             "title": tf.gather(titles, batch["movie_row"]),
             "candidate_probability": tf.gather(probabilities, batch["movie_row"]),
+            "movie_row": batch["movie_row"],  # the positive's catalogue row: the label of a full softmax
         }
         if with_history:  # UserRatings.histories, per batch: the latest movies before end, PAD before start
             index = batch["history_end"][:, None] - newest_first[None, :]

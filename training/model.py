@@ -10,6 +10,7 @@ from contract.query_tower import RATING_LEVELS
 from contract.query_tower import QueryLayer as L
 from training.config import TrainConfig
 from training.dataset import Vocabularies
+from training.history_encoder import HistoryEncoder
 
 keras = tf.keras  # tf-keras (Keras 2), because training/__init__ sets TF_USE_LEGACY_KERAS=1
 
@@ -126,7 +127,8 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
     `timestamp_buckets` equal-width buckets, and the standardised timestamp, with the timestamp first clamped
     to the training range. With `history_length` > 0, also the mean embedding of the movies the user rated
     before the query (the YouTube-DNN "watch vector", Covington et al. 2016), or with `history_pooling`
-    "positional" a learned weighting of its positions (layer `history_pool`), and with `history_recent` N the
+    "positional" a learned weighting of its positions (layer `history_pool`), or with "attention"
+    self-attention blocks read at the newest movie (layer `history_encoder`), and with `history_recent` N the
     newest N movies one by one from a second table (layer `history_recent`); "" pads a short history. An
     unknown user_id (or "") takes the out-of-vocabulary embedding, which `user_dropout` trains. With
     `item_item_dim` D > 0 (and a history) the dense output gains D columns, `query_item_item`: the history
@@ -171,11 +173,23 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
             rating = keras.Input(shape=(spec.history_length,), dtype=tf.float32, name="history_rating")
             inputs["history_rating"] = rating
             levels = RatingLevel(name=L.HISTORY_RATING_LEVEL)(rating)
-        if spec.history_pooling == "positional":
-            pool: tf.keras.layers.Layer = PositionalPool(spec.history_length, name=L.HISTORY_POOL)
+        if spec.history_pooling == "attention":
+            encoder = HistoryEncoder(
+                spec.history_length,
+                spec.attention_heads,
+                spec.attention_blocks,
+                config.attention_dropout,
+                ratings=levels is not None,
+                name=L.HISTORY_ENCODER,
+            )
+            features.append(encoder(history_vectors if levels is None else [history_vectors, levels]))
         else:
-            pool = MaskedMean(name=L.HISTORY_MEAN)
-        features.append(pool(_scaled(history_vectors, levels, L.HISTORY_RATING_SCALE, config.history_rating_scale)))
+            if spec.history_pooling == "positional":
+                pool: tf.keras.layers.Layer = PositionalPool(spec.history_length, name=L.HISTORY_POOL)
+            else:
+                pool = MaskedMean(name=L.HISTORY_MEAN)
+            scaled = _scaled(history_vectors, levels, L.HISTORY_RATING_SCALE, config.history_rating_scale)
+            features.append(pool(scaled))
         if spec.history_recent > 0:
             # The newest movies again, each from its own slot of a second table, unpooled, in case what was rated
             # just before predicts what comes next better than a pooled taste vector does (on ML-100K it did not:
@@ -300,9 +314,14 @@ class TwoTowerModel(tfrs.Model):
         sampling_bias_correction: bool = False,
         remove_accidental_hits: bool = False,
         temperature: float = 1.0,
+        catalogue: dict[str, np.ndarray] | None = None,
     ):
         super().__init__()
         self.sampling_bias_correction = sampling_bias_correction
+        self.temperature = temperature
+        # With the catalogue (movie_id and title of every movie, in catalogue order), the loss is a softmax over
+        # every movie rather than over the batch's other positives (`loss` "full_softmax").
+        self.catalogue = None if catalogue is None else {k: tf.constant(v) for k, v in catalogue.items()}
         self.remove_accidental_hits = remove_accidental_hits
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
@@ -311,7 +330,16 @@ class TwoTowerModel(tfrs.Model):
         )
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        query = self.query_tower({name: features[name] for name in self.query_tower.input_names})
+        # `training` passed on: TFRS's train_step calls compute_loss, not the model, so nothing else says so to
+        # the towers' layers (the history encoder's dropout).
+        query = self.query_tower({name: features[name] for name in self.query_tower.input_names}, training=training)
+        if self.catalogue is not None:
+            # Every movie is a negative (Klenitskiy & Vasilev 2023: a full softmax is what lifts SASRec); no
+            # sampling, so no logQ correction; the positive is its catalogue row.
+            every = self.candidate_tower(self.catalogue, training=training)
+            logits = tf.matmul(query, every, transpose_b=True) / self.temperature
+            losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=features["movie_row"], logits=logits)
+            return tf.reduce_sum(losses)
         candidate = self.candidate_tower({"movie_id": features["movie_id"], "title": features["title"]})
         probability = features["candidate_probability"] if self.sampling_bias_correction else None
         # Another rating of the positive's movie in the batch is not a negative for it.
@@ -334,6 +362,7 @@ def build_model(vocab: Vocabularies, config: TrainConfig) -> tuple[TwoTowerModel
             config.sampling_bias_correction,
             remove_accidental_hits=config.remove_accidental_hits,
             temperature=config.temperature,
+            catalogue={"movie_id": vocab.movie_ids, "title": vocab.titles} if config.loss == "full_softmax" else None,
         )
         optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam}[config.optimizer]
         model.compile(optimizer=optimizer(learning_rate=config.learning_rate))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from contract.history_encoder import EncoderArrays
 from contract.query_tower import (
     MIRROR_TOLERANCE,
     QueryTower,
@@ -110,10 +111,14 @@ def _history_arrays(layers: dict[str, tf.keras.layers.Layer], spec: QueryTowerSp
     if spec.item_item_dim:
         history["item_item_embedding"] = layers[L.ITEM_ITEM_EMBEDDING].get_weights()[0]
         history["item_item_position_logits"] = _variable(layers[L.ITEM_ITEM_POOL], "position_logits")
-    if spec.history_ratings:
+    if spec.history_pooling == "attention":
+        encoder = layers[L.HISTORY_ENCODER]
+        weights = {name: np.asarray(variable.numpy(), np.float32) for name, variable in encoder.w.items()}
+        history["history_encoder"] = EncoderArrays(weights=weights, heads=int(encoder.heads))
+    if spec.history_ratings and spec.history_pooling != "attention":
         history["history_rating_scale"] = layers[L.HISTORY_RATING_SCALE].get_weights()[0][:, 0]
-        if spec.item_item_dim:
-            history["item_item_rating_scale"] = layers[L.ITEM_ITEM_RATING_SCALE].get_weights()[0][:, 0]
+    if spec.history_ratings and spec.item_item_dim:
+        history["item_item_rating_scale"] = layers[L.ITEM_ITEM_RATING_SCALE].get_weights()[0][:, 0]
     return history
 
 

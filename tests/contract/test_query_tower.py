@@ -166,7 +166,8 @@ def test_the_file_round_trips_and_a_broken_one_is_a_version_error(tmp_path: Path
     [
         ({"user_embedding": np.zeros((2, 4), np.float32)}, "user_vocabulary and user_embedding disagree"),
         ({"timestamp_boundaries": np.array([1.0], np.float32)}, "timestamp_boundaries and timestamp_embedding"),
-        ({"history_pooling": "attention"}, "history_pooling 'attention' is none of"),
+        ({"history_pooling": "sum"}, "history_pooling 'sum' is none of"),
+        ({"history_pooling": "attention"}, "a history encoder goes with attention pooling"),
         ({"history_pooling": "positional"}, "positional pooling needs history_position_logits"),
         ({"dense_biases": (np.full(6, np.nan, np.float32), np.zeros(2, np.float32))}, "non-finite"),
         ({"history_recent": 4}, "history_recent needs 1..history_length"),
