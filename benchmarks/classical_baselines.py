@@ -14,6 +14,7 @@ setting is scored once on the test ratings. Writes benchmarks/results/classical_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -27,13 +28,15 @@ import typer
 
 import training  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from benchmarks.machine import machine
-from contract.user_ratings import UserRatings, span_pairs
+from contract.user_ratings import UserRatings, known_bound, span_pairs
 from training.config import TrainConfig
-from training.evaluate import LIKED, model_ranks, split_tables
+from training.evaluate import LIKED, model_ranks, popularity_scores, split_tables
 from training.fetch import fetch
 from training.folds import Fold, prepare
 
 DECAYS = (1.0, 0.9, 0.8)
+RECENT_WINDOWS_DAYS = (1.0, 3.0, 7.0, 14.0, 30.0, 90.0)  # protocol T's recently-popular baseline
+DAY = 86_400
 EASE_LAMBDAS = (100.0, 300.0, 1000.0, 3000.0)
 FAMILIES = ("item_knn", "ease")
 PROTOCOLS = {"A": False, "B": True, "T": True}  # protocol -> seen movies excluded
@@ -90,6 +93,27 @@ def score(fold: Fold, weights: np.ndarray, decay: float, exclude: bool, liked_on
     return {**tables.pop("all"), **{key.removeprefix("all_"): table for key, table in tables.items()}}
 
 
+def recently_popular(fold: Fold, num_movies: int, window_days: float) -> dict[str, Any]:
+    """Protocol T's recency baseline: each query ranks the movies by how often they were rated in the
+    `window_days` before its time (every rating known then, anyone's), ties by all-time training count, with
+    the user's own movies excluded; a temporal split is known to flatter it."""
+    held = fold.held_out
+    assert held is not None and fold.test is not None
+    bounds = known_bound(fold.test["timestamp"].to_numpy(np.int64), at_now=False)
+    order = np.lexsort((held.known.timestamps, held.known.movie_rows))
+    movies, times = held.known.movie_rows[order], held.known.timestamps[order]
+    starts = np.searchsorted(movies, np.arange(num_movies + 1))
+    counts = np.empty((len(bounds), num_movies), dtype=np.float32)
+    for movie in range(num_movies):
+        rated = times[starts[movie] : starts[movie + 1]]
+        counts[:, movie] = np.searchsorted(rated, bounds) - np.searchsorted(rated, bounds - window_days * DAY)
+    counts += popularity_scores(fold.popularity) / (num_movies + 1)  # in (-1, 0]: breaks ties, never a count
+    everyone_ranked = dataclasses.replace(held, fallback=np.zeros(len(held), dtype=bool))
+    ranks = model_ranks(counts, np.eye(num_movies, dtype=np.float32), fold.popularity, everyone_ranked, True)
+    tables = split_tables("all", ranks, held.stars)
+    return {**tables.pop("all"), **{key.removeprefix("all_"): table for key, table in tables.items()}}
+
+
 def baselines(fold: Fold, num_movies: int) -> dict[str, np.ndarray]:
     matrix = interactions(fold.known, num_movies)
     return {"item_knn": item_knn(matrix), **{f"ease_{lam:g}": ease(matrix, lam) for lam in EASE_LAMBDAS}}
@@ -99,6 +123,56 @@ def _split(table: dict[str, Any]) -> str:
     if "liked" not in table:
         return ""
     return f"liked top-10 {table['liked']['top_10']:.3f}, disliked top-10 {table['disliked']['top_10']:.3f}"
+
+
+def _validate(
+    protocol: str, fold: Fold, weights: dict[str, np.ndarray], exclude: bool, num_movies: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Every setting's validation table, and each family's choice: the best top-100 (recently-popular under T:
+    the best top-10 window)."""
+    rows = {
+        f"{name}_decay_{decay:g}": score(fold, w, decay, exclude) for name, w in weights.items() for decay in DECAYS
+    }
+    if protocol == "T":
+        rows |= {
+            f"recently_popular_{days:g}_days": recently_popular(fold, num_movies, days) for days in RECENT_WINDOWS_DAYS
+        }
+    for key, table in rows.items():
+        print(f"validation {protocol} {key}: top-10 {table['top_10']:.3f} top-100 {table['top_100']:.3f}")
+    chosen = {
+        family: max((key for key in rows if key.startswith(family)), key=lambda k: rows[k]["top_100"])
+        for family in FAMILIES
+    }
+    if protocol == "T":
+        recent = [key for key in rows if key.startswith("recently_popular")]
+        chosen["recently_popular"] = max(recent, key=lambda k: rows[k]["top_10"])
+    return rows, chosen
+
+
+def _test(
+    protocol: str, fold: Fold, weights: dict[str, np.ndarray], exclude: bool, num_movies: int, chosen: dict[str, str]
+) -> dict[str, dict[str, object]]:
+    """The chosen settings on the test ratings: each family on the whole history and on its liked part (issue
+    19), and under T the 7-day and the best-window recently-popular rankings (issue 20)."""
+    test: dict[str, dict[str, object]] = {}
+    variants: list[tuple[str, str, Any]] = []
+    for family, setting in chosen.items():
+        if family == "recently_popular":
+            for variant, window in (("recently_popular_7_days", "recently_popular_7_days"), (family, setting)):
+                days = float(window.split("_")[2])
+                variants.append((variant, window, lambda days=days: recently_popular(fold, num_movies, days)))
+            continue
+        name, decay = setting.rsplit("_decay_", 1)
+        for variant, liked_only in ((family, False), (f"{family}_liked_history", True)):
+            variants.append(
+                (variant, setting, lambda n=name, d=float(decay), o=liked_only: score(fold, weights[n], d, exclude, o))
+            )
+    for variant, setting, run in variants:
+        table = run()
+        test[variant] = {"setting": setting, **table}
+        print(f"test {protocol} {variant} {setting}: top-10 {table['top_10']:.3f} top-100 {table['top_100']:.3f}",
+              _split(table))  # fmt: skip
+    return test
 
 
 def main(
@@ -121,26 +195,9 @@ def main(
             fold = folds[protocol]
             weights = matrices["T" if protocol == "T" else "AB"]
             if scored_on == "validation":
-                rows = {f"{name}_decay_{decay:g}": score(fold, w, decay, exclude)
-                        for name, w in weights.items() for decay in DECAYS}  # fmt: skip
-                tables[protocol] = rows
-                for key, table in rows.items():
-                    print(f"validation {protocol} {key}: top-10 {table['top_10']:.3f} top-100 {table['top_100']:.3f}")
-                # Each family's setting with the best validation top-100.
-                chosen[protocol] = {
-                    family: max((key for key in rows if key.startswith(family)), key=lambda k: rows[k]["top_100"])
-                    for family in FAMILIES
-                }
+                tables[protocol], chosen[protocol] = _validate(protocol, fold, weights, exclude, num_movies)
             else:
-                test[protocol] = {}
-                for family, setting in chosen[protocol].items():
-                    name, decay = setting.rsplit("_decay_", 1)
-                    # The same setting reading the whole history, and only its liked part (issue 19).
-                    for variant, liked_only in ((family, False), (f"{family}_liked_history", True)):
-                        table = score(fold, weights[name], float(decay), exclude, liked_only)
-                        test[protocol][variant] = {"setting": setting, **table}
-                        print(f"test {protocol} {variant} {setting}: top-10 {table['top_10']:.3f} top-100 "
-                              f"{table['top_100']:.3f}", _split(table))  # fmt: skip
+                test[protocol] = _test(protocol, fold, weights, exclude, num_movies, chosen[protocol])
     result = {
         "machine": machine(),
         "seed": seed,

@@ -100,6 +100,24 @@ CONFIGS: dict[str, dict[str, Any]] = {
         for name, overrides in (
             ("", {}),
             ("_stars", {"history_ratings": True}),
+            # Issue 20: every movie a negative instead of the batch's positives.
+            ("_full_softmax", {"loss": "full_softmax"}),
+            ("_full_softmax_stars", {"loss": "full_softmax", "history_ratings": True}),
+            # Issue 20: self-attention over the history instead of its positional pooling.
+            ("_attention", {"history_pooling": "attention"}),
+            ("_attention_full_softmax", {"history_pooling": "attention", "loss": "full_softmax"}),
+            (
+                "_attention_full_softmax_stars",
+                {"history_pooling": "attention", "loss": "full_softmax", "history_ratings": True},
+            ),
+            (
+                "_attention_full_softmax_2_blocks",
+                {"history_pooling": "attention", "loss": "full_softmax", "attention_blocks": 2},
+            ),
+            (
+                "_attention_full_softmax_history_50",
+                {"history_pooling": "attention", "loss": "full_softmax", "history_length": 50},
+            ),
             ("_positive_4", {"positive_min_rating": 4.0}),
             ("_positive_3", {"positive_min_rating": 3.0}),
             ("_stars_positive_4", {"history_ratings": True, "positive_min_rating": 4.0}),

@@ -109,6 +109,27 @@ def _temporal_fold(
     return _scored_fold(config, data, train, test, known_at_query=everything), info
 
 
+def leave_one_out_fold(config: TrainConfig, data: MovieLens) -> Fold:
+    """Leave-one-out (the sequential-recommendation literature's protocol): each user's latest rating is held
+    out and asked at its time, knowing every rating before it; the model trains on all the others. With
+    `evaluate_on` "validation", each user's latest is dropped first and the one before it is held out."""
+    ratings = data.ratings
+    if config.evaluate_on == "validation":
+        ratings = ratings.drop(index=_latest_per_user(ratings)).reset_index(drop=True)
+    latest = _latest_per_user(ratings)
+    test = ratings.loc[latest].reset_index(drop=True)
+    train = ratings.drop(index=latest).reset_index(drop=True)
+    return _scored_fold(
+        config, data, train, test, known_at_query=build_user_ratings(ratings, catalogue_rows(data, ratings))
+    )
+
+
+def _latest_per_user(ratings: pd.DataFrame) -> pd.Index:
+    """The index of each user's latest rating (the last row among those in its latest second)."""
+    ordered = ratings.reset_index().sort_values(["user_id", "timestamp", "index"], kind="stable")
+    return pd.Index(ordered.groupby("user_id", sort=False)["index"].last().to_numpy())
+
+
 def _temporal_split(
     ratings: pd.DataFrame, test_fraction: float, after_id: int | None
 ) -> tuple[pd.DataFrame, pd.DataFrame, HoldOutInfo]:

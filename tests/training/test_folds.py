@@ -8,7 +8,7 @@ import pandas as pd
 
 from training.config import TrainConfig
 from training.dataset import split_ratings
-from training.folds import _temporal_split, prepare
+from training.folds import _temporal_split, leave_one_out_fold, prepare
 
 KEY = ["user_id", "movie_id", "timestamp"]
 
@@ -59,3 +59,23 @@ def test_stored_ratings_are_read_up_to_the_agreed_cutoff(tiny_data_dir: Path, tm
     assert newest.ratings_cutoff_id == ids[-1] and len(newest.ratings) == files + 10
     assert agreed.ratings_cutoff_id == ids[3] and agreed.num_stored == 4 and len(agreed.ratings) == files + 4
     assert sorted(agreed.ratings["stored_id"][agreed.ratings["stored_id"] > 0]) == ids[:4]
+
+
+def test_leave_one_out_holds_out_each_users_latest_and_validation_the_one_before(tiny_data_dir: Path) -> None:
+    """One held-out rating per user, the latest (no later rating of theirs in training), asked knowing only the
+    ratings before it; the validation fold never sees the test ratings."""
+    data = prepare(TrainConfig(evaluate=False), tiny_data_dir).data
+    test_fold = leave_one_out_fold(TrainConfig(), data)
+    assert test_fold.test is not None and test_fold.held_out is not None
+    held = test_fold.test
+    assert held["user_id"].is_unique and set(held["user_id"]) == set(data.ratings["user_id"])
+    latest = data.ratings.groupby("user_id")["timestamp"].max()
+    assert (held.set_index("user_id")["timestamp"] == latest.loc[held["user_id"]]).all()
+    assert len(test_fold.train) + len(held) == len(data.ratings)
+    known = test_fold.held_out.known
+    ends_before = known.timestamps[test_fold.held_out.exclude_end - 1]
+    has_history = test_fold.held_out.exclude_end > test_fold.held_out.exclude_start
+    assert (ends_before[has_history] < held["timestamp"].to_numpy()[has_history]).all()
+    validation = leave_one_out_fold(TrainConfig(evaluate_on="validation"), data)
+    assert validation.test is not None
+    assert not (_keys(validation.train) | _keys(validation.test)) & _keys(held)
