@@ -108,6 +108,7 @@ class CatalogueEntry:
     genres: tuple[str, ...] | None
     year: int | None
     available: bool
+    first_id: int  # the change that added it (or first changed it): added movies keep this order
     last_id: int  # the newest change folded in
 
 
@@ -116,7 +117,7 @@ def fold(entries: dict[str, CatalogueEntry], changes: Iterable[CatalogueChange])
     for change in changes:
         before = entries.get(change.movie_id)
         if change.added or before is None:
-            before = CatalogueEntry(change.movie_id, change.added, None, None, None, True, change.id)
+            before = CatalogueEntry(change.movie_id, change.added, None, None, None, True, change.id, change.id)
         entries[change.movie_id] = replace(
             before,
             title=change.title if change.title is not None else before.title,

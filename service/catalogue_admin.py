@@ -1,0 +1,160 @@
+"""Turn POST /movies and PATCH /movies/{movie_id} into catalogue changes: checked, committed, then served here.
+
+A change is acknowledged only once committed to the catalogue store; this replica applies it before it
+answers (so the movie is rateable and recommendable here at once), the others on their next read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from contract import catalogue as store_module
+from contract.catalogue import CatalogueEntry, CatalogueStoreError, MovieChange
+from service.artifacts import ModelVersion
+from service.catalogue_schemas import YEARS_AHEAD, MoviePatch, MoviesRequest, NewMovies
+from service.dependencies import Service
+from service.errors import (
+    CatalogueUnavailableError,
+    DuplicateMovieError,
+    InvalidRequestError,
+    NotInCatalogueError,
+    UnknownMovieError,
+)
+from service.live_version import LiveVersion, base_of
+
+log = logging.getLogger(__name__)
+
+MAX_NAMED = 10  # movies named in one error message; the rest are counted
+
+
+async def add_movies(service: Service, version: ModelVersion, request: MoviesRequest) -> dict[str, Any]:
+    """Store the request's movies in one transaction and serve them; the answer (MoviesAdded) once committed.
+
+    Raises:
+        InvalidRequestError: too many movies, one named twice, or a year too far ahead.
+        NotInCatalogueError: a genre the served version lacks.
+        DuplicateMovieError: a movie_id the catalogue already has.
+        CatalogueUnavailableError: the database failed the write; nothing is acknowledged.
+    """
+    movies = request.movies()
+    where = "body.movies.{}.{}" if isinstance(request.root, NewMovies) else "body.{1}"
+    limit = service.settings.max_movies_per_request
+    if len(movies) > limit:
+        raise InvalidRequestError(
+            f"body.movies: {len(movies)} movies in one request; at most {limit} (RECSYS_MAX_MOVIES_PER_REQUEST): "
+            "send them in several requests"
+        )
+    ids = [m.movie_id for m in movies]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise InvalidRequestError(f"body.movies: movie_id(s) {twice[:MAX_NAMED]} appear more than once; send each once")
+    for i, movie in enumerate(movies):
+        _check_genres(version, movie.genres, where.format(i, "genres"))
+        _check_year(movie.year, where.format(i, "year"))
+    _refuse_duplicates([i for i in ids if i in version.row_of_movie], version)
+    new = [store_module.NewMovie(m.movie_id, m.title, tuple(m.genres), m.year) for m in movies]
+    try:
+        await asyncio.to_thread(service.catalogue.store.add, new)
+    except store_module.DuplicateMovieError as e:
+        _refuse_duplicates(e.movie_ids, version)
+    except CatalogueStoreError as e:
+        raise _unavailable(e) from None
+    served = await _serve(service)
+    return {"added": len(movies), "movies": [_shown(served, m.movie_id) for m in movies]}
+
+
+async def change_movie(service: Service, version: ModelVersion, movie_id: str, patch: MoviePatch) -> dict[str, Any]:
+    """Store one movie's change and serve it; the answer (CatalogueMovie) once committed.
+
+    Raises:
+        InvalidRequestError: an empty change, or a year too far ahead.
+        NotInCatalogueError: a genre the served version lacks.
+        UnknownMovieError: no such movie in the served version nor in the catalogue store.
+        CatalogueUnavailableError: the database failed the write; nothing is acknowledged.
+    """
+    if patch.is_empty():
+        raise InvalidRequestError("body: send at least one of title, genres, year, available")
+    if patch.genres is not None:
+        _check_genres(version, patch.genres, "body.genres")
+    _check_year(patch.year, "body.year")
+    store = service.catalogue.store
+    try:
+        if movie_id not in version.row_of_movie and await asyncio.to_thread(store.movie, movie_id) is None:
+            raise UnknownMovieError(
+                f"movie_id {movie_id!r} is neither in version {version.name} nor added through POST /movies"
+            )
+        change = MovieChange(
+            movie_id,
+            title=patch.title,
+            genres=None if patch.genres is None else tuple(patch.genres),
+            year=patch.year,
+            available=patch.available,
+        )
+        await asyncio.to_thread(store.change, change)
+    except CatalogueStoreError as e:
+        raise _unavailable(e) from None
+    served = await _serve(service)
+    return _shown(served, movie_id)
+
+
+async def _serve(service: Service) -> ModelVersion:
+    """This replica's served version once it reflects every change committed so far (its own included)."""
+    await service.catalogue.refresh(lambda: service.registry.current, service.registry.offer)
+    return service.registry.require()
+
+
+def _shown(version: ModelVersion, movie_id: str) -> dict[str, Any]:
+    """A movie as CatalogueMovie: what `version` serves, with the store's year, availability and change id."""
+    entry: CatalogueEntry | None = _entries_of(version).get(movie_id)
+    row = version.row_of_movie.get(movie_id)
+    movie = version.movies[row] if row is not None else {"movie_id": movie_id, "title": "", "genres": []}
+    if row is None and entry is not None:  # a movie the version lacks and the store did not add: shown as stored
+        movie = {"movie_id": movie_id, "title": entry.title or "", "genres": list(entry.genres or ())}
+    return {
+        **movie,
+        "year": entry.year if entry else None,
+        "available": entry.available if entry else True,
+        "change_id": entry.last_id if entry else 0,
+    }
+
+
+def _entries_of(version: ModelVersion) -> Mapping[str, CatalogueEntry]:
+    return version.entries if isinstance(version, LiveVersion) else {}
+
+
+def _check_genres(version: ModelVersion, genres: Sequence[str], where: str) -> None:
+    known = base_of(version).genre_masks.keys()
+    unknown = sorted(set(genres) - known)
+    if unknown:
+        raise NotInCatalogueError(
+            f"{where}: unknown genre(s) {unknown} in version {version.name}; known genres: {sorted(known)}"
+        )
+
+
+def _check_year(year: int | None, where: str) -> None:
+    """A movie cannot be released further ahead than a few years: the bound moves with the clock, so it is
+    checked here rather than stated by the schema."""
+    latest = time.gmtime().tm_year + YEARS_AHEAD
+    if year is not None and year > latest:
+        raise InvalidRequestError(f"{where}: year {year} is more than {YEARS_AHEAD} years ahead (latest {latest})")
+
+
+def _refuse_duplicates(movie_ids: Sequence[str], version: ModelVersion) -> None:
+    if movie_ids:
+        named = sorted(movie_ids)
+        more = f" (and {len(named) - MAX_NAMED} more)" if len(named) > MAX_NAMED else ""
+        raise DuplicateMovieError(
+            f"movie_id(s) {named[:MAX_NAMED]}{more} are already in the catalogue (version {version.name} or added "
+            "before); change a movie with PATCH /movies/{movie_id}, or pick an unused id"
+        )
+
+
+def _unavailable(error: CatalogueStoreError) -> CatalogueUnavailableError:
+    log.error("a catalogue write failed: %s", error)
+    return CatalogueUnavailableError(
+        "the catalogue database is unavailable, so the change was not acknowledged; retry the request"
+    )
