@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from contract import catalogue as store_module
 from contract.catalogue import CatalogueEntry, CatalogueStoreError, MovieChange
 from service.artifacts import ModelVersion
-from service.catalogue_schemas import YEARS_AHEAD, MoviePatch, MoviesRequest, NewMovies
+from service.catalogue_schemas import MoviePatch, MoviesRequest, NewMovies
 from service.dependencies import Service
 from service.errors import (
     CatalogueUnavailableError,
@@ -35,9 +34,9 @@ async def add_movies(service: Service, version: ModelVersion, request: MoviesReq
     """Store the request's movies in one transaction and serve them; the answer (MoviesAdded) once committed.
 
     Raises:
-        InvalidRequestError: too many movies, one named twice, or a year too far ahead.
+        InvalidRequestError: too many movies.
         NotInCatalogueError: a genre the served version lacks.
-        DuplicateMovieError: a movie_id the catalogue already has.
+        DuplicateMovieError: a movie_id the catalogue already has, or one named twice.
         CatalogueUnavailableError: the database failed the write; nothing is acknowledged.
     """
     movies = request.movies()
@@ -51,10 +50,9 @@ async def add_movies(service: Service, version: ModelVersion, request: MoviesReq
     ids = [m.movie_id for m in movies]
     twice = sorted({i for i in ids if ids.count(i) > 1})
     if twice:
-        raise InvalidRequestError(f"body.movies: movie_id(s) {twice[:MAX_NAMED]} appear more than once; send each once")
+        raise DuplicateMovieError(f"body.movies: movie_id(s) {twice[:MAX_NAMED]} appear more than once; send each once")
     for i, movie in enumerate(movies):
         _check_genres(version, movie.genres, where.format(i, "genres"))
-        _check_year(movie.year, where.format(i, "year"))
     _refuse_duplicates([i for i in ids if i in version.row_of_movie], version)
     new = [store_module.NewMovie(m.movie_id, m.title, tuple(m.genres), m.year) for m in movies]
     try:
@@ -71,16 +69,12 @@ async def change_movie(service: Service, version: ModelVersion, movie_id: str, p
     """Store one movie's change and serve it; the answer (CatalogueMovie) once committed.
 
     Raises:
-        InvalidRequestError: an empty change, or a year too far ahead.
         NotInCatalogueError: a genre the served version lacks.
         UnknownMovieError: no such movie in the served version nor in the catalogue store.
         CatalogueUnavailableError: the database failed the write; nothing is acknowledged.
     """
-    if patch.is_empty():
-        raise InvalidRequestError("body: send at least one of title, genres, year, available")
     if patch.genres is not None:
         _check_genres(version, patch.genres, "body.genres")
-    _check_year(patch.year, "body.year")
     store = service.catalogue.store
     try:
         if movie_id not in version.row_of_movie and await asyncio.to_thread(store.movie, movie_id) is None:
@@ -133,14 +127,6 @@ def _check_genres(version: ModelVersion, genres: Sequence[str], where: str) -> N
         raise NotInCatalogueError(
             f"{where}: unknown genre(s) {unknown} in version {version.name}; known genres: {sorted(known)}"
         )
-
-
-def _check_year(year: int | None, where: str) -> None:
-    """A movie cannot be released further ahead than a few years: the bound moves with the clock, so it is
-    checked here rather than stated by the schema."""
-    latest = time.gmtime().tm_year + YEARS_AHEAD
-    if year is not None and year > latest:
-        raise InvalidRequestError(f"{where}: year {year} is more than {YEARS_AHEAD} years ahead (latest {latest})")
 
 
 def _refuse_duplicates(movie_ids: Sequence[str], version: ModelVersion) -> None:

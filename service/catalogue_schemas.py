@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Tag,
+    model_validator,
+)
+from pydantic.json_schema import SkipJsonSchema
 
-from service.fields import USER_ID, MovieId
+from service.fields import USER_ID, _integer_id_as_text, _text_or_integer, whole
 
 FIRST_YEAR = 1870  # the earliest moving pictures; anything before is a typo
-LAST_YEAR = 2100  # the schema's bound; the server also refuses a year more than YEARS_AHEAD past this one
-YEARS_AHEAD = 10
+LAST_YEAR = 2100
 MOVIE_ID_PATTERN = USER_ID  # training keys movies by integer, as it keys users
 
 
@@ -23,26 +33,29 @@ def _numeric_movie_id(movie_id: str) -> str:
     return movie_id
 
 
-def _stripped_title(title: str) -> str:
-    if not title.strip():
-        raise ValueError("title is blank; send the movie's title, e.g. 'Arrival (2016)'")
-    return title.strip()
-
-
 def _distinct(genres: list[str]) -> list[str]:
     if len(set(genres)) != len(genres):
         raise ValueError(f"genres {genres} name a genre twice; send each once")
     return genres
 
 
-NewMovieId = Annotated[MovieId, AfterValidator(_numeric_movie_id)]
-Title = Annotated[str, Field(min_length=1, max_length=300), AfterValidator(_stripped_title)]
+NewMovieId = Annotated[
+    str,
+    AfterValidator(_numeric_movie_id),
+    BeforeValidator(_integer_id_as_text),
+    _text_or_integer({"type": "string", "pattern": f"^(?:{MOVIE_ID_PATTERN.pattern})$"}),
+]
+Title = Annotated[str, Field(min_length=1, max_length=300)]
 Genres = Annotated[
     list[Annotated[str, Field(min_length=1, max_length=64)]],
-    Field(max_length=30, description="Genres the served version knows (GET /model lists them by movie)."),
+    Field(
+        max_length=30,
+        description="Distinct genres the served version knows.",
+        json_schema_extra={"uniqueItems": True},
+    ),
     AfterValidator(_distinct),
 ]
-Year = Annotated[int, Field(ge=FIRST_YEAR, le=LAST_YEAR, description="Release year.")]
+Year = Annotated[int, Field(ge=FIRST_YEAR, le=LAST_YEAR), BeforeValidator(whole)]  # the release year
 
 
 class NewMovie(BaseModel):
@@ -97,18 +110,30 @@ class MoviePatch(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
-        json_schema_extra={"examples": [{"available": False}, {"title": "Arrival (2016)", "genres": ["Sci-Fi"]}]},
+        json_schema_extra={
+            "minProperties": 1,
+            "examples": [{"available": False}, {"title": "Arrival (2016)", "genres": ["Sci-Fi"]}],
+        },
     )
 
-    title: Title | None = None
-    genres: Genres | None = None
-    year: Year | None = None
-    available: bool | None = Field(
+    # Each field may be left out, never null: a change names what it changes.
+    title: Title | SkipJsonSchema[None] = None
+    genres: Genres | SkipJsonSchema[None] = None
+    year: Year | SkipJsonSchema[None] = None
+    available: bool | SkipJsonSchema[None] = Field(
         default=None, description="false withdraws the movie from every answer; true brings it back."
     )
 
-    def is_empty(self) -> bool:
-        return all(getattr(self, name) is None for name in type(self).model_fields)
+    @model_validator(mode="before")
+    @classmethod
+    def _named_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            if not data:
+                raise ValueError("send at least one of title, genres, year, available")
+            nulls = sorted(name for name, value in data.items() if value is None)
+            if nulls:
+                raise ValueError(f"{nulls} are null; leave a field out to keep it as it is")
+        return data
 
 
 class CatalogueMovie(BaseModel):
