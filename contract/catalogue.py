@@ -112,6 +112,13 @@ class CatalogueEntry:
     last_id: int  # the newest change folded in
 
 
+def title_with_year(title: str, year: int | None) -> str:
+    """The title text a candidate tower reads: MovieLens titles end in "(year)", so the towers learnt them so."""
+    if year is not None and not title.rstrip().endswith(f"({year})"):
+        return f"{title} ({year})"
+    return title
+
+
 def fold(entries: dict[str, CatalogueEntry], changes: Iterable[CatalogueChange]) -> dict[str, CatalogueEntry]:
     """`entries` (changed in place and returned) with `changes` applied in order: the catalogue's state."""
     for change in changes:

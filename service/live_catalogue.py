@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from contract import manifest as layout
-from contract.catalogue import CatalogueEntry, CatalogueStore, CatalogueStoreError, fold
+from contract.catalogue import CatalogueEntry, CatalogueStore, CatalogueStoreError, fold, title_with_year
 from service import similar
 from service.artifacts import ModelVersion
 from service.live_version import base_of, catalogue_id_of, live_version
@@ -31,11 +31,7 @@ EMBED_CHUNK = 1024  # movies per candidate-tower call
 
 
 def embedding_title(entry: CatalogueEntry) -> str:
-    """The title text the candidate tower reads: MovieLens titles end in "(year)", so it learnt them that way."""
-    title = entry.title or ""
-    if entry.year is not None and not title.rstrip().endswith(f"({entry.year})"):
-        return f"{title} ({entry.year})"
-    return title
+    return title_with_year(entry.title or "", entry.year)
 
 
 class LiveCatalogue:
