@@ -23,7 +23,7 @@ from service.errors import (
     NotInCatalogueError,
     UnknownMovieError,
 )
-from service.live_version import LiveVersion, base_of
+from service.live_version import base_of
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ async def add_movies(service: Service, version: ModelVersion, request: MoviesReq
     except CatalogueStoreError as e:
         raise _unavailable(e) from None
     served = await _serve(service)
-    return {"added": len(movies), "movies": [_shown(served, m.movie_id) for m in movies]}
+    return {"added": len(movies), "movies": [_shown(served, service.catalogue.entries(), m.movie_id) for m in movies]}
 
 
 async def change_movie(service: Service, version: ModelVersion, movie_id: str, patch: MoviePatch) -> dict[str, Any]:
@@ -92,32 +92,35 @@ async def change_movie(service: Service, version: ModelVersion, movie_id: str, p
     except CatalogueStoreError as e:
         raise _unavailable(e) from None
     served = await _serve(service)
-    return _shown(served, movie_id)
+    return _shown(served, service.catalogue.entries(), movie_id)
 
 
 async def _serve(service: Service) -> ModelVersion:
-    """This replica's served version once it reflects every change committed so far (its own included)."""
-    await service.catalogue.refresh(lambda: service.registry.current, service.registry.offer)
+    """This replica's served version once it reflects every change committed so far (its own included).
+
+    The change is committed whatever happens here: a failure to apply it (the candidate tower cannot load) is
+    logged, the answer still says what is stored, and the next refresh tries again.
+    """
+    try:
+        await service.catalogue.refresh(lambda: service.registry.current, service.registry.offer)
+    except Exception:
+        log.exception("a committed catalogue change could not be applied yet; the next refresh retries")
     return service.registry.require()
 
 
-def _shown(version: ModelVersion, movie_id: str) -> dict[str, Any]:
-    """A movie as CatalogueMovie: what `version` serves, with the store's year, availability and change id."""
-    entry: CatalogueEntry | None = _entries_of(version).get(movie_id)
+def _shown(version: ModelVersion, stored: Mapping[str, CatalogueEntry], movie_id: str) -> dict[str, Any]:
+    """A movie as CatalogueMovie: the store's state (`stored`, as this replica last read it) over `version`'s."""
+    entry = stored.get(movie_id)
     row = version.row_of_movie.get(movie_id)
-    movie = version.movies[row] if row is not None else {"movie_id": movie_id, "title": "", "genres": []}
-    if row is None and entry is not None:  # a movie the version lacks and the store did not add: shown as stored
-        movie = {"movie_id": movie_id, "title": entry.title or "", "genres": list(entry.genres or ())}
+    before = version.movies[row] if row is not None else {"title": "", "genres": []}
     return {
-        **movie,
+        "movie_id": movie_id,
+        "title": entry.title if entry is not None and entry.title is not None else before["title"],
+        "genres": list(entry.genres) if entry is not None and entry.genres is not None else before["genres"],
         "year": entry.year if entry else None,
         "available": entry.available if entry else True,
         "change_id": entry.last_id if entry else 0,
     }
-
-
-def _entries_of(version: ModelVersion) -> Mapping[str, CatalogueEntry]:
-    return version.entries if isinstance(version, LiveVersion) else {}
 
 
 def _check_genres(version: ModelVersion, genres: Sequence[str], where: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -142,3 +143,17 @@ def test_the_routes_are_in_the_openapi_schema(client: TestClient) -> None:
     assert {"200", "401", "404", "422"} <= set(patch["responses"])
     schema = post["requestBody"]["content"]["application/json"]["schema"]
     assert "maxItems" in str(schema) and "1870" in str(schema)
+
+
+def test_a_committed_movie_is_acknowledged_even_when_it_cannot_be_embedded_yet(
+    models_dir: Path, catalogue_url: str
+) -> None:
+    with serving(models_dir, ratings_url=catalogue_url, admin_token=TOKEN) as client:
+        version = client.get("/model").json()["version"]
+        shutil.rmtree(models_dir / version / "candidate_model")  # the tower is loaded on the first new movie
+        answer = client.post("/movies", json={"movie_id": "900050", "title": "Unplaced", "genres": []}, headers=ADMIN)
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["movies"][0]["title"] == "Unplaced"
+        assert client.get("/movies", params={"q": "unplaced"}).json() == []  # not served until it can be embedded
+    with CatalogueStore(catalogue_url) as replica:
+        assert [c.movie_id for c in replica.changes_after(0)] == ["900050"]
