@@ -28,19 +28,49 @@ class SideIndexSearcher:
     def search_batched(
         self, queries: np.ndarray, final_num_neighbors: int, **params: Any
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Rows int64 and dot-product scores float32 [batch, final_num_neighbors], best first, NaN-padded."""
+        """Rows int64 and dot-product scores float32 [batch, final_num_neighbors], best first, NaN-padded.
+
+        Only the added movies that beat a row's last base neighbour can enter its answer, so they alone are
+        merged: usually few, and none at all (the base answer as it is) costs one product and one compare.
+        """
         depth = final_num_neighbors
         rows, scores = self.base.search_batched(queries, final_num_neighbors=min(depth, self.base_count), **params)
+        rows, scores = np.asarray(rows, dtype=np.int64), np.asarray(scores, dtype=np.float32)
+        full = rows.shape[1] == depth and bool(np.isfinite(scores[:, -1]).all())
+        if len(rows) == 1:  # the usual batch at low load: the same merge in fewer (1-D) NumPy calls
+            return self._merge_one(np.asarray(queries[0], dtype=np.float32), rows, scores, depth, full)
         side_scores = np.asarray(queries, dtype=np.float32) @ self.side.T  # [batch, s]
-        take = min(depth, len(self.side))
-        if take < len(self.side):
-            top = np.argpartition(-side_scores, take - 1, axis=1)[:, :take]
+        floor = scores[:, -1:] if full else np.full((len(rows), 1), -np.inf, dtype=np.float32)
+        entering = side_scores > floor
+        width = min(depth, int(entering.sum(axis=1).max(initial=0)))
+        if width == 0:
+            return rows, scores
+        entering_scores = np.where(entering, side_scores, -np.inf)
+        if width < len(self.side):
+            top = np.argpartition(-entering_scores, width - 1, axis=1)[:, :width]
         else:
             top = np.broadcast_to(np.arange(len(self.side)), side_scores.shape)
-        all_rows = np.concatenate([np.asarray(rows, dtype=np.int64), top + self.base_count], axis=1)
-        all_scores = np.concatenate(
-            [np.asarray(scores, dtype=np.float32), np.take_along_axis(side_scores, top, axis=1)], axis=1
-        )
+        all_rows = np.concatenate([rows, top + self.base_count], axis=1)
+        all_scores = np.concatenate([scores, np.take_along_axis(entering_scores, top, axis=1)], axis=1)
         key = np.where(np.isfinite(all_scores), all_scores, -np.inf)
         order = np.argsort(-key, axis=1, kind="stable")[:, :depth]
-        return np.take_along_axis(all_rows, order, axis=1), np.take_along_axis(all_scores, order, axis=1)
+        merged_rows, merged_scores = (
+            np.take_along_axis(all_rows, order, axis=1),
+            np.take_along_axis(all_scores, order, axis=1),
+        )
+        merged_scores[np.isneginf(merged_scores)] = np.nan  # padding, as ScaNN pads
+        return merged_rows, merged_scores
+
+    def _merge_one(
+        self, query: np.ndarray, rows: np.ndarray, scores: np.ndarray, depth: int, full: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        side_scores = self.side @ query
+        entering = np.flatnonzero(side_scores > scores[0, -1]) if full else np.arange(len(self.side))
+        if len(entering) == 0:
+            return rows, scores
+        if len(entering) > depth:
+            entering = entering[np.argpartition(-side_scores[entering], depth - 1)[:depth]]
+        all_rows = np.concatenate([rows[0], entering + self.base_count])
+        all_scores = np.concatenate([scores[0], side_scores[entering]])
+        order = np.argsort(-np.where(np.isfinite(all_scores), all_scores, -np.inf), kind="stable")[:depth]
+        return all_rows[order][None, :], all_scores[order][None, :]

@@ -25,6 +25,9 @@ def test_the_merged_search_is_brute_force_over_all_rows() -> None:
         assert rows.shape == scores.shape == (5, depth)
         np.testing.assert_array_equal(rows, exact)
         np.testing.assert_allclose(scores, np.take_along_axis(queries @ everything.T, exact, axis=1), rtol=1e-5)
+        one_rows, one_scores = merged.search_batched(queries[2:3], final_num_neighbors=depth)  # the 1-query path
+        np.testing.assert_array_equal(one_rows, exact[2:3])
+        np.testing.assert_allclose(one_scores, scores[2:3], rtol=1e-5)
 
 
 def test_short_answers_stay_padded_at_the_end() -> None:

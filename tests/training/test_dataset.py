@@ -56,5 +56,6 @@ def test_movie_dropout_blanks_a_share_of_the_candidate_ids_and_keeps_their_title
     np.testing.assert_array_equal(fed["title"], shuffled["title"])
     np.testing.assert_array_equal(fed["candidate_probability"], shuffled["candidate_probability"])
     title_of = dict(zip(vocab.movie_ids.tolist(), vocab.titles.tolist(), strict=True))
-    kept = [(m, t) for m, t in zip(fed["movie_id"].astype(str), fed["title"].astype(str), strict=True) if m]
+    titles = [t.decode() for t in fed["title"].tolist()]
+    kept = [(m, t) for m, t in zip(fed["movie_id"].astype(str), titles, strict=True) if m]
     assert kept and all(title_of[m] == t for m, t in kept)
