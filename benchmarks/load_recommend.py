@@ -7,7 +7,7 @@ at a moment inside ML-100K), and reports req/s, p50, p99, errors
 benchmarks/results/load_recommend.json and a Markdown table beside it. Needs `wrk` (apt-get install -y wrk).
 
     python benchmarks/load_recommend.py [--models-dir models] [--duration 10] [--concurrency 1,8,64]
-                                        [--rounds 3] [--compare-thread]
+                                        [--rounds 3] [--compare-thread] [--add-movies 1000]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -38,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMESTAMP = 879024327  # inside ML-100K's rating period
 TARGET_SHARE = {1: 0.50, 64: 0.70}  # of the bare endpoint's req/s, measured beside it (issue 9)
 TARGET_P99_MS_AT_8 = 10.0
+ADMIN_TOKEN = "load-benchmark"
+ADDED_IDS = 10_000_000  # the first added movie's id, past every MovieLens id
 
 LUA = """
 local ids = {%(ids)s}
@@ -114,6 +117,44 @@ def server(name: str, command: list[str], env: dict[str, str], port: int, log_di
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+def catalogue_env(tmp: Path, add_movies: int) -> dict[str, str]:
+    """With movies to add, an admin token and a database of the run's own (the catalogue beside the ratings)."""
+    if not add_movies:
+        return {}
+    return {"RECSYS_ADMIN_TOKEN": ADMIN_TOKEN, "RECSYS_RATINGS_URL": f"sqlite:///{tmp}/ratings.db"}
+
+
+def post_movies(base_url: str, version_dir: Path, count: int) -> None:
+    """Add `count` movies through POST /movies (titles and genres of the version's, shuffled), and check that the
+    server then serves them."""
+    movies = json.loads((version_dir / "movies.json").read_text())
+    rng = np.random.default_rng(0)
+    added = [
+        {
+            "movie_id": str(ADDED_IDS + i),
+            "title": f"{movies[rng.integers(len(movies))]['title'].rsplit(' (', 1)[0]} {i}",
+            "genres": movies[rng.integers(len(movies))]["genres"],
+            "year": int(rng.integers(1990, 2026)),
+        }
+        for i in range(count)
+    ]
+    if not count:
+        return
+    for lo in range(0, count, 1000):
+        request = urllib.request.Request(
+            f"{base_url}/movies",
+            data=json.dumps({"movies": added[lo : lo + 1000]}).encode(),
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            assert answer.status == 201, answer.read()
+    query = urllib.parse.urlencode({"q": added[-1]["title"], "limit": 100})
+    with urllib.request.urlopen(f"{base_url}/movies?{query}", timeout=10) as found:
+        served = {m["movie_id"] for m in json.loads(found.read())}
+    assert added[-1]["movie_id"] in served, "the added movies are not served"
 
 
 def run_wrk(base_url: str, script: Path, concurrency: int, duration: int) -> dict[str, Any]:
@@ -205,6 +246,7 @@ def main(
     compare_thread: Annotated[bool, typer.Option(help="Also run the service with batches in a worker thread")] = False,
     rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds per level; the median share is reported")] = 3,
     explain: Annotated[bool, typer.Option(help="Ask every /recommend for its reasons (explain=true)")] = False,
+    add_movies: Annotated[int, typer.Option(help="Movies added through POST /movies before measuring")] = 0,
     out: Annotated[Path, typer.Option(help="Results JSON")] = ROOT / "benchmarks" / "results" / "load_recommend.json",
 ) -> None:
     """Measure /recommend against a bare FastAPI endpoint on this machine, in one run."""
@@ -226,6 +268,8 @@ def main(
                 "--log-level", "warning", *uvicorn_options]  # fmt: skip
         service = [sys.executable, "-m", "service", "--models-dir", str(models_dir)]
         service_env = {"RECSYS_LOG_LEVEL": "warning", "RECSYS_POLL_SECONDS": "0"}
+        service_env |= catalogue_env(Path(tmp), add_movies)
+        movies_for = {"bare": 0}  # the bare endpoint has no catalogue; every service gets the same movies
         targets = [("bare", bare, {}), ("recommend", service, service_env)]
         if compare_thread:
             targets.append(("recommend-thread", service, {**service_env, "RECSYS_BATCH_IN_THREAD": "true"}))
@@ -238,6 +282,7 @@ def main(
             for name, command, env in targets:
                 port = free_port()
                 servers[name] = stack.enter_context(server(name, [*command, "--port", str(port)], env, port, Path(tmp)))
+                post_movies(servers[name][1], models_dir / version, movies_for.get(name, add_movies))
                 run_wrk(servers[name][1], script, 8, min(duration, 2))  # warm-up, discarded
             # Rounds alternate the servers at each level, so that each share compares runs taken side by side
             # (a shared machine's speed drifts from one minute to the next).
@@ -260,6 +305,7 @@ def main(
         "duration_s": duration,
         "rounds": rounds,
         "wrk": "1 thread, keep-alive, GET /recommend?user_id=<rotating known user>[&timestamp=879024327]&k=10",
+        "movies_added": add_movies,
         "results": results,
         "runs": runs,
         "targets": {"share": TARGET_SHARE, "p99_ms_at_8": TARGET_P99_MS_AT_8},

@@ -55,6 +55,7 @@ class DataInfo(_Part):
     timestamp_max: int
     ratings_cutoff_id: int = Field(0, ge=0, description="stored ratings with id <= this are in the data")
     num_stored_ratings: int = Field(0, ge=0, description="how many of num_ratings came from the ratings store")
+    catalogue_cutoff_id: int = Field(0, ge=0, description="catalogue store changes with id <= this are in the data")
 
 
 class QueryInfo(_Part):

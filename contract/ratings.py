@@ -98,6 +98,12 @@ class RatingsStore:
             with self._engine.connect():  # fail at startup rather than on the first request
                 pass
 
+    @property
+    def url(self) -> str:
+        """The database's URL, password included: the catalogue store beside the ratings opens the same one."""
+        assert self._url is not None
+        return self._url.render_as_string(hide_password=False)
+
     def create_schema(self) -> None:
         """Creates the table and its index unless present; several replicas may call this at once."""
         with self._errors("create the ratings table"), self._engine.begin() as conn:

@@ -10,7 +10,15 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from contract.popularity import DAY_SECONDS
-from service import openapi, routes_admin, routes_movies, routes_operations, routes_ratings, routes_recommend
+from service import (
+    openapi,
+    routes_admin,
+    routes_catalogue,
+    routes_movies,
+    routes_operations,
+    routes_ratings,
+    routes_recommend,
+)
 from service.artifacts import configure_tensorflow
 from service.batcher import Batcher
 from service.config import Settings
@@ -18,13 +26,14 @@ from service.dependencies import Service
 from service.error_handlers import add_error_handlers
 from service.hot_route import HotRoute
 from service.limits import BodyLimit
+from service.live_catalogue import LiveCatalogue
 from service.metrics import Metrics, MetricsMiddleware
 from service.popularity import RecentPopularity
 from service.ratings import RatingsWriter
 from service.registry import Registry, freeze_runtime
 from service.routes_recommend import answer_recommend_get
 
-ROUTERS = (routes_recommend, routes_movies, routes_ratings, routes_operations, routes_admin)
+ROUTERS = (routes_recommend, routes_movies, routes_ratings, routes_operations, routes_admin, routes_catalogue)
 
 
 class ServiceApp(FastAPI):
@@ -62,6 +71,7 @@ def create_app(settings: Settings | None = None, requests_in_flight: Callable[[]
         ratings=RatingsWriter(settings.ratings_url, settings.max_ratings_per_request, metrics.ratings_stored.inc),
         metrics=metrics,
         popularity=RecentPopularity(settings.popular_half_life_days * DAY_SECONDS),
+        catalogue=LiveCatalogue(settings.ratings_url, settings.models_dir),  # the same database as the ratings
     )
 
     @contextlib.asynccontextmanager
@@ -69,6 +79,8 @@ def create_app(settings: Settings | None = None, requests_in_flight: Callable[[]
         configure_tensorflow(settings.tf_threads)
         freeze_runtime()
         service.ratings.open()  # first: a database that cannot be opened stops startup with what to fix
+        await asyncio.to_thread(service.catalogue.open)
+        service.registry.derive = service.catalogue.apply
         service.batcher.start()
         # A version is counted for the fallback in its loading thread, so it never serves the 1998 totals.
         service.registry.on_load = lambda version: service.popularity.refresh(version, service.ratings.store)
@@ -79,15 +91,22 @@ def create_app(settings: Settings | None = None, requests_in_flight: Callable[[]
             ),
             name="popularity-refresher",
         )
+        follower = asyncio.create_task(
+            service.catalogue.watch(
+                lambda: service.registry.current, service.registry.offer, settings.catalogue_refresh_seconds
+            ),
+            name="catalogue-follower",
+        )
         try:
             yield
         finally:
-            for task in (watcher, refresher):
+            for task in (watcher, refresher, follower):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await service.batcher.stop()
             service.ratings.close()
+            service.catalogue.close()
 
     app = ServiceApp(
         title="Movie recommendations",

@@ -118,6 +118,10 @@ class ModelVersion:
         """A fresh bool [num_movies] mask with every movie allowed (a copy: np.ones is slower)."""
         return self._all_true.copy()
 
+    def is_available(self, row: int) -> bool:
+        """Whether movie `row` may be answered (false once withdrawn from the catalogue: service/live_version.py)."""
+        return bool(self._all_true[row])
+
     @property
     def history_length(self) -> int:
         """Movie ids the query model reads as history (0: it takes none)."""

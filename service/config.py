@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     popular_half_life_days: float = Field(default=14.0, gt=0)
     # How often that ranking reads the ratings stored since its last read.
     popular_refresh_seconds: float = Field(default=5.0, gt=0)
+    # Most movies one POST /movies body may add: they are one transaction, and each is embedded before the answer.
+    max_movies_per_request: int = Field(default=1000, ge=1, le=100_000)
+    # How often each replica reads the catalogue changes stored since its last read (service/live_catalogue.py).
+    catalogue_refresh_seconds: float = Field(default=2.0, gt=0)
     # How often models/CURRENT is checked for a new version to hot-swap in; 0 disables polling.
     poll_seconds: float = Field(default=2.0, ge=0)
     # Bearer token for /admin/*; unset disables the admin endpoints.

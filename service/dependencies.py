@@ -11,6 +11,7 @@ from service.artifacts import ModelVersion
 from service.batcher import Batcher
 from service.config import Settings
 from service.errors import AdminAuthError, AdminDisabledError
+from service.live_catalogue import LiveCatalogue
 from service.metrics import Metrics
 from service.popularity import RecentPopularity
 from service.ratings import RatingsWriter
@@ -27,6 +28,7 @@ class Service:
     ratings: RatingsWriter
     metrics: Metrics
     popularity: RecentPopularity  # the at-now fallback ranking
+    catalogue: LiveCatalogue  # the catalogue store's changes, applied to the served version
 
 
 async def _service(request: Request) -> Service:

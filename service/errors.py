@@ -57,6 +57,14 @@ class RatingsUnavailableError(ServiceError):
     """The ratings database failed a write; nothing was acknowledged, so the client should retry."""
 
 
+class DuplicateMovieError(ServiceError):
+    """POST /movies names a movie_id the catalogue already has (409: adding it again cannot succeed)."""
+
+
+class CatalogueUnavailableError(ServiceError):
+    """The catalogue database failed a write; nothing was acknowledged, so the client should retry."""
+
+
 class MissingFileError(ServiceError):
     """The served version has no such file (an optional one, such as the training curve)."""
 
@@ -73,6 +81,8 @@ ERROR_STATUS: dict[type[ServiceError], tuple[int, str]] = {
     VersionRejectedError: (422, "version_rejected"),
     NoModelError: (503, "no_model"),
     RatingsUnavailableError: (503, "ratings_unavailable"),
+    DuplicateMovieError: (409, "duplicate_movie"),
+    CatalogueUnavailableError: (503, "catalogue_unavailable"),
     AdminAuthError: (401, "unauthorized"),
     AdminDisabledError: (403, "admin_disabled"),
 }

@@ -48,6 +48,8 @@ class Registry:
         self._pointer_problem: str | None = None  # the last unreadable-CURRENT message, logged once
         # Called in the loading thread with each version that loaded, before it is served (blocking is fine).
         self.on_load: Callable[[ModelVersion], None] = lambda version: None
+        # Called in the loading thread: what to serve of a loaded version (the catalogue's changes applied).
+        self.derive: Callable[[ModelVersion], ModelVersion] = lambda version: version
 
     @property
     def current(self) -> ModelVersion | None:
@@ -124,10 +126,18 @@ class Registry:
         version = load_version(path, self._max_batch, self._min_index_recall)
         similar.prepare(version)  # what /similar reads, built here off the event loop (seconds at 25M ratings)
         try:
+            version = self.derive(version)
+        except Exception:  # the catalogue's changes must not refuse a version that loaded; they follow later
+            log.exception("applying the catalogue to version %s failed; serving it without", path.name)
+        try:
             self.on_load(version)
         except Exception:  # what is derived from a version must not refuse a version that loaded
             log.exception("preparing version %s after its load failed; serving it anyway", path.name)
         return version
+
+    def offer(self, version: ModelVersion) -> None:
+        """Serve `version`, the served one rebuilt (the catalogue changed); call on the event loop."""
+        self._current = version
 
     def _name(self) -> str | None:
         return self._current.name if self._current else None

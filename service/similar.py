@@ -100,6 +100,23 @@ def prepare(version: ModelVersion) -> SimilarIndex:
     return index
 
 
+def extend(version: ModelVersion, base: ModelVersion) -> SimilarIndex:
+    """`version`'s SimilarIndex from `base`'s, `version` being `base` with movies appended after its rows
+    (service/live_version.py): nobody rated those in base's ratings, so only the embeddings grow."""
+    index = prepare(base)
+    extra = version.candidate_embeddings[len(index.unit) :]
+    extended = SimilarIndex(
+        unit=np.concatenate([index.unit, unit_rows(extra)]) if len(extra) else index.unit,
+        user_indptr=index.user_indptr,
+        user_movies=index.user_movies,
+        movie_indptr=np.concatenate([index.movie_indptr, np.full(len(extra), index.movie_indptr[-1])]),
+        movie_users=index.movie_users,
+        raters=np.concatenate([index.raters, np.zeros(len(extra), dtype=np.float32)]),
+    )
+    _indexes[version] = extended
+    return extended
+
+
 def nearest(
     version: ModelVersion, row: int, k: int, allowed: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -131,9 +148,11 @@ def similar(
     """
     check_k(k, settings.max_k)
     row = version.row_of_movie.get(movie_id)
-    if row is None:
+    if row is None or not version.is_available(row):
         raise UnknownMovieError(
             f"movie_id {movie_id!r} is not in the catalogue of version {version.name} ({version.num_movies} movies)"
+            + ("" if row is None else ": it is withdrawn (PATCH /movies/{movie_id} with available: true restores it)")
         )
-    rows, scores = nearest(version, row, k, _genre_mask(version, genres or []))
+    mask = _genre_mask(version, genres or [])
+    rows, scores = nearest(version, row, k, version.all_movies() if mask is None else mask)
     return {**version.movies[row], "model_version": version.name, "items": _items(version, rows, scores)}

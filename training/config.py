@@ -61,6 +61,12 @@ class TrainConfig(BaseModel):
     user_dropout: float = Field(
         0.8, ge=0, lt=1, description="Share of examples trained without user_id, for users the model never saw."
     )
+    movie_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of examples whose movie_id is blanked, so new movies (POST /movies) are placed by title.",
+    )
     history_pooling: Literal["mean", "positional", "attention"] = Field(
         "positional",
         description="mean; positional: a learned softmax weight per history position (starts as mean); attention: "

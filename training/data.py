@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import re
@@ -38,6 +39,7 @@ class MovieLens:
     fingerprint: str  # sha256 over the source files, so a manifest says exactly which data it saw
     ratings_cutoff_id: int = 0  # stored ratings with id <= this were added (0: none)
     num_stored: int = 0  # how many ratings came from the ratings store; they carry a stored_id column
+    catalogue_cutoff_id: int = 0  # catalogue store changes with id <= this were applied (0: none)
 
 
 def detect_layout(directory: Path) -> str | None:
@@ -286,11 +288,4 @@ def with_stored_ratings(data: MovieLens, stored: RatingColumns, cutoff_id: int) 
     frame = frame[frame["movie_id"].isin(data.movies["movie_id"])]
     ratings = data.ratings.assign(stored_id=np.int64(0))
     merged = pd.concat([ratings, frame], ignore_index=True)
-    return MovieLens(
-        ratings=merged,
-        movies=data.movies,
-        layout=data.layout,
-        fingerprint=data.fingerprint,
-        ratings_cutoff_id=cutoff_id,
-        num_stored=len(frame),
-    )
+    return dataclasses.replace(data, ratings=merged, ratings_cutoff_id=cutoff_id, num_stored=len(frame))

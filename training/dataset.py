@@ -102,6 +102,7 @@ def ratings_dataset(
     history_ratings: bool = False,
     shuffle_seed: int | None = None,
     user_dropout: float = 0.0,
+    movie_dropout: float = 0.0,
 ) -> tf.data.Dataset:
     """Batches of {user_id, timestamp, [history,] movie_id, title, candidate_probability}.
 
@@ -119,6 +120,9 @@ def ratings_dataset(
         history_ratings: also each history movie's stars (`history_rating`, NO_VALUE at padding).
         user_dropout: share of examples whose user_id is blanked, so that the out-of-vocabulary user (every
             user the model has not seen) learns to be answered from the history alone.
+        movie_dropout: share of examples whose candidate movie_id is blanked (title and sampling probability
+            kept), so that the out-of-vocabulary movie (one added to the catalogue since) learns to be placed
+            by its title.
     """
     columns = {
         "user_id": ratings["user_id"].to_numpy(dtype=np.int64),
@@ -149,10 +153,14 @@ def ratings_dataset(
         if user_dropout > 0:
             dropped = tf.random.uniform(tf.shape(user_id), seed=shuffle_seed) < user_dropout
             user_id = tf.where(dropped, tf.constant(""), user_id)
+        movie_id = tf.gather(movie_ids, batch["movie_row"])
+        if movie_dropout > 0:
+            blanked = tf.random.uniform(tf.shape(movie_id), seed=None if shuffle_seed is None else shuffle_seed + 1)
+            movie_id = tf.where(blanked < movie_dropout, tf.constant(""), movie_id)
         features = {
             "user_id": user_id,
             "timestamp": batch["timestamp"],
-            "movie_id": tf.gather(movie_ids, batch["movie_row"]),
+            "movie_id": movie_id,
             "title": tf.gather(titles, batch["movie_row"]),
             "candidate_probability": tf.gather(probabilities, batch["movie_row"]),
             "movie_row": batch["movie_row"],  # the positive's catalogue row: the label of a full softmax

@@ -82,17 +82,22 @@ def model_ranks(
     held_out: HeldOutQueries,
     exclude: bool,
     chunk: int = 2048,
+    unanswerable: np.ndarray | None = None,
 ) -> np.ndarray:
     """Ranks of the held-out movies under the model as served (popularity for fallback queries).
 
     Args:
         queries: float32 [n, d] query embeddings, one per held-out rating; candidates: float32 [num_movies, d].
+        unanswerable: bool [num_movies], movies the scored model cannot answer (an older version that lacks
+            movies added to the catalogue since): never ranked.
     """
     fallback_scores = popularity_scores(popularity)
 
     def score(lo: int, hi: int) -> np.ndarray:
         scores = queries[lo:hi] @ candidates.T
         scores[held_out.fallback[lo:hi]] = fallback_scores
+        if unanswerable is not None:
+            scores[:, unanswerable] = -np.inf
         return scores
 
     return _ranks(score, held_out, exclude, chunk, len(candidates))

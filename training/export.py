@@ -196,4 +196,5 @@ def _data_info(data: MovieLens, dataset: str) -> DataInfo:
         timestamp_max=int(ratings["timestamp"].max()),
         ratings_cutoff_id=data.ratings_cutoff_id,
         num_stored_ratings=data.num_stored,
+        catalogue_cutoff_id=data.catalogue_cutoff_id,
     )

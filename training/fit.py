@@ -73,6 +73,7 @@ def fit(
         history_ratings=config.query_spec.history_ratings,
         shuffle_seed=config.seed,
         user_dropout=config.user_dropout,
+        movie_dropout=config.movie_dropout,
     )
     model, query_tower, candidate_tower = build_model(vocab, config)
     movies_ds = candidates_dataset(vocab, config.eval_batch_size).cache()

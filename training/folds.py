@@ -13,6 +13,7 @@ import pandas as pd
 from contract.manifest import HoldOutInfo
 from contract.ratings import RatingsStore
 from contract.user_ratings import UserRatings, build_user_ratings, known_bound
+from training.catalogue import catalogue_last_id, read_catalogue, with_catalogue
 from training.config import TrainConfig
 from training.data import MovieLens, load_movielens, with_stored_ratings
 from training.dataset import catalogue_rows, split_ratings
@@ -46,12 +47,19 @@ class PreparedData:
 
 
 def load_data(
-    config: TrainConfig, data_dir: Path, store: RatingsStore | None, ratings_cutoff_id: int | None = None
+    config: TrainConfig,
+    data_dir: Path,
+    store: RatingsStore | None,
+    ratings_cutoff_id: int | None = None,
+    catalogue_cutoff_id: int | None = None,
 ) -> MovieLens:
-    """The MovieLens files, plus the stored ratings up to `ratings_cutoff_id` (default: the store's newest id)."""
+    """The MovieLens files, plus the catalogue store's movies up to `catalogue_cutoff_id` and the stored
+    ratings up to `ratings_cutoff_id` (defaults: each store's newest id)."""
     data = load_movielens(data_dir, config.dataset)
     if store is None:
         return data
+    changes = catalogue_last_id(store) if catalogue_cutoff_id is None else catalogue_cutoff_id
+    data = with_catalogue(data, read_catalogue(store, changes), changes)  # first: ratings of new movies count
     cutoff = store.last_id() if ratings_cutoff_id is None else ratings_cutoff_id
     return with_stored_ratings(data, store.ratings_up_to(cutoff), cutoff)
 
@@ -64,14 +72,16 @@ def prepare(
     stages: StageLog | None = None,
     *,
     ratings_cutoff_id: int | None = None,
+    catalogue_cutoff_id: int | None = None,
 ) -> PreparedData:
     """Loads the data and fixes the folds, so that several models can be compared on the same ones.
 
-    `ratings_cutoff_id`: the newest stored rating to train on (every worker of a cluster passes the same).
+    `ratings_cutoff_id`, `catalogue_cutoff_id`: the newest stored rating and catalogue change to train on
+    (every worker of a cluster passes the same).
     """
     stages = stages if stages is not None else StageLog()
     with stages.stage("load"):
-        data = load_data(config, data_dir, store, ratings_cutoff_id)
+        data = load_data(config, data_dir, store, ratings_cutoff_id, catalogue_cutoff_id)
     rows = catalogue_rows(data, data.ratings)
     everything = build_user_ratings(data.ratings, rows)
     random_fold = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scann  # noqa: F401  # a SavedModel holding ScaNN ops loads only once they are registered
@@ -35,16 +36,21 @@ def score_exported(
     catalogue `movie_ids`; whom the version knows, and so who falls back to popularity, comes from the
     version's own seen.npz.
 
+    A version whose catalogue lacks movies of `movie_ids` (added to the catalogue store since it was trained)
+    is scored as it would serve: it never answers those.
+
     Raises:
-        ValueError: the version's catalogue is not `movie_ids` (its rows would mean other movies).
+        ValueError: the version has movies `movie_ids` lacks (its rows would mean other movies).
     """
     manifest = read_manifest(version_dir)
     movies = read_movies(version_dir)
-    if [m["movie_id"] for m in movies] != movie_ids.tolist():
-        raise ValueError(f"{version_dir.name} has another movie catalogue; it cannot be scored on these ratings")
     candidates = read_candidate_embeddings(version_dir, len(movies), manifest.embedding_dim)
     popularity = read_popularity(version_dir, len(movies))
     known = set(read_seen(version_dir, len(movies)).user_ids.tolist())
+    unanswerable = None
+    if [m["movie_id"] for m in movies] != movie_ids.tolist():
+        placed = _in_catalogue(version_dir.name, movies, candidates, popularity, movie_ids)
+        candidates, popularity, unanswerable = placed
     has_history = held_out.exclude_end > held_out.exclude_start
     fallback = ~np.isin(users.astype(str), list(known)) & ~has_history
     rescored = dataclasses.replace(held_out, fallback=fallback)
@@ -66,4 +72,27 @@ def score_exported(
                 inputs["history_rating"] = tf.constant(ratings, tf.float32)
         queries.append(serve(**inputs)["embedding"].numpy())
     embeddings = np.concatenate(queries) if queries else np.zeros((0, candidates.shape[1]), np.float32)
-    return accuracy_table(model_ranks(embeddings, candidates, popularity, rescored, exclude=True))
+    ranks = model_ranks(embeddings, candidates, popularity, rescored, exclude=True, unanswerable=unanswerable)
+    return accuracy_table(ranks)
+
+
+def _in_catalogue(
+    name: str, movies: list[dict[str, Any]], candidates: np.ndarray, popularity: np.ndarray, movie_ids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The version's candidates and popularity as rows of the larger catalogue `movie_ids`, and which rows of
+    it the version cannot answer.
+
+    Raises:
+        ValueError: the version has a movie `movie_ids` lacks.
+    """
+    position = {movie_id: row for row, movie_id in enumerate(movie_ids.tolist())}
+    missing = [m["movie_id"] for m in movies if m["movie_id"] not in position]
+    if missing:
+        raise ValueError(f"{name} has movies this catalogue lacks ({missing[:5]}): it cannot be scored on its ratings")
+    rows = np.array([position[m["movie_id"]] for m in movies], dtype=np.int64)
+    placed = np.zeros((len(movie_ids), candidates.shape[1]), dtype=np.float32)
+    placed[rows] = candidates
+    unanswerable = np.ones(len(movie_ids), dtype=bool)
+    unanswerable[rows] = False
+    ranked = np.concatenate([rows[popularity], np.flatnonzero(unanswerable)])  # the rest after every movie it has
+    return placed, ranked, unanswerable

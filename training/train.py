@@ -21,6 +21,7 @@ import numpy as np
 from contract.manifest import Metrics, Table
 from contract.pointers import promote
 from contract.ratings import RatingsStore
+from training.catalogue import catalogue_last_id
 from training.config import TrainConfig
 from training.distribute import agreed_minimum, cluster_from_env, make_strategy
 from training.evaluate import protocol_tables
@@ -82,7 +83,10 @@ def train_versions(
     chief = cluster_from_env().is_chief
     stages = stages if stages is not None else StageLog()
     cutoff = None if ratings is None else agreed_minimum(strategy, ratings.last_id())
-    prepared = prepare(configs[0], data_dir, ratings, held_out_after_id, stages, ratings_cutoff_id=cutoff)
+    changes = None if ratings is None else agreed_minimum(strategy, catalogue_last_id(ratings))
+    prepared = prepare(
+        configs[0], data_dir, ratings, held_out_after_id, stages, ratings_cutoff_id=cutoff, catalogue_cutoff_id=changes
+    )
     with strategy.scope():
         results = [_train_one(config, prepared, progress, stages) for config in configs]
     curve = training_curve_png({run.config.label: run.training_log for run, _ in results})

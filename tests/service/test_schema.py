@@ -8,7 +8,8 @@ Every operation must also list the answers any request can get (408, 413, 431, 5
 
 One allowance: a request the schema accepts may still name a genre or movie the served version lacks, or date
 a rating a week ahead, which no static schema can state. Such an answer is a 422 with its own code, so the
-/recommend, /ratings and /movies/{id}/similar routes may answer valid data with 422, and
+/recommend, /ratings and /movies/{id}/similar routes and the catalogue's POST /movies and PATCH
+/movies/{id} may answer valid data with 422, and
 `valid_data_is_refused_only_by_the_domain` fails any 422 to valid data that is not one of those codes.
 """
 
@@ -47,7 +48,16 @@ CONFIG = schemathesis.Config.from_dict(
                         "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
                     }
                 },
-            }
+            },
+            {
+                "include-path-regex": "^/movies(/[^/]+)?$",
+                "include-method": ["POST", "PATCH"],
+                "checks": {
+                    "positive_data_acceptance": {
+                        "expected-statuses": ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
+                    }
+                },
+            },
         ],
     }
 )

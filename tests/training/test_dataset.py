@@ -43,3 +43,19 @@ def test_no_history_input_without_a_length_and_padding_from_an_empty_store(tiny_
     empty = build_user_ratings(pd.DataFrame({"user_id": [], "timestamp": []}), np.zeros(0, np.int32))
     fed = _fed(ratings_dataset(fold.data, fold.train, vocab, 64, known=empty, history_length=3))
     assert fed["history"].shape == (len(fold.train), 3) and (fed["history"] == b"").all()
+
+
+def test_movie_dropout_blanks_a_share_of_the_candidate_ids_and_keeps_their_titles(tiny_data_dir: Path) -> None:
+    fold = prepare(TrainConfig(evaluate_temporal=False), tiny_data_dir).random
+    vocab = build_vocabularies(fold.data, fold.train)
+    fed = _fed(ratings_dataset(fold.data, fold.train, vocab, 64, shuffle_seed=3, movie_dropout=0.3))
+    blank = fed["movie_id"].astype(str) == ""
+    assert 0.2 < blank.mean() < 0.4
+    # Not shuffled apart from the ids: each example keeps its own title and sampling probability.
+    shuffled = _fed(ratings_dataset(fold.data, fold.train, vocab, 64, shuffle_seed=3))
+    np.testing.assert_array_equal(fed["title"], shuffled["title"])
+    np.testing.assert_array_equal(fed["candidate_probability"], shuffled["candidate_probability"])
+    title_of = dict(zip(vocab.movie_ids.tolist(), vocab.titles.tolist(), strict=True))
+    titles = [t.decode() for t in fed["title"].tolist()]
+    kept = [(m, t) for m, t in zip(fed["movie_id"].astype(str), titles, strict=True) if m]
+    assert kept and all(title_of[m] == t for m, t in kept)

@@ -1,0 +1,134 @@
+"""A living catalogue on the tiny trained version, through HTTP: add, rate, recommend, change, withdraw, restore.
+
+On SQLite and on a real PostgreSQL; two apps on one database agree within the refresh period; a restart keeps
+everything. The added movie's embedding is checked against the exported candidate tower itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from fastapi.testclient import TestClient
+
+from tests.contract.conftest import postgres_server, store_url  # noqa: F401  # the databases, as fixtures here
+from tests.service.conftest import assert_error, serving, wait_until
+
+TOKEN = "s3cret"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+NEW = {"movie_id": "990001", "title": "Zyzzyva Nights", "genres": ["Comedy"], "year": 1996}
+REFRESH = 0.2  # seconds between a replica's reads of the catalogue store in these tests
+
+
+def app(models_dir: Path, url: str) -> Any:
+    return serving(models_dir, ratings_url=url, admin_token=TOKEN, catalogue_refresh_seconds=REFRESH)
+
+
+def recommended(client: TestClient, user_id: str, **params: Any) -> list[dict[str, Any]]:
+    """Every movie the user may get (k above the catalogue's size), at now."""
+    response = client.get("/recommend", params={"user_id": user_id, "k": 100, **params})
+    assert response.status_code == 200, response.text
+    return response.json()["items"]  # type: ignore[no-any-return]
+
+
+def ids(items: list[dict[str, Any]]) -> list[str]:
+    return [item["movie_id"] for item in items]
+
+
+def searched(client: TestClient, q: str) -> list[str]:
+    return [m["movie_id"] for m in client.get("/movies", params={"q": q}).json()]
+
+
+def similar_to(client: TestClient, movie_id: str) -> list[str]:
+    response = client.get(f"/movies/{movie_id}/similar", params={"k": 100})
+    assert response.status_code == 200, response.text
+    return ids(response.json()["items"])
+
+
+def tower_embedding(version_dir: Path, movie_id: str, title: str) -> np.ndarray:
+    fn = tf.saved_model.load(str(version_dir / "candidate_model")).signatures["serving_default"]
+    return fn(movie_id=tf.constant([movie_id]), title=tf.constant([title]))["embedding"].numpy()[0]  # type: ignore[no-any-return]
+
+
+def test_an_added_movie_is_rated_recommended_changed_withdrawn_and_restored(
+    tiny_models_dir: Path,
+    tiny_version_dir: Path,
+    store_url: str,  # noqa: F811
+) -> None:
+    with app(tiny_models_dir, store_url) as client:
+        assert client.post("/movies", json=NEW, headers=ADMIN).status_code == 201
+        # Rateable at once, on this replica, and shown among the user's ratings with its title.
+        rated = client.post("/ratings", json={"user_id": "7", "movie_id": "990001", "rating": 4.5})
+        assert rated.status_code == 201, rated.text
+        mine = client.get("/users/7/ratings").json()
+        assert (mine[0]["movie_id"], mine[0]["title"], mine[0]["source"]) == ("990001", "Zyzzyva Nights", "stored")
+        assert "990001" not in ids(recommended(client, "7"))  # rated: excluded like any seen movie
+
+        # Recommendable, ranked by the candidate tower's own embedding of it (title with its year).
+        items = recommended(client, "3")
+        assert "990001" in ids(items)
+        scores = [item["score"] for item in items]
+        assert scores == sorted(scores, reverse=True)
+        movies = json.loads((tiny_version_dir / "movies.json").read_text())
+        served = client.app.state.service.registry.current  # type: ignore[attr-defined]
+        vector = tower_embedding(tiny_version_dir, "990001", "Zyzzyva Nights (1996)")
+        np.testing.assert_allclose(served.candidate_embeddings[served.row_of_movie["990001"]], vector, atol=1e-6)
+        assert served.num_movies == len(movies) + 1 and np.isfinite(vector).all()
+        assert "990001" in ids(recommended(client, "3", genres="Comedy"))
+        assert "990001" not in ids(recommended(client, "3", genres="Drama"))
+
+        assert searched(client, "zyzzyva") == ["990001"]
+        assert len(similar_to(client, "990001")) == len(movies)  # every other movie, itself left out
+        assert "990001" in similar_to(client, "1")
+
+        # Changed: its new title is searched and shown.
+        client.patch("/movies/990001", json={"title": "Zyzzyva Mornings"}, headers=ADMIN)
+        assert searched(client, "mornings") == ["990001"] and searched(client, "nights") == []
+
+        # Withdrawn, it leaves every answer at once; so does a MovieLens movie.
+        for movie_id in ("990001", "1"):
+            withdrawn = client.patch(f"/movies/{movie_id}", json={"available": False}, headers=ADMIN)
+            assert withdrawn.status_code == 200 and withdrawn.json()["available"] is False
+        title_of_1 = movies[0]["title"]
+        for user_id in ("3", "123456789"):  # a known user, and a user with no ratings (the popularity ranking)
+            assert not {"990001", "1"} & set(ids(recommended(client, user_id)))
+        assert not {"990001", "1"} & set(ids(recommended(client, "3", genres="Comedy")))
+        assert not {"990001", "1"} & set(similar_to(client, "2"))
+        assert searched(client, "mornings") == [] and "1" not in searched(client, title_of_1[:8])
+        assert_error(client.get("/movies/990001/similar"), 404, "unknown_movie", "withdrawn")
+
+        # Restored, it is back.
+        for movie_id in ("990001", "1"):
+            client.patch(f"/movies/{movie_id}", json={"available": True}, headers=ADMIN)
+        assert {"990001", "1"} <= set(ids(recommended(client, "3")))
+        assert {"990001", "1"} <= set(similar_to(client, "2"))
+        assert searched(client, "mornings") == ["990001"]
+
+
+def test_two_replicas_agree_within_the_refresh_and_a_restart_keeps_everything(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/ratings.db"
+    with app(tiny_models_dir, url) as first, app(tiny_models_dir, url) as second:
+        assert_error(
+            second.post("/ratings", json={"user_id": "7", "movie_id": "990001", "rating": 4.0}), 422, "not_in_catalogue"
+        )
+        assert first.post("/movies", json=NEW, headers=ADMIN).status_code == 201
+        started = time.monotonic()
+        wait_until(lambda: searched(second, "zyzzyva") == ["990001"], seconds=10)
+        assert time.monotonic() - started < 10 * REFRESH + 2
+        assert second.post("/ratings", json={"user_id": "7", "movie_id": "990001", "rating": 4.0}).status_code == 201
+        assert "990001" in ids(recommended(second, "3"))
+
+        second.patch("/movies/990001", json={"available": False}, headers=ADMIN)
+        wait_until(lambda: "990001" not in ids(recommended(first, "3")), seconds=10)
+        assert searched(first, "zyzzyva") == []
+    with app(tiny_models_dir, url) as restarted:
+        assert searched(restarted, "zyzzyva") == []
+        restarted.patch("/movies/990001", json={"available": True}, headers=ADMIN)
+        assert searched(restarted, "zyzzyva") == ["990001"]
+        assert restarted.get("/users/7/ratings").json()[0]["title"] == "Zyzzyva Nights"
