@@ -9,9 +9,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.artifacts import ModelVersion
 from service.batcher import Batcher
+from service.canary import Canary
 from service.config import Settings
 from service.errors import AdminAuthError, AdminDisabledError
+from service.impressions import ImpressionWriter
 from service.metrics import Metrics
+from service.online import OnlineMetrics
 from service.popularity import RecentPopularity
 from service.ratings import RatingsWriter
 from service.registry import Registry
@@ -27,6 +30,9 @@ class Service:
     ratings: RatingsWriter
     metrics: Metrics
     popularity: RecentPopularity  # the at-now fallback ranking
+    impressions: ImpressionWriter  # stamps answers, records them behind the request
+    online: OnlineMetrics  # per-version online metrics from the impressions store
+    canary: Canary  # the version beside CURRENT for a share of users
 
 
 async def _service(request: Request) -> Service:

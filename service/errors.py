@@ -57,6 +57,10 @@ class RatingsUnavailableError(ServiceError):
     """The ratings database failed a write; nothing was acknowledged, so the client should retry."""
 
 
+class ModelsDirUnwritableError(ServiceError):
+    """A pointer file under the models dir could not be written (a read-only mount); nothing was changed there."""
+
+
 class MissingFileError(ServiceError):
     """The served version has no such file (an optional one, such as the training curve)."""
 
@@ -73,6 +77,7 @@ ERROR_STATUS: dict[type[ServiceError], tuple[int, str]] = {
     VersionRejectedError: (422, "version_rejected"),
     NoModelError: (503, "no_model"),
     RatingsUnavailableError: (503, "ratings_unavailable"),
+    ModelsDirUnwritableError: (503, "models_dir_unwritable"),
     AdminAuthError: (401, "unauthorized"),
     AdminDisabledError: (403, "admin_disabled"),
 }
