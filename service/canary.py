@@ -9,6 +9,7 @@ nothing and everyone gets CURRENT.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from contract.pointers import CANARY, clear_canary, set_canary
 from contract.popularity import DAY_SECONDS
 from service.artifacts import ModelVersion
 from service.config import Settings
-from service.errors import ModelsDirUnwritableError, VersionNotFoundError
+from service.errors import ModelsDirUnwritableError, ServiceError, VersionNotFoundError
 from service.metrics import Metrics
 from service.popularity import RecentPopularity
 from service.registry import Registry
@@ -67,19 +68,23 @@ class CanaryRegistry(Registry):
         self._current_name = current  # the version CURRENT serves: a canary of it is no canary
 
     async def sync(self) -> None:
-        try:
-            target = self.read_current()
-        except VersionNotFoundError:
-            return  # logged and counted; the canary served stays until the pointer is readable again
-        if target is None or target == self._current_name():
-            await self.withdraw()
-            return
-        await super().sync()
-
-    async def withdraw(self) -> None:
-        """Stop serving a canary (its users get CURRENT from their next request)."""
+        """Serve what CANARY names, or nothing; decided under the load lock, so an admin set or clear never races it."""
         async with self._lock:
-            withdrawn, self._current = self._current, None
+            try:
+                target = self.read_current()
+            except VersionNotFoundError:
+                return  # logged and counted; the canary served stays until the pointer is readable again
+            if target is None or target == self._current_name():
+                self._withdraw()
+                return
+            if target == self._name() or (target in self._refused and self._refused[target] == self._stamp(target)):
+                return
+            with contextlib.suppress(ServiceError):  # logged and counted by _swap_in
+                await self._swap_in(target)
+
+    def _withdraw(self) -> None:
+        """Stop serving a canary (its users get CURRENT from their next request). Caller holds the lock."""
+        withdrawn, self._current = self._current, None
         if withdrawn is not None:
             self._metrics.model_info.remove(withdrawn.name)
             log.info("canary %s withdrawn", withdrawn.name)
@@ -93,14 +98,14 @@ class CanaryRegistry(Registry):
         """
         async with self._lock:
             version = self._current if self._current and self._current.name == name else await self._swap_in(name)
-        try:
-            set_canary(self.models_dir, name)
-        except OSError as e:
-            raise ModelsDirUnwritableError(
-                f"cannot write {self.models_dir / CANARY} ({e.strerror}); the models dir must be writable by the "
-                "server for /admin/canary, or write the pointer with the retrainer"
-            ) from None
-        return version
+            try:
+                set_canary(self.models_dir, name)
+            except OSError as e:
+                raise ModelsDirUnwritableError(
+                    f"cannot write {self.models_dir / CANARY} ({e.strerror}); the models dir must be writable by "
+                    "the server for /admin/canary, or write the pointer with the retrainer"
+                ) from None
+            return version
 
     async def clear(self) -> None:
         """Remove models/CANARY and stop serving the canary here; the other replicas follow at their next poll.
@@ -108,11 +113,12 @@ class CanaryRegistry(Registry):
         Raises:
             ModelsDirUnwritableError: CANARY could not be removed.
         """
-        try:
-            clear_canary(self.models_dir)
-        except OSError as e:
-            raise ModelsDirUnwritableError(f"cannot remove {self.models_dir / CANARY} ({e.strerror})") from None
-        await self.withdraw()
+        async with self._lock:
+            try:
+                clear_canary(self.models_dir)
+            except OSError as e:
+                raise ModelsDirUnwritableError(f"cannot remove {self.models_dir / CANARY} ({e.strerror})") from None
+            self._withdraw()
 
 
 class Canary:
