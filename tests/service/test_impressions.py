@@ -126,3 +126,15 @@ def test_ratings_after_answers_are_credited_per_version(models_dir: Path, url: s
         text = client.get("/metrics").text
         assert re.search(rf'recsys_online_liked_share{{version="{V1}"}} 0\.333', text), text
         assert f'recsys_online_hits{{rank="2",version="{V1}"}} 1.0' in text
+
+
+def test_retention_deletes_old_impressions_and_keeps_their_tallies(models_dir: Path, url: str) -> None:
+    retention = {"impression_retention_days": 1 / 86_400, "online_refresh_seconds": 0.05}  # one second
+    with serving(models_dir, ratings_url=url, **retention) as client:
+        bodies = answers(client)
+        wait_until(lambda: metric(client, "recsys_online_impressions", version=V1) == 4)
+        with RatingsStore(url) as ratings:
+            store = ImpressionStore(ratings)
+            wait_until(lambda: store.count() == 0)
+            assert store.impression(bodies[0]["recommendation_id"]) is None
+        assert client.get("/model").json()["online"]["versions"][V1]["impressions"] == 4
