@@ -73,7 +73,12 @@ def create_app(settings: Settings | None = None, requests_in_flight: Callable[[]
         metrics=metrics,
         popularity=RecentPopularity(settings.popular_half_life_days * DAY_SECONDS),
         impressions=ImpressionWriter(
-            settings.impression_queue, settings.impression_batch, online.drop, online.written.inc, settings.impressions
+            settings.impression_queue,
+            settings.impression_batch,
+            settings.impression_flush_seconds,
+            online.drop,
+            online.written.inc,
+            settings.impressions,
         ),
         online=online,
         canary=new_canary(settings, metrics, lambda: registry.current.name if registry.current else None),

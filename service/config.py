@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     impression_queue: int = Field(default=10_000, ge=1)
     # Impressions written per transaction.
     impression_batch: int = Field(default=500, ge=1)
+    # How often the writer thread stores what has queued: a batch per interval, not a write per answer.
+    impression_flush_seconds: float = Field(default=0.5, gt=0)
     # Impressions recorded longer ago than this are deleted; the online tallies they fed stay.
     impression_retention_days: float = Field(default=30.0, gt=0)
     # A rating is credited to the newest impression that showed its movie to its user this long before it.
