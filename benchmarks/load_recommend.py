@@ -233,6 +233,14 @@ def verdict(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
         if concurrency in service:
             checks[f"share_at_{concurrency}"] = service[concurrency]["share_of_bare"]
             checks[f"share_at_{concurrency}_ok"] = service[concurrency]["share_of_bare"] >= target
+    if "recommend-no-impressions" in results:
+        # Each share is against the bare endpoint measured beside it, so their ratio compares like with like.
+        without = {row["concurrency"]: row for row in results["recommend-no-impressions"]}
+        checks["with_impressions_share_of_without"] = {
+            c: round(row["share_of_bare"] / without[c]["share_of_bare"], 3)
+            for c, row in service.items()
+            if c in without
+        }
     if 8 in service:
         checks["p99_ms_at_8"] = service[8]["p99_ms"]
         checks["p99_at_8_ok"] = service[8]["p99_ms"] <= TARGET_P99_MS_AT_8
@@ -247,6 +255,9 @@ def main(
     rounds: Annotated[int, typer.Option(min=1, help="Alternating rounds per level; the median share is reported")] = 3,
     explain: Annotated[bool, typer.Option(help="Ask every /recommend for its reasons (explain=true)")] = False,
     add_movies: Annotated[int, typer.Option(help="Movies added through POST /movies before measuring")] = 0,
+    compare_impressions: Annotated[
+        bool, typer.Option(help="Also run the service with RECSYS_IMPRESSIONS=false (answers not recorded)")
+    ] = False,
     out: Annotated[Path, typer.Option(help="Results JSON")] = ROOT / "benchmarks" / "results" / "load_recommend.json",
 ) -> None:
     """Measure /recommend against a bare FastAPI endpoint on this machine, in one run."""
@@ -270,9 +281,15 @@ def main(
         service_env = {"RECSYS_LOG_LEVEL": "warning", "RECSYS_POLL_SECONDS": "0"}
         service_env |= catalogue_env(Path(tmp), add_movies)
         movies_for = {"bare": 0}  # the bare endpoint has no catalogue; every service gets the same movies
-        targets = [("bare", bare, {}), ("recommend", service, service_env)]
+        # The answers recorded go to a throwaway store unless one is given (never the repository's data/).
+        service_env.setdefault(
+            "RECSYS_RATINGS_URL", os.environ.get("RECSYS_RATINGS_URL", f"sqlite:///{tmp}/ratings.db")
+        )
+        variants = {"no-impressions": {"RECSYS_IMPRESSIONS": "false"}} if compare_impressions else {}
         if compare_thread:
-            targets.append(("recommend-thread", service, {**service_env, "RECSYS_BATCH_IN_THREAD": "true"}))
+            variants["thread"] = {"RECSYS_BATCH_IN_THREAD": "true"}
+        targets = [("bare", bare, {}), ("recommend", service, service_env)]
+        targets += [(f"recommend-{name}", service, {**service_env, **env}) for name, env in variants.items()]
 
         started = datetime.now(UTC).isoformat(timespec="seconds")
         info = machine()

@@ -15,6 +15,7 @@ from contract.manifest import MANIFEST
 
 CURRENT = "CURRENT"  # the version servers serve
 PROTECTED = "PROTECTED"  # a version the retrainer never prunes (a rollback target); not a serving pin
+CANARY = "CANARY"  # a version servers serve beside CURRENT to a share of users (RECSYS_CANARY_SHARE)
 TMP_PREFIX = ".tmp-"  # staging names under models/: never a version, removed by the pruner once stale
 # A plain directory name (no path tricks); exported names are UTC timestamps, e.g. 20261122T103000Z.001
 VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -59,6 +60,26 @@ def promote(models_dir: Path, version: str, protect: bool = False) -> None:
     if protect:
         _write_pointer(models_dir, PROTECTED, version)
     _write_pointer(models_dir, CURRENT, version)
+
+
+def set_canary(models_dir: Path, version: str) -> None:
+    """Points CANARY at `version` (atomic rename): every server polling it serves it to its canary share.
+
+    Raises:
+        FileNotFoundError: `version` is not a complete version (no manifest).
+    """
+    if not VERSION_NAME.fullmatch(version) or not (models_dir / version / MANIFEST).is_file():
+        raise FileNotFoundError(f"{models_dir / version} is not a complete version (no {MANIFEST})")
+    _write_pointer(models_dir, CANARY, version)
+
+
+def clear_canary(models_dir: Path) -> None:
+    """Removes CANARY (if present): servers stop serving a canary at their next poll."""
+    try:
+        (models_dir / CANARY).unlink()
+    except FileNotFoundError:
+        return
+    fsync_dir(models_dir)
 
 
 def _write_pointer(models_dir: Path, name: str, version: str) -> None:

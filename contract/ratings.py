@@ -198,6 +198,11 @@ class RatingsStore:
             **{f.name: np.concatenate([getattr(c, f.name) for c in chunks]) for f in fields(chunks[0])}
         )
 
+    @property
+    def engine(self) -> sa.Engine:
+        """The store's engine, for the tables that live beside the ratings (contract/impressions.py)."""
+        return self._engine
+
     def close(self) -> None:
         """Closes the readers' and the pooled connections; call on shutdown so PostgreSQL sees the sessions end."""
         with self._readers_lock:

@@ -19,15 +19,18 @@ from service import (
     routes_ratings,
     routes_recommend,
 )
-from service.artifacts import configure_tensorflow
+from service.artifacts import ModelVersion, configure_tensorflow
 from service.batcher import Batcher
+from service.canary import new_canary
 from service.config import Settings
 from service.dependencies import Service
 from service.error_handlers import add_error_handlers
 from service.hot_route import HotRoute
+from service.impressions import ImpressionWriter, open_impressions
 from service.limits import BodyLimit
 from service.live_catalogue import LiveCatalogue
 from service.metrics import Metrics, MetricsMiddleware
+from service.online import OnlineMetrics
 from service.popularity import RecentPopularity
 from service.ratings import RatingsWriter
 from service.registry import Registry, freeze_runtime
@@ -56,6 +59,11 @@ class ServiceApp(FastAPI):
             await super().__call__(scope, receive, send)
 
 
+def _served_by(registry: Registry) -> Callable[[], ModelVersion | None]:
+    """What `registry` serves now, read at each call (the catalogue follower's view of it)."""
+    return lambda: registry.current
+
+
 def create_app(settings: Settings | None = None, requests_in_flight: Callable[[], int] | None = None) -> FastAPI:
     """Build the app; the model loads in the background after startup (/readyz says when).
 
@@ -64,14 +72,31 @@ def create_app(settings: Settings | None = None, requests_in_flight: Callable[[]
     """
     settings = settings or Settings()
     metrics = Metrics()
+    registry = Registry(settings.models_dir, settings.max_batch, metrics, settings.min_index_recall)
+    online = OnlineMetrics(
+        settings.credit_window_days,
+        settings.credit_settle_seconds,
+        settings.impression_retention_days,
+        metrics.registry,
+    )
     service = Service(
         settings=settings,
-        registry=Registry(settings.models_dir, settings.max_batch, metrics, settings.min_index_recall),
+        registry=registry,
         batcher=Batcher(settings.max_batch, settings.batch_in_thread, metrics.batch_size.observe, requests_in_flight),
         ratings=RatingsWriter(settings.ratings_url, settings.max_ratings_per_request, metrics.ratings_stored.inc),
         metrics=metrics,
         popularity=RecentPopularity(settings.popular_half_life_days * DAY_SECONDS),
         catalogue=LiveCatalogue(settings.ratings_url, settings.models_dir),  # the same database as the ratings
+        impressions=ImpressionWriter(
+            settings.impression_queue,
+            settings.impression_batch,
+            settings.impression_flush_seconds,
+            online.drop,
+            online.written.inc,
+            settings.impressions,
+        ),
+        online=online,
+        canary=new_canary(settings, metrics, lambda: registry.current.name if registry.current else None),
     )
 
     @contextlib.asynccontextmanager
@@ -81,30 +106,49 @@ def create_app(settings: Settings | None = None, requests_in_flight: Callable[[]
         service.ratings.open()  # first: a database that cannot be opened stops startup with what to fix
         await asyncio.to_thread(service.catalogue.open)
         service.registry.derive = service.catalogue.apply
+        service.canary.registry.derive = service.catalogue.apply  # canary users see the same catalogue
+        impressions = open_impressions(service.ratings.store)
+        service.impressions.start(impressions)
         service.batcher.start()
         # A version is counted for the fallback in its loading thread, so it never serves the 1998 totals.
         service.registry.on_load = lambda version: service.popularity.refresh(version, service.ratings.store)
-        watcher = asyncio.create_task(service.registry.watch(settings.poll_seconds), name="model-watcher")
-        refresher = asyncio.create_task(
-            service.popularity.watch(
-                lambda: service.registry.current, lambda: service.ratings.store, settings.popular_refresh_seconds
+        canary = service.canary
+        canary.registry.on_load = lambda version: canary.popularity.refresh(version, service.ratings.store)
+        tasks = [
+            asyncio.create_task(service.registry.watch(settings.poll_seconds), name="model-watcher"),
+            asyncio.create_task(canary.registry.watch(settings.poll_seconds), name="canary-watcher"),
+            asyncio.create_task(
+                service.popularity.watch(
+                    lambda: service.registry.current, lambda: service.ratings.store, settings.popular_refresh_seconds
+                ),
+                name="popularity-refresher",
             ),
-            name="popularity-refresher",
-        )
-        follower = asyncio.create_task(
-            service.catalogue.watch(
-                lambda: service.registry.current, service.registry.offer, settings.catalogue_refresh_seconds
+            asyncio.create_task(
+                canary.popularity.watch(
+                    lambda: canary.registry.current, lambda: service.ratings.store, settings.popular_refresh_seconds
+                ),
+                name="canary-popularity-refresher",
             ),
-            name="catalogue-follower",
-        )
+            asyncio.create_task(
+                service.online.watch(lambda: impressions, settings.online_refresh_seconds), name="online-metrics"
+            ),
+            *(
+                asyncio.create_task(
+                    service.catalogue.watch(_served_by(r), r.offer, settings.catalogue_refresh_seconds),
+                    name=f"catalogue-follower-{name}",
+                )
+                for name, r in (("current", service.registry), ("canary", canary.registry))
+            ),
+        ]
         try:
             yield
         finally:
-            for task in (watcher, refresher, follower):
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await service.batcher.stop()
+            await asyncio.to_thread(service.impressions.stop)
             service.ratings.close()
             service.catalogue.close()
 

@@ -61,6 +61,24 @@ class Settings(BaseSettings):
     keep_alive_seconds: int = Field(default=5, ge=1)
     # Open connections and requests in flight beyond this get 503: file descriptors stay available.
     max_connections: int = Field(default=1000, ge=1)
+    # Record each /recommend answer (an impression) in the ratings database, written behind the request.
+    impressions: bool = True
+    # Impressions waiting to be written at most; beyond it (a slow or down store) they are dropped and counted.
+    impression_queue: int = Field(default=10_000, ge=1)
+    # Impressions written per transaction.
+    impression_batch: int = Field(default=500, ge=1)
+    # How often the writer thread stores what has queued: a batch per interval, not a write per answer.
+    impression_flush_seconds: float = Field(default=0.5, gt=0)
+    # Impressions recorded longer ago than this are deleted; the online tallies they fed stay.
+    impression_retention_days: float = Field(default=30.0, gt=0)
+    # A rating is credited to the newest impression that showed its movie to its user this long before it.
+    credit_window_days: float = Field(default=7.0, gt=0)
+    # A rating is credited once this old in the store: the impression before it has been written by then.
+    credit_settle_seconds: float = Field(default=5.0, ge=0)
+    # How often ratings are credited, old impressions pruned and the online metrics read.
+    online_refresh_seconds: float = Field(default=5.0, gt=0)
+    # Share of users (by a hash of user_id) answered by models/CANARY's version while one is set.
+    canary_share: float = Field(default=0.1, ge=0, le=1)
     # TensorFlow intra/inter-op threads: 1 keeps a SavedModel call steady on a busy 2-core box.
     tf_threads: int = Field(default=1, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -9,10 +9,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.artifacts import ModelVersion
 from service.batcher import Batcher
+from service.canary import Canary
 from service.config import Settings
 from service.errors import AdminAuthError, AdminDisabledError
+from service.impressions import ImpressionWriter
 from service.live_catalogue import LiveCatalogue
 from service.metrics import Metrics
+from service.online import OnlineMetrics
 from service.popularity import RecentPopularity
 from service.ratings import RatingsWriter
 from service.registry import Registry
@@ -29,6 +32,9 @@ class Service:
     metrics: Metrics
     popularity: RecentPopularity  # the at-now fallback ranking
     catalogue: LiveCatalogue  # the catalogue store's changes, applied to the served version
+    impressions: ImpressionWriter  # stamps answers, records them behind the request
+    online: OnlineMetrics  # per-version online metrics from the impressions store
+    canary: Canary  # the version beside CURRENT for a share of users
 
 
 async def _service(request: Request) -> Service:

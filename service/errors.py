@@ -65,6 +65,10 @@ class CatalogueUnavailableError(ServiceError):
     """The catalogue database failed a write; nothing was acknowledged, so the client should retry."""
 
 
+class ModelsDirUnwritableError(ServiceError):
+    """A pointer file under the models dir could not be written (a read-only mount); nothing was changed there."""
+
+
 class MissingFileError(ServiceError):
     """The served version has no such file (an optional one, such as the training curve)."""
 
@@ -83,6 +87,7 @@ ERROR_STATUS: dict[type[ServiceError], tuple[int, str]] = {
     RatingsUnavailableError: (503, "ratings_unavailable"),
     DuplicateMovieError: (409, "duplicate_movie"),
     CatalogueUnavailableError: (503, "catalogue_unavailable"),
+    ModelsDirUnwritableError: (503, "models_dir_unwritable"),
     AdminAuthError: (401, "unauthorized"),
     AdminDisabledError: (403, "admin_disabled"),
 }

@@ -3,7 +3,7 @@
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,16 +216,12 @@ async def recommend(
 
 
 async def recommend_batch(
-    version: ModelVersion,
-    batcher: Batcher,
     requests: list[RecommendRequest],
     settings: Settings,
-    stored_for: Callable[[str], Sequence[StoredRating]] = lambda user_id: (),
-    popular: np.ndarray | None = None,
+    answer: Callable[[RecommendRequest], Awaitable[dict[str, Any]]],
 ) -> dict[str, Any]:
-    """Answer several requests on one version; they share the batcher's model calls.
-
-    `stored_for(user_id)` gives each user's ratings stored since the version's data was taken.
+    """Answer several requests at once with `answer` (recommend() on the version each user is served); they
+    share the batcher's model calls.
 
     Raises:
         InvalidRequestError: too many requests.
@@ -238,7 +234,7 @@ async def recommend_batch(
 
     async def one(index: int, request: RecommendRequest) -> dict[str, Any]:
         try:
-            return await recommend(version, batcher, request, settings, stored_for(request.user_id), popular)
+            return await answer(request)
         except ServiceError as e:
             raise type(e)(f"requests[{index}]: {e.message}") from e
 

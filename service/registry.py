@@ -35,8 +35,11 @@ def freeze_runtime() -> None:
 class Registry:
     """The served version, and the only place that changes it."""
 
-    def __init__(self, models_dir: Path, max_batch: int, metrics: Metrics, min_index_recall: float) -> None:
+    def __init__(
+        self, models_dir: Path, max_batch: int, metrics: Metrics, min_index_recall: float, pointer: str = CURRENT
+    ) -> None:
         self.models_dir = models_dir
+        self.pointer = pointer  # the pointer file followed: CURRENT, or CANARY (service/canary.py)
         self._max_batch = max_batch  # warm-up runs the largest batch the batcher will send
         self._min_index_recall = min_index_recall
         self._metrics = metrics
@@ -78,12 +81,12 @@ class Registry:
             VersionNotFoundError: CURRENT is unreadable or names no version (logged and counted once).
         """
         try:
-            name = read_pointer(self.models_dir, CURRENT)
+            name = read_pointer(self.models_dir, self.pointer)
         except PointerError as e:
             if str(e) != self._pointer_problem:
                 self._pointer_problem = str(e)
                 self._metrics.load_failures.inc()
-                log.error("ignoring %s, still serving %s: %s", CURRENT, self._name(), e)
+                log.error("ignoring %s, still serving %s: %s", self.pointer, self._name(), e)
             raise VersionNotFoundError(str(e)) from e
         self._pointer_problem = None
         return name

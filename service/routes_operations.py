@@ -57,6 +57,8 @@ async def model_info(version: VersionDep, service: ServiceDep) -> ModelInfo:
         metrics=manifest.metrics.model_dump(),
         index=manifest.index.model_dump(),
         settings=service.settings.public(),
+        canary=service.canary.describe(),
+        online=service.online.describe([version.name, *service.canary.served()]),
     )
 
 

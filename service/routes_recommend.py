@@ -7,8 +7,8 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from starlette.datastructures import QueryParams
 
-from contract.ratings import StoredRating
 from service import recommender
+from service.artifacts import ModelVersion
 from service.dependencies import Service, ServiceDep, VersionDep
 from service.error_handlers import INTERNAL_ERROR, known_error
 from service.errors import error_json
@@ -22,11 +22,14 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["recommend"])
 
 
-async def _recommend(service: Service, params: RecommendRequest) -> dict[str, Any]:
-    version = service.registry.require()  # read once: a hot swap after this line does not change the answer
+async def _recommend(service: Service, params: RecommendRequest, current: ModelVersion | None = None) -> dict[str, Any]:
+    """One answer from the version the user is served (service/canary.py), stamped and recorded behind it."""
+    # Read once: a hot swap after this line does not change the answer.
+    version = service.canary.version_for(current or service.registry.require(), params.user_id)
     stored = service.ratings.since(version, params.user_id)
-    popular = service.popularity.ranking(version)
-    return await recommender.recommend(version, service.batcher, params, service.settings, stored, popular)
+    popular = service.canary.ranking(version, service.popularity)
+    answer = await recommender.recommend(version, service.batcher, params, service.settings, stored, popular)
+    return service.impressions.stamp(answer)
 
 
 # The two /recommend routes read the request themselves instead of through FastAPI parameters and
@@ -81,14 +84,10 @@ async def recommend_post(request: Request) -> Response:
     openapi_extra={"requestBody": request_body(BatchRecommendRequest)},
 )
 async def recommend_batch(request: Request, version: VersionDep, service: ServiceDep) -> Response:
-    """Several recommendation requests in one body, all answered from the same version."""
+    """Several recommendation requests in one body, each answered by the version its user is served."""
     body = parse_body(BatchRecommendRequest, await request.body())
 
-    def stored_for(user_id: str) -> list[StoredRating]:
-        return service.ratings.since(version, user_id)
+    async def answer(params: RecommendRequest) -> dict[str, Any]:
+        return await _recommend(service, params, version)
 
-    popular = service.popularity.ranking(version)
-    batch = await recommender.recommend_batch(
-        version, service.batcher, body.requests, service.settings, stored_for, popular
-    )
-    return JSONBytes(batch)
+    return JSONBytes(await recommender.recommend_batch(body.requests, service.settings, answer))

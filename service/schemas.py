@@ -85,6 +85,7 @@ class RecommendResponse(BaseModel):
                     "timestamp": 879024327,
                     "effective_timestamp": 879024327,
                     "model_version": "20261122T103000Z",
+                    "recommendation_id": "3f2b9c0e5d7a4e1f8b6c2a9d0e4f7b1c",
                     "known_user": True,
                     "personalised": True,
                     "history_used": 50,
@@ -107,7 +108,10 @@ class RecommendResponse(BaseModel):
     effective_timestamp: int = Field(
         description="The moment the model used: the asked one clamped into the version's training time range."
     )
-    model_version: str
+    model_version: str = Field(description="The version that produced this answer (CURRENT's, or the canary's).")
+    recommendation_id: str = Field(
+        description="This answer's id; what it showed is recorded under it, and ratings that follow are credited to it."
+    )
     known_user: bool = Field(description="The version was trained on this user_id.")
     personalised: bool = Field(
         description="Answered by the model from the user's id and history; false: the popularity ranking "
@@ -160,6 +164,10 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any]
     index: dict[str, Any] = Field(description="ScaNN index kind, parameters and measured recall.")
     settings: dict[str, Any] = Field(description="The serving settings (the admin token is never shown).")
+    canary: dict[str, Any] = Field(default_factory=dict, description="The canary version served (or null), its share.")
+    online: dict[str, Any] = Field(
+        default_factory=dict, description="Online metrics of the served versions, from the impressions store."
+    )
 
 
 class Health(BaseModel):
@@ -182,6 +190,20 @@ class PinRequest(BaseModel):
 class AdminState(BaseModel):
     version: str | None = Field(description="The version now served.")
     pinned: str | None = Field(description="The pinned version, or null when following models/CURRENT.")
+
+
+class CanaryRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"version": "20261122T103000Z"}]}
+    )
+
+    version: str = Field(min_length=1, max_length=128, description="A version directory name under models/.")
+
+
+class CanaryState(BaseModel):
+    version: str | None = Field(description="The version CURRENT serves.")
+    canary: str | None = Field(description="The canary version served, or null.")
+    share: float = Field(description="Share of users the canary answers (RECSYS_CANARY_SHARE).")
 
 
 class ErrorDetail(BaseModel):

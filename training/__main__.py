@@ -13,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from contract.manifest import Metrics
+from training.canary import CanaryConfig
 from training.config import TrainConfig, build_config
 from training.gate import GateConfig
 from training.options import config_options, describe
@@ -163,11 +164,13 @@ def compare(
 
 
 @app.command()
+@config_options(CanaryConfig, into="canary_values", prefix="canary")
 @config_options(GateConfig, into="gate_values", prefix="gate")
 @config_options(TrainConfig, into="values")
 def retrain(
     values: dict[str, Any],
     gate_values: dict[str, Any],
+    canary_values: dict[str, Any],
     data_dir: DataDir = Path("data"),
     models_dir: ModelsDir = Path("models"),
     preset: Preset = None,
@@ -178,6 +181,13 @@ def retrain(
     every: Annotated[
         float | None, typer.Option(help="Repeat until SIGTERM: a cycle whenever the newest version is this old (s).")
     ] = None,
+    canary: Annotated[
+        bool,
+        typer.Option(
+            help="Canary mode: a candidate that passes goes to models/CANARY; a later cycle promotes or withdraws "
+            "it on its online liked share (needs --ratings-url)."
+        ),
+    ] = False,
 ) -> None:
     """Train a candidate on the data and the stored ratings, gate it, promote it or keep it refused, prune.
 
@@ -198,22 +208,34 @@ def retrain(
         gate = GateConfig(**gate_values)
     except ValidationError as exc:
         _fail(describe(exc, prefix="gate"))
+    try:
+        canary_config = CanaryConfig(**canary_values) if canary else None
+    except ValidationError as exc:
+        _fail(describe(exc, prefix="canary"))
     if every is not None:
-        retrain_every(every, config, data_dir, models_dir, gate, keep, ratings_url=ratings_url)
+        retrain_every(every, config, data_dir, models_dir, gate, keep, ratings_url=ratings_url, canary=canary_config)
         return
     try:
-        result = retrain_cycle(config, data_dir, models_dir, gate, keep, ratings_url)
-    except (DataError, FileNotFoundError, RetrainBusyError, RatingsStoreError, PointerError) as exc:
+        result = retrain_cycle(config, data_dir, models_dir, gate, keep, ratings_url, canary_config)
+    except (DataError, FileNotFoundError, RetrainBusyError, RatingsStoreError, PointerError, ValueError) as exc:
         _fail(str(exc))
+    if result.canary_action not in (None, "start"):
+        typer.echo(f"canary {result.candidate}: {result.canary_action}; {' '.join(result.reasons)}")
+        typer.echo(f"serving {result.serving}; canary {result.canary}; record: {result.record}")
+        if result.canary_action == "withdraw":
+            raise typer.Exit(code=3)
+        return
     from training.gate import GateDecision
 
     for check in GateDecision.model_validate_json(result.record.read_text()).checks:
         typer.echo(f"{'ok' if check.ok else 'FAIL':>4}  {check.name}: {check.detail}")
     verdict = "promoted" if result.promoted else "refused (kept for inspection)"
+    if result.canary_action == "start":
+        verdict = f"passed, on canary beside {result.serving} (a later cycle judges it)"
     typer.echo(f"{verdict}; serving {result.serving}; pruned {', '.join(result.pruned) or 'nothing'}")
     typer.echo(f"gate record: {result.record}")
     typer.echo(str(models_dir / result.candidate))
-    if not result.promoted:
+    if not result.promoted and result.canary_action != "start":
         raise typer.Exit(code=3)
 
 

@@ -24,8 +24,18 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict
 
 from contract.manifest import MANIFEST, Table, VersionError, read_manifest
-from contract.pointers import CURRENT, PROTECTED, TMP_PREFIX, PointerError, list_versions, promote, read_pointer
+from contract.pointers import (
+    CANARY,
+    CURRENT,
+    PROTECTED,
+    TMP_PREFIX,
+    PointerError,
+    list_versions,
+    promote,
+    read_pointer,
+)
 from contract.ratings import RatingsStore, opened_store
+from training.canary import CanaryConfig, judge_canary, start_canary
 from training.gate import GateConfig, GateDecision, decide
 
 if TYPE_CHECKING:
@@ -54,6 +64,8 @@ class RetrainResult(BaseModel):
     reasons: list[str]
     record: Path
     pruned: list[str]
+    canary: str | None = None  # the version on canary after the cycle (canary mode)
+    canary_action: str | None = None  # canary mode: start, wait, promote or withdraw (training/canary.py)
 
 
 def write_record(models_dir: Path, decision: GateDecision) -> Path:
@@ -82,7 +94,7 @@ def prune(
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
     try:
-        kept = {read_pointer(models_dir, CURRENT), read_pointer(models_dir, PROTECTED), *protect}
+        kept = {read_pointer(models_dir, name) for name in (CURRENT, PROTECTED, CANARY)} | set(protect)
     except PointerError as error:
         log.warning("not pruning: %s", error)  # deleting without knowing what is served is never safe
         return []
@@ -166,8 +178,12 @@ def retrain(
     gate: GateConfig,
     keep: int,
     ratings_url: str | None = None,
+    canary: CanaryConfig | None = None,
 ) -> RetrainResult:
     """Run one cycle: train and export a candidate, gate it, promote it or keep it refused, prune.
+
+    In canary mode (`canary` given) a version on canary is judged first (training/canary.py) and the cycle
+    ends there; otherwise a candidate that passes the gate goes on canary instead of to CURRENT.
 
     Args:
         config: training settings for the candidate.
@@ -185,10 +201,26 @@ def retrain(
     """
     if keep < 1:
         raise ValueError(f"keep must be at least 1, got {keep}")
+    if canary is not None and ratings_url is None:
+        raise ValueError("canary mode judges on the impressions store: give --ratings-url (or RECSYS_RATINGS_URL)")
     if not data_dir.is_dir():  # before the lock and TensorFlow's import: fail in a second, not after ten
         raise FileNotFoundError(f"no data in {data_dir}: run `python -m training fetch --data-dir {data_dir}` first")
     models_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(models_dir), opened_store(ratings_url) as store:
+        judged = judge_canary(models_dir, store, canary) if canary is not None and store is not None else None
+        if judged is not None:
+            decision_on_canary, path = judged
+            serving = read_pointer(models_dir, CURRENT)
+            return RetrainResult(
+                candidate=decision_on_canary.canary,
+                promoted=decision_on_canary.action == "promote",
+                serving=serving,
+                reasons=[] if decision_on_canary.action == "promote" else [decision_on_canary.reason],
+                record=path,
+                pruned=prune(models_dir, keep, protect={v for v in (serving, decision_on_canary.current) if v}),
+                canary=read_pointer(models_dir, CANARY),
+                canary_action=decision_on_canary.action,
+            )
         previous = read_pointer(models_dir, CURRENT)
         current_dir = models_dir / previous if previous else None
         window_start = _window_start(current_dir, store, gate.min_window)
@@ -207,7 +239,10 @@ def retrain(
                 }
             )
         record = write_record(models_dir, decision)
-        if decision.promoted:
+        if decision.promoted and canary is not None and store is not None and previous is not None:
+            start_canary(models_dir, candidate_dir.name, store, canary)
+            log.info("put %s on canary beside %s; a later cycle judges it", candidate_dir.name, previous)
+        elif decision.promoted:
             promote(models_dir, candidate_dir.name)
             log.info("promoted %s (was %s); record %s", candidate_dir.name, previous, record)
         else:
@@ -219,13 +254,16 @@ def retrain(
             )
         # The replaced version stays one more cycle: a replica that has not swapped yet may be loading it.
         pruned = prune(models_dir, keep, protect={previous} if previous else set())
+        on_canary = read_pointer(models_dir, CANARY)
         return RetrainResult(
             candidate=candidate_dir.name,
-            promoted=decision.promoted,
+            promoted=decision.promoted and on_canary != candidate_dir.name,
             serving=read_pointer(models_dir, CURRENT),
             reasons=decision.reasons,
             record=record,
             pruned=pruned,
+            canary=on_canary,
+            canary_action="start" if on_canary == candidate_dir.name else None,
         )
 
 
@@ -244,10 +282,16 @@ def seconds_until_due(models_dir: Path, interval_seconds: float, now: float | No
 
 
 def _cycle(
-    config: "TrainConfig", data_dir: Path, models_dir: Path, gate: GateConfig, keep: int, ratings_url: str | None
+    config: "TrainConfig",
+    data_dir: Path,
+    models_dir: Path,
+    gate: GateConfig,
+    keep: int,
+    ratings_url: str | None,
+    canary: CanaryConfig | None = None,
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    retrain(config, data_dir, models_dir, gate, keep, ratings_url)
+    retrain(config, data_dir, models_dir, gate, keep, ratings_url, canary)
 
 
 def retrain_every(
@@ -259,6 +303,7 @@ def retrain_every(
     keep: int,
     cycles: int | None = None,
     ratings_url: str | None = None,
+    canary: CanaryConfig | None = None,
 ) -> None:
     """Run a cycle whenever the newest version is ``interval_seconds`` old, until SIGTERM/SIGINT.
 
@@ -275,7 +320,8 @@ def retrain_every(
 
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        _schedule(interval_seconds, (config, data_dir, models_dir, gate, keep, ratings_url), models_dir, stop, cycles)
+        cycle_args = (config, data_dir, models_dir, gate, keep, ratings_url, canary)
+        _schedule(interval_seconds, cycle_args, models_dir, stop, cycles)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -273,6 +273,7 @@ function showModelCard() {
   const configRow = ([key, value]) => el("tr", {}, el("th", { scope: "row" }, key), el("td", {}, shown(value)));
   $("config-table").replaceChildren(...Object.entries(model.config).map(configRow));
   showMetrics(metrics);
+  showOnline(model);
   const curve = $("curve");
   curve.onload = () => { curve.hidden = false; $("curve-missing").hidden = true; };
   curve.onerror = () => { curve.hidden = true; $("curve-missing").hidden = false; };
@@ -304,6 +305,38 @@ function showMetrics(metrics) {
     : "A first version from one short fit, not scored: the scored version replaces it when its training ends.";
 }
 
+const ONLINE_REFRESH_MS = 5000; // the server re-reads its tallies every few seconds too
+
+// One row per served version (CURRENT's, and the canary's while one is served), from /model's `online`.
+function showOnline({ version, canary, online }) {
+  const share = (value) => `${(100 * (value ?? 0)).toFixed(1)}%`;
+  const heading = (text, scope) => el("th", { scope }, text);
+  const names = [version, canary?.version].filter(Boolean);
+  const head = el("tr", {}, ...["version", "answers", "then rated", "then liked", "hits at 1/2/3",
+    "movies"].map((text) => heading(text, "col")));
+  const rows = names.map((name) => {
+    const figures = online?.versions?.[name];
+    const label = name === version ? `${name} (current)` : `${name} (canary, ${share(canary.share)} of users)`;
+    const hits = [1, 2, 3].map((rank) => figures?.hits_by_rank?.[rank] ?? 0).join(" / ");
+    return el("tr", {}, heading(label, "row"), el("td", {}, (figures?.impressions ?? 0).toLocaleString("en")),
+      el("td", {}, share(figures?.rated_share)), el("td", {}, share(figures?.liked_share)), el("td", {}, hits),
+      el("td", {}, (figures?.coverage ?? 0).toLocaleString("en")));
+  });
+  $("online-table").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+  const days = online?.window_days ?? 7;
+  $("online-note").textContent = `An answer counts as rated (liked: 4 stars or more) when its user rates one of `
+    + `its movies within ${days} days of it; the same figures on every replica.`;
+}
+
+async function refreshOnline() {
+  try {
+    const latest = await api("/model");
+    if (model && latest.version === model.version) showOnline(latest);
+  } catch {
+    // the next refresh tries again; the card keeps its last figures
+  }
+}
+
 // --- start -------------------------------------------------------------------------------------------------
 
 async function waitForModel() {
@@ -320,6 +353,7 @@ async function waitForModel() {
   $("date").max = isoDate(model.data.timestamp_max);
   $("k").max = model.settings?.max_k ?? 100;
   showModelCard();
+  setInterval(refreshOnline, ONLINE_REFRESH_MS);
   showState();
   document.body.classList.remove("waiting");
   if (state.movie) selectMovie(state.movie);

@@ -187,6 +187,15 @@ def expected_items(
     return oracle.top_k(user_id, timestamp, k, exclude_rows, set(genres) if genres else None)
 
 
+def without_ids(body: Any) -> Any:
+    """An answer (or a batch of them) without its recommendation_id, which is new on every answer by design."""
+    if isinstance(body, list):
+        return [without_ids(b) for b in body]
+    if isinstance(body, dict):
+        return {key: without_ids(value) for key, value in body.items() if key != "recommendation_id"}
+    return body
+
+
 def served_items(body: dict[str, Any]) -> list[tuple[str, float]]:
     return [(item["movie_id"], item["score"]) for item in body["items"]]
 

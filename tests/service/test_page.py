@@ -68,7 +68,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterator
     add_training_curve(staging / V1)
     ratings_url = f"sqlite:///{root}/ratings.db"
     # The fallback re-reads the store every 0.2 s: a test that stored a rating sees it counted at once.
-    settings = {"poll_seconds": "0.2", "popular_refresh_seconds": "0.2"}
+    settings = {"poll_seconds": "0.2", "popular_refresh_seconds": "0.2", "online_refresh_seconds": "0.2"}
     with running_server(models, ratings_url, root / "server.log", ready=False, **settings) as (_, base):
         page = browser.new_page()
         page.goto(base)
@@ -179,6 +179,17 @@ def test_the_model_card_shows_the_served_version(site: Site, page: Page) -> None
     first = next(item for item in explained["items"] if item["because"])
     shown = page.locator(f'#recommendation-list > li[data-movie-id="{first["movie_id"]}"] .because')
     expect(shown).to_have_text("because you rated " + ", ".join(f"“{m['title']}”" for m in first["because"]))
+
+
+def test_the_model_card_shows_the_online_figures_of_the_answers_given(site: Site, page: Page) -> None:
+    open_page(page, site)
+    row = page.locator("#online-table tbody tr")
+    expect(row).to_have_count(1)  # no canary: the current version alone
+    expect(row.locator("th")).to_have_text(f"{V1} (current)")
+    # The page's own recommendations were recorded: the card's next refresh counts them.
+    expect(row.locator("td").first).not_to_have_text("0", timeout=WAIT_MS)
+    expect(page.locator("#online-note")).to_contain_text("within 7 days")
+    screenshot(page, "model-card-online")
 
 
 # --- recommendations -----------------------------------------------------------------------------------------

@@ -1,0 +1,151 @@
+"""Record what each /recommend answer showed: a `recommendation_id` on the answer, the impression written behind it.
+
+A request only stamps its answer and appends one tuple to a bounded queue (no lock, no wake-up, no I/O);
+every RECSYS_IMPRESSION_FLUSH_SECONDS one writer thread takes what has queued and stores it in transactions
+of up to RECSYS_IMPRESSION_BATCH. When the queue
+is full (the store is slow or down) the impression is dropped and counted, and a batch the store refuses is
+dropped and counted too: no request ever waits for the impressions store or fails because of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from contract.impressions import Impression, ImpressionStore, ImpressionStoreError
+from contract.ratings import RatingsStore
+
+log = logging.getLogger(__name__)
+
+
+class ImpressionWriter:
+    """Stamps answers and writes their impressions from a bounded queue, in batches, in a background thread."""
+
+    def __init__(
+        self,
+        max_queue: int,
+        max_batch: int,
+        flush_seconds: float,
+        on_dropped: Callable[[str, int], None],
+        on_written: Callable[[int], None],
+        enabled: bool = True,
+    ) -> None:
+        """
+        Args:
+            max_queue: impressions waiting at most; one more is dropped (counted as `queue_full`).
+            max_batch: impressions per transaction.
+            flush_seconds: how often the thread writes what has queued.
+            on_dropped: (reason, count) for each drop: `queue_full` or `store_error`.
+            on_written: count of impressions committed.
+            enabled: False stamps answers but records nothing (RECSYS_IMPRESSIONS=false).
+        """
+        self.enabled = enabled
+        # A deque, not a queue.Queue: an append takes no lock and wakes no thread. Waking the writer on every
+        # answer made it write one impression per transaction and cost the server a third of its throughput.
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._max_queue = max_queue
+        self._max_batch = max_batch
+        self._flush_seconds = flush_seconds
+        self._on_dropped = on_dropped
+        self._on_written = on_written
+        self._store: ImpressionStore | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._failing = False  # the store refused the last batch (logged once per outage)
+
+    def start(self, store: ImpressionStore) -> None:
+        """Start the writer thread over `store` (its schema already created)."""
+        self._store = store
+        if self.enabled:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="impression-writer", daemon=True)
+            self._thread.start()
+
+    def stop(self, seconds: float = 5.0) -> None:
+        """Write what is queued (waiting at most `seconds` for a stuck store) and stop the thread."""
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(seconds)  # a stuck store: the daemon thread is abandoned with the queue
+        self._thread = None
+
+    def stamp(self, answer: dict[str, Any]) -> dict[str, Any]:
+        """Give `answer` (a RecommendResponse dict) its recommendation_id and queue its impression; never blocks."""
+        recommendation_id = uuid.uuid4().hex
+        answer["recommendation_id"] = recommendation_id
+        if self._thread is None:
+            return answer
+        if len(self._queue) >= self._max_queue:
+            self._on_dropped("queue_full", 1)
+            return answer
+        # The answer's own values as they are; the Impression is built in the writer thread.
+        self._queue.append((recommendation_id, answer["user_id"], answer["model_version"], answer["timestamp"],
+                            answer["items"], answer["personalised"]))  # fmt: skip
+        return answer
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._flush_seconds):
+            self._drain()
+        self._drain()
+
+    def _drain(self) -> None:
+        while self._queue:
+            batch: list[Impression] = []
+            with contextlib.suppress(IndexError):  # emptied: write what was taken
+                while len(batch) < self._max_batch:
+                    batch.append(self._impression(*self._queue.popleft()))
+            self._write(batch)
+
+    @staticmethod
+    def _impression(
+        recommendation_id: str,
+        user_id: str,
+        version: str,
+        shown_at: int,
+        items: list[dict[str, Any]],
+        personalised: bool,
+    ) -> Impression:
+        movie_ids = tuple(item["movie_id"] for item in items)
+        return Impression(recommendation_id, user_id, version, shown_at, movie_ids, personalised)
+
+    def _write(self, impressions: list[Impression]) -> None:
+        if not impressions or self._store is None:
+            return
+        started = time.perf_counter()
+        try:
+            self._store.add(impressions)
+        except ImpressionStoreError as e:
+            self._on_dropped("store_error", len(impressions))
+            if not self._failing:
+                log.warning("dropping impressions while the store fails (counted in /metrics): %s", e)
+            self._failing = True
+            return
+        except Exception:  # the thread must outlive any surprise, or impressions silently stop
+            self._on_dropped("store_error", len(impressions))
+            log.exception("writing %d impressions failed", len(impressions))
+            return
+        if self._failing:
+            log.info("impressions are written again")
+        self._failing = False
+        self._on_written(len(impressions))
+        log.debug("wrote %d impressions in %.1f ms", len(impressions), 1000 * (time.perf_counter() - started))
+
+
+def open_impressions(ratings: RatingsStore) -> ImpressionStore:
+    """The impressions tables beside the ratings, created unless present.
+
+    Raises:
+        ImpressionStoreError: they cannot be created; startup stops with the message, as for the ratings table.
+    """
+    store = ImpressionStore(ratings)
+    store.create_schema()
+    return store

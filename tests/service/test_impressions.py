@@ -1,0 +1,140 @@
+"""Impressions over HTTP: every answer stamped and recorded behind the request, drops counted, ratings credited."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from contract.impressions import ImpressionStore, ImpressionStoreError
+from contract.ratings import RatingsStore
+from tests.service.conftest import TS, V1, serving, wait_until
+
+
+def metric(client: TestClient, name: str, **labels: str) -> float:
+    """One sample of /metrics, 0 when absent."""
+    wanted = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'ratings.db'}"
+
+
+def answers(client: TestClient) -> list[dict[str, Any]]:
+    """One GET, one POST and a batch of two, at the synthetic data's moment and at now."""
+    got = [
+        client.get("/recommend", params={"user_id": "1", "k": 4, "timestamp": TS}).json(),
+        client.post("/recommend", json={"user_id": "2", "k": 3}).json(),
+        *client.post(
+            "/recommend/batch", json={"requests": [{"user_id": "3", "k": 2}, {"user_id": "stranger", "k": 5}]}
+        ).json()["results"],
+    ]
+    assert all("items" in body for body in got), got
+    return got
+
+
+def test_every_answer_is_recorded_under_its_recommendation_id(models_dir: Path, url: str) -> None:
+    with serving(models_dir, ratings_url=url) as client:
+        bodies = answers(client)
+        wait_until(lambda: metric(client, "recsys_impressions_written_total") == 4)
+    assert len({body["recommendation_id"] for body in bodies}) == 4
+    with RatingsStore(url) as ratings:
+        store = ImpressionStore(ratings)
+        for body in bodies:
+            shown = store.impression(body["recommendation_id"])
+            assert shown is not None
+            assert (shown.user_id, shown.version, shown.shown_at, shown.personalised) == (
+                body["user_id"],
+                V1,
+                body["timestamp"],
+                body["personalised"],
+            )
+            assert list(shown.movie_ids) == [item["movie_id"] for item in body["items"]]
+        assert not bodies[-1]["personalised"]  # the popularity answer is recorded too
+
+
+def test_a_failing_store_drops_and_counts_without_touching_answers(
+    models_dir: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(self: ImpressionStore, *args: Any, **kwargs: Any) -> None:
+        raise ImpressionStoreError("cannot store impressions (OperationalError: database is locked)")
+
+    with serving(models_dir, ratings_url=url) as client:
+        healthy = answers(client)
+        wait_until(lambda: metric(client, "recsys_impressions_written_total") == 4)
+        monkeypatch.setattr(ImpressionStore, "add", down)
+        during = answers(client)
+        wait_until(lambda: metric(client, "recsys_impressions_dropped_total", reason="store_error") == 4)
+        assert [b["items"] for b in during[:1]] == [b["items"] for b in healthy[:1]]  # the asked moment: same answer
+        monkeypatch.undo()
+        answers(client)
+        wait_until(lambda: metric(client, "recsys_impressions_written_total") == 8)
+
+
+def test_a_stuck_store_fills_the_queue_and_requests_stay_fast(
+    models_dir: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    real_add = ImpressionStore.add
+
+    def stuck(self: ImpressionStore, *args: Any, **kwargs: Any) -> None:
+        release.wait(60)
+        real_add(self, *args, **kwargs)
+
+    with serving(models_dir, ratings_url=url, impression_queue=4, impression_batch=1) as client:
+        monkeypatch.setattr(ImpressionStore, "add", stuck)
+        slowest = 0.0
+        for _ in range(20):
+            started = time.perf_counter()
+            assert client.get("/recommend", params={"user_id": "1", "k": 3, "timestamp": TS}).status_code == 200
+            slowest = max(slowest, time.perf_counter() - started)
+        dropped = metric(client, "recsys_impressions_dropped_total", reason="queue_full")
+        assert dropped >= 20 - 4 - 1 and slowest < 1.0  # one in the writer's hands, four queued: the rest dropped
+        release.set()
+        wait_until(lambda: metric(client, "recsys_impressions_written_total") == 20 - dropped)
+
+
+def test_ratings_after_answers_are_credited_per_version(models_dir: Path, url: str) -> None:
+    with serving(models_dir, ratings_url=url, credit_settle_seconds=0, online_refresh_seconds=0.05) as client:
+        single = client.get("/recommend", params={"user_id": "1", "k": 4, "timestamp": TS}).json()
+        batch = client.post(
+            "/recommend/batch",
+            json={"requests": [{"user_id": "2", "k": 3, "timestamp": TS}, {"user_id": "3", "k": 3, "timestamp": TS}]},
+        ).json()["results"]
+        wait_until(lambda: metric(client, "recsys_impressions_written_total") == 3)
+        ratings = [
+            {"user_id": "1", "movie_id": single["items"][1]["movie_id"], "rating": 5.0, "timestamp": TS + 60},
+            {"user_id": "3", "movie_id": batch[1]["items"][0]["movie_id"], "rating": 2.0, "timestamp": TS + 60},
+            {"user_id": "2", "movie_id": batch[1]["items"][0]["movie_id"], "rating": 5.0, "timestamp": TS - 60},
+        ]
+        assert client.post("/ratings", json={"ratings": ratings}).status_code == 201
+        wait_until(lambda: metric(client, "recsys_online_rated_impressions", version=V1) == 2)
+        online = client.get("/model").json()["online"]["versions"][V1]
+        assert (online["impressions"], online["rated"], online["liked"]) == (3, 2, 1)
+        assert online["hits_by_rank"] == {"1": 1, "2": 1} and online["liked_hits_by_rank"] == {"1": 0, "2": 1}
+        assert online["coverage"] == len({i["movie_id"] for b in [single, *batch] for i in b["items"]})
+        text = client.get("/metrics").text
+        assert re.search(rf'recsys_online_liked_share{{version="{V1}"}} 0\.333', text), text
+        assert f'recsys_online_hits{{rank="2",version="{V1}"}} 1.0' in text
+
+
+def test_retention_deletes_old_impressions_and_keeps_their_tallies(models_dir: Path, url: str) -> None:
+    retention = {"impression_retention_days": 1 / 86_400, "online_refresh_seconds": 0.05}  # one second
+    with serving(models_dir, ratings_url=url, **retention) as client:
+        bodies = answers(client)
+        wait_until(lambda: metric(client, "recsys_online_impressions", version=V1) == 4)
+        with RatingsStore(url) as ratings:
+            store = ImpressionStore(ratings)
+            wait_until(lambda: store.count() == 0)
+            assert store.impression(bodies[0]["recommendation_id"]) is None
+        assert client.get("/model").json()["online"]["versions"][V1]["impressions"] == 4
