@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from contract.ratings import URL_EXAMPLES, _tune_sqlite
+from contract.ratings import _tune_sqlite, driver_errors
 
 _WRITE_LOCK = 0x4341_5447  # PostgreSQL advisory lock key ("CATG") that serializes writers, as for ratings
 GENRE_SEPARATOR = "|"  # genres are stored joined, as MovieLens writes them
@@ -254,25 +254,9 @@ class CatalogueStore:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_WRITE_LOCK)))
 
-    @contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
+    def _errors(self, doing: str) -> AbstractContextManager[None]:
         """Turns driver failures into CatalogueStoreError, without the password; IntegrityError passes."""
-        try:
-            yield
-        except IntegrityError:
-            raise
-        except (SQLAlchemyError, OSError, ImportError) as exc:
-            message = str(getattr(exc, "orig", None) or exc).strip()
-            reason = message.splitlines()[0] if message else "no detail"
-            where = "the given URL"
-            if self._url is not None:
-                where = self._url.render_as_string(hide_password=True)
-                if self._url.password:
-                    reason = reason.replace(str(self._url.password), "***")
-            raise CatalogueStoreError(
-                f"cannot {doing} at {where} ({type(exc).__name__}: {reason}); check that the URL looks like "
-                f"{URL_EXAMPLES}, that the server is running and reachable, and that the user may connect"
-            ) from None
+        return driver_errors(lambda: self._url, doing, CatalogueStoreError, passthrough=(IntegrityError,))
 
 
 def _change(row: sa.Row[Any]) -> CatalogueChange:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -275,23 +275,9 @@ class RatingsStore:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_WRITE_LOCK)))
 
-    @contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
+    def _errors(self, doing: str) -> contextlib.AbstractContextManager[None]:
         """Turns driver failures into RatingsStoreError, without the password or the rows being written."""
-        try:
-            yield
-        except (SQLAlchemyError, OSError, ImportError) as exc:
-            message = str(getattr(exc, "orig", None) or exc).strip()
-            reason = message.splitlines()[0] if message else "no detail"
-            where = "the given URL"
-            if self._url is not None:
-                where = self._url.render_as_string(hide_password=True)
-                if self._url.password:
-                    reason = reason.replace(str(self._url.password), "***")
-            raise RatingsStoreError(
-                f"cannot {doing} at {where} ({type(exc).__name__}: {reason}); check that the URL looks like "
-                f"{URL_EXAMPLES}, that the server is running and reachable, and that the user may connect"
-            ) from None  # the chained driver exception could carry credentials into logs
+        return driver_errors(lambda: self._url, doing, RatingsStoreError)
 
 
 _SINCE = (
@@ -311,6 +297,34 @@ class _DriverStatement:
 
     def parameters(self, values: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         return tuple(values[name] for name in self._positions) if self._positions is not None else values
+
+
+@contextmanager
+def driver_errors(
+    url: Callable[[], sa.URL | None],
+    doing: str,
+    error: type[Exception],
+    passthrough: tuple[type[Exception], ...] = (),
+) -> Iterator[None]:
+    """Turns a store's driver failures into `error`, naming what failed and where without the password, and
+    what to check; `url` is read when one fails (opening sets it inside the block). `passthrough` exceptions
+    (a unique-index violation the caller answers) pass unchanged. The ratings and catalogue stores share it."""
+    try:
+        yield
+    except passthrough:
+        raise
+    except (SQLAlchemyError, OSError, ImportError) as exc:
+        message = str(getattr(exc, "orig", None) or exc).strip()
+        reason = message.splitlines()[0] if message else "no detail"
+        where, known = "the given URL", url()
+        if known is not None:
+            where = known.render_as_string(hide_password=True)
+            if known.password:
+                reason = reason.replace(str(known.password), "***")
+        raise error(
+            f"cannot {doing} at {where} ({type(exc).__name__}: {reason}); check that the URL looks like "
+            f"{URL_EXAMPLES}, that the server is running and reachable, and that the user may connect"
+        ) from None  # the chained driver exception could carry credentials into logs
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
