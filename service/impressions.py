@@ -10,18 +10,31 @@ dropped and counted too: no request ever waits for the impressions store or fail
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import os
 import threading
 import time
-import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from contract.impressions import Impression, ImpressionStore, ImpressionStoreError
 from contract.ratings import RatingsStore
 
 log = logging.getLogger(__name__)
+
+
+def recommendation_ids() -> Iterator[str]:
+    """Unique answer ids, 32 hex digits: the clock in nanoseconds, this process's random tag, a counter.
+
+    Time-ordered, so the store's unique index on them grows at its right edge (random ids cost every insert a
+    random page of a growing index), and cheaper per answer than uuid4 (no system call for randomness). Two
+    servers collide only if they drew the same 32-bit tag and stamped the same nanosecond with the same count.
+    """
+    tag = os.urandom(4).hex()
+    for count in itertools.count():
+        yield f"{time.time_ns():016x}{tag}{count & 0xFFFFFFFF:08x}"
 
 
 class ImpressionWriter:
@@ -48,7 +61,7 @@ class ImpressionWriter:
         self.enabled = enabled
         # A deque, not a queue.Queue: an append takes no lock and wakes no thread. Waking the writer on every
         # answer made it write one impression per transaction and cost the server a third of its throughput.
-        self._queue: deque[tuple[Any, ...]] = deque()
+        self._queue: deque[Impression] = deque()
         self._max_queue = max_queue
         self._max_batch = max_batch
         self._flush_seconds = flush_seconds
@@ -58,6 +71,7 @@ class ImpressionWriter:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._failing = False  # the store refused the last batch (logged once per outage)
+        self._ids = recommendation_ids()
 
     def start(self, store: ImpressionStore) -> None:
         """Start the writer thread over `store` (its schema already created)."""
@@ -77,16 +91,19 @@ class ImpressionWriter:
 
     def stamp(self, answer: dict[str, Any]) -> dict[str, Any]:
         """Give `answer` (a RecommendResponse dict) its recommendation_id and queue its impression; never blocks."""
-        recommendation_id = uuid.uuid4().hex
+        recommendation_id = next(self._ids)
         answer["recommendation_id"] = recommendation_id
         if self._thread is None:
             return answer
         if len(self._queue) >= self._max_queue:
             self._on_dropped("queue_full", 1)
             return answer
-        # The answer's own values as they are; the Impression is built in the writer thread.
-        self._queue.append((recommendation_id, answer["user_id"], answer["model_version"], answer["timestamp"],
-                            answer["items"], answer["personalised"]))  # fmt: skip
+        # Only immutable values (strings, ints, a tuple of the movie ids), never the answer's item dicts: those
+        # queued for a flush interval would survive young collections into the oldest generation and make the
+        # garbage collector's full passes walk thousands of them (a fifth more CPU per request at high load).
+        movie_ids = tuple([item["movie_id"] for item in answer["items"]])
+        self._queue.append(Impression(recommendation_id, answer["user_id"], answer["model_version"],
+                                      answer["timestamp"], movie_ids, answer["personalised"]))  # fmt: skip
         return answer
 
     def queued(self) -> int:
@@ -102,20 +119,8 @@ class ImpressionWriter:
             batch: list[Impression] = []
             with contextlib.suppress(IndexError):  # emptied: write what was taken
                 while len(batch) < self._max_batch:
-                    batch.append(self._impression(*self._queue.popleft()))
+                    batch.append(self._queue.popleft())
             self._write(batch)
-
-    @staticmethod
-    def _impression(
-        recommendation_id: str,
-        user_id: str,
-        version: str,
-        shown_at: int,
-        items: list[dict[str, Any]],
-        personalised: bool,
-    ) -> Impression:
-        movie_ids = tuple(item["movie_id"] for item in items)
-        return Impression(recommendation_id, user_id, version, shown_at, movie_ids, personalised)
 
     def _write(self, impressions: list[Impression]) -> None:
         if not impressions or self._store is None:

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from contract.impressions import ImpressionStore, ImpressionStoreError
 from contract.ratings import RatingsStore
+from service.impressions import recommendation_ids
 from tests.service.conftest import TS, V1, serving, wait_until
 
 
@@ -138,3 +139,12 @@ def test_retention_deletes_old_impressions_and_keeps_their_tallies(models_dir: P
             wait_until(lambda: store.count() == 0)
             assert store.impression(bodies[0]["recommendation_id"]) is None
         assert client.get("/model").json()["online"]["versions"][V1]["impressions"] == 4
+
+
+def test_recommendation_ids_are_unique_time_ordered_and_differ_between_processes() -> None:
+    first, second = recommendation_ids(), recommendation_ids()  # two servers: each draws its own tag
+    ids = [next(first) for _ in range(20_000)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids[:100])
+    assert len(set(ids)) == len(ids) and ids == sorted(ids)  # the index grows at its right edge
+    other = [next(second) for _ in range(1000)]
+    assert {i[16:24] for i in other} != {i[16:24] for i in ids} and not set(other) & set(ids)
