@@ -7,7 +7,10 @@ stars of a shown movie; for current, counted since the canary started):
 - wait until each arm has at least ``min_impressions`` impressions and the 95% interval of the difference of
   the two shares, z * sqrt(p_c (1 - p_c) / n_c + p_0 (1 - p_0) / n_0), is at most ``tolerance`` wide on each
   side;
-- then promote when the canary's share is at most ``tolerance`` below current's, else withdraw.
+- then promote when the canary's share is at most ``tolerance`` below current's, else withdraw;
+- withdraw a canary still waiting ``max_days`` after it started: a share too small or traffic too thin to
+  reach that sample soon should not keep a version half-served for ever (the current version stays the safe
+  choice, and the next retrain brings a fresh candidate).
 
 Why that sample size: once the half-width is at most the tolerance, a canary exactly as good as current is
 withdrawn only if its estimate falls more than one half-width below the truth (2.5% at z = 1.96), and a canary
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +50,9 @@ class CanaryConfig(BaseModel):
     z: float = Field(1.96, gt=0.0, description="Normal quantile of the interval the tolerance must contain.")
     window_days: float = Field(7.0, gt=0.0, description="Credit window, as the servers' RECSYS_CREDIT_WINDOW_DAYS.")
     settle_seconds: float = Field(5.0, ge=0.0, description="Ratings younger than this wait for their impressions.")
+    max_days: float = Field(
+        14.0, gt=0.0, description="Withdraw a canary still short of a decision this many days after it started."
+    )
 
 
 class ArmFigures(BaseModel):
@@ -106,6 +112,11 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def _age(since: str, now: str) -> timedelta:
+    """How long ago `since` was, both as the records write them (ISO 8601, UTC)."""
+    return datetime.fromisoformat(now) - datetime.fromisoformat(since)
+
+
 def write_canary_record(models_dir: Path, decision: CanaryDecision, suffix: str = "canary") -> Path:
     """models/gate/<canary>.<suffix>.json, atomically (temp file, then rename)."""
     records = models_dir / GATE_RECORDS
@@ -155,9 +166,11 @@ def judge_canary(models_dir: Path, store: RatingsStore, config: CanaryConfig) ->
     impressions.credit(round(config.window_days * DAY_SECONDS), config.settle_seconds)
     stats = impressions.online_stats()
     start = models_dir / GATE_RECORDS / f"{canary}.canary-start.json"
-    baseline = CanaryDecision.model_validate_json(start.read_text()).baseline if start.is_file() else {}
+    started = CanaryDecision.model_validate_json(start.read_text()) if start.is_file() else None
+    baseline = started.baseline if started is not None else {}
+    now = _now()
     decision = CanaryDecision(
-        canary=canary, current=current, action="wait", reason="", baseline=baseline, config=config, decided_at=_now()
+        canary=canary, current=current, action="wait", reason="", baseline=baseline, config=config, decided_at=now
     )
     figures: dict[str, float | int] = {}
     if current is None or current == canary:
@@ -169,6 +182,9 @@ def judge_canary(models_dir: Path, store: RatingsStore, config: CanaryConfig) ->
         }
         action, reason, figures = judge(arms["canary"], arms["current"], config)
         decision = decision.model_copy(update={"arms": arms})
+        age = _age(started.decided_at, now) if started is not None else None
+        if action == "wait" and age is not None and age >= timedelta(days=config.max_days):
+            action, reason = "withdraw", f"still undecided {age.days} days after it started: {reason}"
     decision = decision.model_copy(update={"action": action, "reason": reason, **figures})
     if action == "promote":
         promote(models_dir, canary)

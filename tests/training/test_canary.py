@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +105,20 @@ def test_a_canary_is_started_then_judged_on_what_users_did(cycle: Any, canary_li
 def test_canary_mode_needs_the_store(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="--ratings-url"):
         retrain(None, tmp_path, tmp_path, GATE, keep=1, canary=RULE)  # type: ignore[arg-type]
+
+
+def test_a_canary_still_undecided_after_max_days_is_withdrawn(cycle: Any) -> None:
+    models, current, url, run = cycle
+    candidate = run(fake_trainer(0.41)).candidate
+    start = models / "gate" / f"{candidate}.canary-start.json"
+    record = json.loads(start.read_text())
+    with RatingsStore(url) as store:
+        show(store, candidate, range(1, 101), liked_every=10)  # far below the 1000 impressions a decision needs
+    record["decided_at"] = (datetime.now(UTC) - timedelta(days=RULE.max_days - 1)).isoformat(timespec="seconds")
+    start.write_text(json.dumps(record))
+    assert run(never_trains).canary_action == "wait"  # a day short of the limit: it keeps waiting
+    record["decided_at"] = (datetime.now(UTC) - timedelta(days=RULE.max_days, seconds=1)).isoformat(timespec="seconds")
+    start.write_text(json.dumps(record))
+    judged = run(never_trains)
+    assert judged.canary_action == "withdraw" and f"{int(RULE.max_days)} days after it started" in judged.reasons[0]
+    assert read_pointer(models, CANARY) is None and read_pointer(models, CURRENT) == current
