@@ -17,6 +17,8 @@ ENGINE=${ENGINE:-../shared/docker/engine.sh}
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-movie-retrieval-ci}
 export TRAIN_EPOCHS=${TRAIN_EPOCHS:-3}
 export RETRAIN_INTERVAL_SECONDS=${RETRAIN_INTERVAL_SECONDS:-86400}  # CI runs its one cycle explicitly
+export RECSYS_ADMIN_TOKEN=${RECSYS_ADMIN_TOKEN:-ci-$RANDOM$RANDOM}  # the api's /admin/*: the canary step
+export RECSYS_CANARY_SHARE=0.5
 export HTTP_PORT=${HTTP_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 REPLICAS=${API_REPLICAS:-2}
 BASE=http://127.0.0.1:$HTTP_PORT
@@ -154,6 +156,36 @@ assert summary["failures"] == 0, f"{summary['failures']} of {summary['requests']
 assert summary["versions"].get(before) and summary["versions"].get(after), "traffic did not span the swap"
 PY
 pass "no failed request among $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"])' "$WORK/loop.json") during retraining and the swap"
+
+# The canary through the admin API: one replica writes models/CANARY (the api mounts models writable), every
+# replica follows, half the users (by a hash of the id) get the previous version, then it is cleared.
+wait_canary() {  # every api replica serves canary $1 ("None": none) within SWAP_TIMEOUT_SECONDS
+  local t0 served
+  t0=$(date +%s)
+  for i in $(seq "$REPLICAS"); do
+    until served=$(docker compose exec -T --index "$i" api python -c \
+        "import json, urllib.request; print(json.load(urllib.request.urlopen('http://127.0.0.1:8000/model'))['canary']['version'])") \
+        && [ "$served" = "$1" ]; do
+      [ "$(seconds_since "$t0")" -lt "$SWAP_TIMEOUT_SECONDS" ] || fail "api replica $i has canary ${served:-?}, not $1"
+      sleep 1
+    done
+  done
+}
+t0=$(date +%s)
+set_to=$(python3 deploy/probe.py canary "$BASE" --token "$RECSYS_ADMIN_TOKEN" --version "$before") \
+  || fail "POST /admin/canary through the proxy"
+[ "$set_to" = "$before" ] || fail "POST /admin/canary answered canary $set_to, not $before"
+wait_canary "$before"
+arms=$(python3 deploy/probe.py arms "$BASE" --users 300) || fail "/recommend with a canary"
+python3 - "$arms" "$before" "$candidate" <<'PY' || fail "canary arms: $arms"
+import json, sys
+arms, canary, current = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+assert set(arms) == {canary, current}, arms
+assert 0.35 < arms[canary] / sum(arms.values()) < 0.65, arms  # share 0.5 of 300 hashed users
+PY
+python3 deploy/probe.py canary "$BASE" --token "$RECSYS_ADMIN_TOKEN" >/dev/null || fail "DELETE /admin/canary"
+wait_canary None
+pass "canary $before set and cleared through /admin/canary on every replica in $(seconds_since "$t0") s: $arms"
 
 t0=$(date +%s)
 log "two-worker training: docker compose --profile distributed (MultiWorkerMirroredStrategy, $TRAIN_EPOCHS epochs)"

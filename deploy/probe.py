@@ -5,6 +5,8 @@
     probe.py version URL                 the version /model reports
     probe.py rate URL --count N          POST N ratings of new users (5 each, a second apart); prints the count
     probe.py stored URL                  /model's data.num_stored_ratings of the served version
+    probe.py canary URL --token T [--version V]   POST /admin/canary V (none: DELETE); prints the canary served
+    probe.py arms URL --users N          /recommend for users 1..N; prints {version: answers} as JSON
 
 Only loopback URLs are accepted: test traffic never leaves the machine.
 """
@@ -43,10 +45,15 @@ def get(url: str, timeout: float = 10.0) -> tuple[int, Any]:
         return 0, None
 
 
-def post(url: str, body: Any, timeout: float = 30.0) -> tuple[int, Any]:
-    """(status, parsed JSON body or None) of a JSON POST; a connection failure is status 0."""
+def post(
+    url: str, body: Any, timeout: float = 30.0, method: str = "POST", headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """(status, parsed JSON body or None) of a JSON request; a connection failure is status 0."""
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+        method=method,
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -152,6 +159,34 @@ def cmd_stored(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_canary(args: argparse.Namespace) -> int:
+    """Set (--version) or clear the canary through the admin API; the replica that answers writes models/CANARY."""
+    auth = {"Authorization": f"Bearer {args.token}"}
+    url = f"{loopback(args.url)}/admin/canary"
+    if args.version:
+        status, body = post(url, {"version": args.version}, headers=auth)
+    else:
+        status, body = post(url, None, method="DELETE", headers=auth)
+    if status != 200 or not isinstance(body, dict):
+        print(f"{'POST' if args.version else 'DELETE'} /admin/canary: status {status}, {body}", file=sys.stderr)
+        return 1
+    print(body.get("canary"))
+    return 0
+
+
+def cmd_arms(args: argparse.Namespace) -> int:
+    """Which version answered each of users 1..N (every answer must be a correct one)."""
+    base, versions = loopback(args.url), Counter[str]()
+    for user in range(1, args.users + 1):
+        body, problem = recommend(base, user, 10)
+        if problem:
+            print(f"/recommend?user_id={user}: {problem}", file=sys.stderr)
+            return 1
+        versions[body["model_version"]] += 1
+    print(json.dumps(dict(versions)))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(required=True)
@@ -180,6 +215,15 @@ def main() -> int:
     stored = sub.add_parser("stored")
     stored.add_argument("url")
     stored.set_defaults(run=cmd_stored)
+    canary = sub.add_parser("canary")
+    canary.add_argument("url")
+    canary.add_argument("--token", required=True)
+    canary.add_argument("--version", default="")
+    canary.set_defaults(run=cmd_canary)
+    arms = sub.add_parser("arms")
+    arms.add_argument("url")
+    arms.add_argument("--users", type=int, default=300)
+    arms.set_defaults(run=cmd_arms)
     args = parser.parse_args()
     return int(args.run(args))
 

@@ -11,7 +11,9 @@ from sqlalchemy import make_url
 class Settings(BaseSettings):
     """Serving settings; each field can be set as RECSYS_<FIELD NAME> (e.g. RECSYS_MODELS_DIR)."""
 
-    model_config = SettingsConfigDict(env_prefix="RECSYS_", frozen=True, extra="ignore")
+    # An empty variable counts as unset: compose passes `${RECSYS_ADMIN_TOKEN:-}` through as "", which must
+    # leave the admin endpoints off, not guarded by an empty token.
+    model_config = SettingsConfigDict(env_prefix="RECSYS_", frozen=True, extra="ignore", env_ignore_empty=True)
 
     # The version directory contract lives here: CURRENT, PROTECTED and one folder per version.
     models_dir: Path = Path("models")
