@@ -14,6 +14,7 @@ the request that preceded it has landed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections import Counter
@@ -166,7 +167,7 @@ class ImpressionStore:
 
     def __init__(self, ratings: RatingsStore) -> None:
         self._engine = ratings.engine
-        self._covered: set[tuple[str, str]] = set()  # (version, movie) pairs known to be in online_coverage
+        self._covered: dict[str, set[str]] = {}  # version -> movies known to be in online_coverage
         self._insert_statements: dict[int, str] = {}  # rows -> its multi-row INSERT (see _insert_rows)
 
     def create_schema(self) -> None:
@@ -186,11 +187,19 @@ class ImpressionStore:
         recorded_at = int(time.time()) if recorded_at is None else recorded_at
         rows = [
             (i.recommendation_id, i.user_id, i.version, i.shown_at, recorded_at, i.personalised,
-             json.dumps(i.movie_ids), False, False)
+             _json_ids(i.movie_ids), False, False)
             for i in impressions
         ]  # fmt: skip
-        # Only the pairs this process has not stored yet: after a while, nearly none.
-        shown = sorted({(i.version, m) for i in impressions for m in i.movie_ids} - self._covered)
+        # Only the pairs this process has not stored yet: after a while, nearly none (one subset test each).
+        shown = sorted(
+            {
+                (i.version, m)
+                for i in impressions
+                if not self._covered.get(i.version, set()).issuperset(i.movie_ids)
+                for m in i.movie_ids
+                if m not in self._covered.get(i.version, ())
+            }
+        )
         per_version = Counter(i.version for i in impressions)
         personalised = Counter(i.version for i in impressions if i.personalised)
         counts = [{"version": v, "impressions": n, "personalised": personalised[v]} for v, n in per_version.items()]
@@ -200,7 +209,8 @@ class ImpressionStore:
                 insert = _insert(conn, coverage_table).on_conflict_do_nothing(index_elements=["version", "movie_id"])
                 conn.execute(insert, [{"version": v, "movie_id": m} for v, m in shown])
             _add_counts(conn, counts)
-        self._covered.update(shown)  # committed: only now are they known stored
+        for version, movie_id in shown:  # committed: only now are they known stored
+            self._covered.setdefault(version, set()).add(movie_id)
 
     def _insert_rows(self, conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
         """Inserts the rows (tuples in _INSERT_COLUMNS order), INSERT_CHUNK to a statement.
@@ -212,7 +222,7 @@ class ImpressionStore:
         """
         for lo in range(0, len(rows), INSERT_CHUNK):
             chunk = rows[lo : lo + INSERT_CHUNK]
-            flat = tuple(value for row in chunk for value in row)
+            flat = tuple(itertools.chain.from_iterable(chunk))
             conn.exec_driver_sql(self._insert_sql(conn.dialect, len(chunk)), flat)
 
     def _insert_sql(self, dialect: sa.Dialect, count: int) -> str:
@@ -388,6 +398,14 @@ class _Shown(NamedTuple):
     version: str
     recommendation_id: str
     rank: int
+
+
+def _json_ids(movie_ids: tuple[str, ...]) -> str:
+    """The ids as a JSON array of strings; digits need no escaping, so the common case skips json.dumps (a
+    quarter of the writer's CPU per answer)."""
+    if "".join(movie_ids).isdigit():
+        return '["' + '", "'.join(movie_ids) + '"]'
+    return json.dumps(movie_ids)
 
 
 def _rank_of(movie_ids: str, movie_id: str) -> int:
