@@ -61,7 +61,7 @@ async def add_movies(service: Service, version: ModelVersion, request: MoviesReq
         _refuse_duplicates(e.movie_ids, version)
     except CatalogueStoreError as e:
         raise _unavailable(e) from None
-    served = await _serve(service)
+    served = await caught_up(service)
     return {"added": len(movies), "movies": [_shown(served, service.catalogue.entries(), m.movie_id) for m in movies]}
 
 
@@ -91,15 +91,17 @@ async def change_movie(service: Service, version: ModelVersion, movie_id: str, p
         await asyncio.to_thread(store.change, change)
     except CatalogueStoreError as e:
         raise _unavailable(e) from None
-    served = await _serve(service)
+    served = await caught_up(service)
     return _shown(served, service.catalogue.entries(), movie_id)
 
 
-async def _serve(service: Service) -> ModelVersion:
+async def caught_up(service: Service) -> ModelVersion:
     """This replica's served version once it reflects every change committed so far (its own included).
 
-    The change is committed whatever happens here: a failure to apply it (the candidate tower cannot load) is
-    logged, the answer still says what is stored, and the next refresh tries again.
+    Called after an admin change here, and when POST /ratings names a movie this replica has not read yet
+    (added through another replica since its last refresh). A change is committed whatever happens here: a
+    failure to apply it (the candidate tower cannot load) is logged, the answer still says what is stored,
+    and the next refresh tries again.
     """
     try:
         await service.catalogue.refresh(lambda: service.registry.current, service.registry.offer)

@@ -6,7 +6,9 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 
 from service import catalogue
+from service.catalogue_admin import caught_up
 from service.dependencies import ServiceDep, VersionDep
+from service.errors import NotInCatalogueError
 from service.openapi import ERRORS, request_body
 from service.parsers import parse_ratings
 from service.responses import JSONBytes
@@ -37,4 +39,13 @@ async def user_ratings(
 async def add_ratings(request: Request, version: VersionDep, service: ServiceDep) -> Response:
     """Store one rating, or a batch as {"ratings": [...]}, durably; answers 201 with their ids once committed."""
     body = parse_ratings(await request.body())
-    return JSONBytes(await service.ratings.add(version, body), status_code=201)
+    try:
+        stored = await service.ratings.add(version, body)
+    except NotInCatalogueError:
+        # Perhaps a movie added through another replica since this one last read the catalogue store: read it
+        # now and check once more, so a movie is rateable everywhere the moment its POST /movies is answered.
+        newer = await caught_up(service)
+        if newer is version:
+            raise
+        stored = await service.ratings.add(newer, body)
+    return JSONBytes(stored, status_code=201)

@@ -132,3 +132,19 @@ def test_two_replicas_agree_within_the_refresh_and_a_restart_keeps_everything(
         restarted.patch("/movies/990001", json={"available": True}, headers=ADMIN)
         assert searched(restarted, "zyzzyva") == ["990001"]
         assert restarted.get("/users/7/ratings").json()[0]["title"] == "Zyzzyva Nights"
+
+
+def test_a_movie_added_through_one_replica_is_rateable_at_once_on_another(
+    tiny_models_dir: Path, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/ratings.db"
+    rating = {"user_id": "7", "movie_id": "990001", "rating": 4.0}
+    slow = serving(tiny_models_dir, ratings_url=url, admin_token=TOKEN, catalogue_refresh_seconds=3600)
+    with app(tiny_models_dir, url) as first, slow as second:
+        assert_error(second.post("/ratings", json=rating), 422, "not_in_catalogue")
+        assert first.post("/movies", json=NEW, headers=ADMIN).status_code == 201
+        # `second` would not read the catalogue store for an hour: the rating makes it read now.
+        assert second.post("/ratings", json=rating).status_code == 201
+        assert searched(second, "zyzzyva") == ["990001"]
+        assert second.get("/users/7/ratings").json()[0]["title"] == "Zyzzyva Nights"
+        assert_error(second.post("/ratings", json={**rating, "movie_id": "990002"}), 422, "not_in_catalogue")
