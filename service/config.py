@@ -44,10 +44,6 @@ class Settings(BaseSettings):
     max_movies_per_request: int = Field(default=1000, ge=1, le=100_000)
     # How often each replica reads the catalogue changes stored since its last read (service/live_catalogue.py).
     catalogue_refresh_seconds: float = Field(default=2.0, gt=0)
-    # A movie added since the version was trained: its candidate embedding is this share of the mean embedding
-    # of the version's movies in its genres, the rest what the candidate tower makes of its title (the tower
-    # never learnt the new id, nor its genres); chosen on item cold start (docs/results.md).
-    new_movie_genre_weight: float = Field(default=0.5, ge=0, le=1)
     # How often models/CURRENT is checked for a new version to hot-swap in; 0 disables polling.
     poll_seconds: float = Field(default=2.0, ge=0)
     # Bearer token for /admin/*; unset disables the admin endpoints.

@@ -2,10 +2,8 @@
 and serves the loaded version with them applied (service/live_version.py), without a restart or a retrain.
 
 A movie added through POST /movies is embedded by the served version's own candidate tower (candidate_model:
-its id is out of the tower's vocabulary, so its title places it), blended with the mean embedding of the
-version's movies in its genres (genre_prior: the tower never read a new movie's genres), once per version and
-movie. The replica that takes a change applies it before answering; the others within
-RECSYS_CATALOGUE_REFRESH_SECONDS.
+its id is out of the tower's vocabulary, so its title places it), once per version and title. The replica
+that takes a change applies it before answering; the others within RECSYS_CATALOGUE_REFRESH_SECONDS.
 """
 
 from __future__ import annotations
@@ -32,45 +30,16 @@ log = logging.getLogger(__name__)
 EMBED_CHUNK = 1024  # movies per candidate-tower call
 
 
-_Placed = tuple[str, str, tuple[str, ...]]  # an added movie as embedded: movie_id, title with year, genres
-
-
 def embedding_title(entry: CatalogueEntry) -> str:
     return title_with_year(entry.title or "", entry.year)
-
-
-def genre_prior(version: ModelVersion, genres: Sequence[Sequence[str]]) -> np.ndarray:
-    """float32 [len(genres), d]: per movie, the mean candidate embedding of `version`'s movies that share a genre
-    with it (every movie's mean for one without a known genre).
-
-    What the version learnt of a genre stands in for what its candidate tower cannot know of a new movie: the
-    tower reads only the id, never trained for a new one, and the title. A mean of many movies is also shorter
-    than a typical one, so a new movie enters the rankings without flooding them.
-    """
-    embeddings = version.candidate_embeddings[: version.num_movies]
-    overall = embeddings.mean(axis=0)
-    prior = np.empty((len(genres), embeddings.shape[1]), dtype=np.float32)
-    for i, named in enumerate(genres):
-        mask = np.zeros(version.num_movies, dtype=bool)
-        for genre in named:
-            if genre in version.genre_masks:
-                mask |= version.genre_masks[genre][: version.num_movies]
-        prior[i] = embeddings[mask].mean(axis=0) if mask.any() else overall
-    return prior
 
 
 class LiveCatalogue:
     """The catalogue store's state as this replica last read it, and the served versions built from it."""
 
-    def __init__(self, url: str, models_dir: Path, genre_weight: float = 0.0) -> None:
-        """
-        Args:
-            genre_weight: an added movie's share of its genre prior (RECSYS_NEW_MOVIE_GENRE_WEIGHT); 0: the
-                candidate tower alone.
-        """
+    def __init__(self, url: str, models_dir: Path) -> None:
         self.url = url
         self.models_dir = models_dir
-        self.genre_weight = genre_weight
         self._store: CatalogueStore | None = None
         self._entries: dict[str, CatalogueEntry] = {}  # replaced whole under _lock, read as one snapshot
         self._last_id = 0
@@ -78,7 +47,9 @@ class LiveCatalogue:
         self._failing = False
         # base version -> its candidate tower and the embeddings it gave, dropped with the version.
         self._towers: weakref.WeakKeyDictionary[ModelVersion, tuple[Any, Any]] = weakref.WeakKeyDictionary()
-        self._embedded: weakref.WeakKeyDictionary[ModelVersion, dict[_Placed, np.ndarray]] = weakref.WeakKeyDictionary()
+        self._embedded: weakref.WeakKeyDictionary[ModelVersion, dict[tuple[str, str], np.ndarray]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._apply_lock = threading.Lock()  # the towers are loaded and called by one thread at a time
 
     @property
@@ -175,24 +146,20 @@ class LiveCatalogue:
             await asyncio.sleep(seconds)
 
     def _embed(self, base: ModelVersion, added: Sequence[CatalogueEntry]) -> np.ndarray:
-        """float32 [len(added), d]: each added movie through `base`'s candidate tower, blended with its genre
-        prior; computed once per movie, title and genres."""
+        """float32 [len(added), d]: each added movie through `base`'s candidate tower, computed once per title."""
         done = self._embedded.setdefault(base, {})
-        keys = [(entry.movie_id, embedding_title(entry), tuple(entry.genres or ())) for entry in added]
+        keys = [(entry.movie_id, embedding_title(entry)) for entry in added]
         missing = [key for key in dict.fromkeys(keys) if key not in done]
         if missing:
             _, tower = self._tower(base)
             for start in range(0, len(missing), EMBED_CHUNK):
                 chunk = missing[start : start + EMBED_CHUNK]
                 out = tower(
-                    movie_id=tf.constant([movie_id for movie_id, _, _ in chunk]),
-                    title=tf.constant([title for _, title, _ in chunk]),
+                    movie_id=tf.constant([movie_id for movie_id, _ in chunk]),
+                    title=tf.constant([title for _, title in chunk]),
                 )["embedding"].numpy()
                 if not np.isfinite(out).all():
                     raise ValueError(f"the candidate tower of {base.name} gave non-finite embeddings")
-                if self.genre_weight > 0:
-                    prior = genre_prior(base, [genres for _, _, genres in chunk])
-                    out = (1.0 - self.genre_weight) * out + self.genre_weight * prior
                 done.update(zip(chunk, out.astype(np.float32), strict=True))
         return np.stack([done[key] for key in keys]) if keys else np.zeros((0, base.candidate_embeddings.shape[1]))
 

@@ -1,8 +1,7 @@
 """A living catalogue on the tiny trained version, through HTTP: add, rate, recommend, change, withdraw, restore.
 
 On SQLite and on a real PostgreSQL; two apps on one database agree within the refresh period; a restart keeps
-everything. The added movie's embedding is checked against the exported candidate tower itself and the
-version's embeddings of its genre.
+everything. The added movie's embedding is checked against the exported candidate tower itself.
 """
 
 from __future__ import annotations
@@ -10,14 +9,12 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from fastapi.testclient import TestClient
 
-from service.live_catalogue import genre_prior
 from tests.contract.conftest import postgres_server, store_url  # noqa: F401  # the databases, as fixtures here
 from tests.service.conftest import assert_error, serving, wait_until
 
@@ -71,8 +68,7 @@ def test_an_added_movie_is_rated_recommended_changed_withdrawn_and_restored(
         assert (mine[0]["movie_id"], mine[0]["title"], mine[0]["source"]) == ("990001", "Zyzzyva Nights", "stored")
         assert "990001" not in ids(recommended(client, "7"))  # rated: excluded like any seen movie
 
-        # Recommendable, ranked by the candidate tower's own embedding of it (title with its year) blended with
-        # the mean embedding of the version's comedies.
+        # Recommendable, ranked by the candidate tower's own embedding of it (title with its year).
         items = recommended(client, "3")
         assert "990001" in ids(items)
         scores = [item["score"] for item in items]
@@ -80,12 +76,7 @@ def test_an_added_movie_is_rated_recommended_changed_withdrawn_and_restored(
         movies = json.loads((tiny_version_dir / "movies.json").read_text())
         served = client.app.state.service.registry.current  # type: ignore[attr-defined]
         vector = tower_embedding(tiny_version_dir, "990001", "Zyzzyva Nights (1996)")
-        embeddings = np.load(tiny_version_dir / "candidate_embeddings.npy")
-        comedies = embeddings[[i for i, movie in enumerate(movies) if "Comedy" in movie["genres"]]].mean(axis=0)
-        weight = client.app.state.service.settings.new_movie_genre_weight  # type: ignore[attr-defined]
-        assert 0 < weight < 1
-        expected = (1 - weight) * vector + weight * comedies
-        np.testing.assert_allclose(served.candidate_embeddings[served.row_of_movie["990001"]], expected, atol=1e-5)
+        np.testing.assert_allclose(served.candidate_embeddings[served.row_of_movie["990001"]], vector, atol=1e-6)
         assert served.num_movies == len(movies) + 1 and np.isfinite(vector).all()
         assert "990001" in ids(recommended(client, "3", genres="Comedy"))
         assert "990001" not in ids(recommended(client, "3", genres="Drama"))
@@ -157,16 +148,3 @@ def test_a_movie_added_through_one_replica_is_rateable_at_once_on_another(
         assert searched(second, "zyzzyva") == ["990001"]
         assert second.get("/users/7/ratings").json()[0]["title"] == "Zyzzyva Nights"
         assert_error(second.post("/ratings", json={**rating, "movie_id": "990002"}), 422, "not_in_catalogue")
-
-
-def test_the_genre_prior_is_the_mean_of_the_movies_sharing_a_genre() -> None:
-    embeddings = np.array([[1, 0], [3, 0], [0, 2], [0, 4]], dtype=np.float32)
-    comedy, drama = np.array([1, 1, 0, 0], bool), np.array([0, 1, 1, 0], bool)
-    version = SimpleNamespace(
-        candidate_embeddings=embeddings, num_movies=4, genre_masks={"Comedy": comedy, "Drama": drama}
-    )
-    prior = genre_prior(version, [["Comedy"], ["Comedy", "Drama"], [], ["Western"]])  # type: ignore[arg-type]
-    np.testing.assert_allclose(prior[0], [2, 0])  # rows 0 and 1
-    np.testing.assert_allclose(prior[1], [4 / 3, 2 / 3])  # a movie in either genre, each once: rows 0, 1, 2
-    np.testing.assert_allclose(prior[2], [1, 1.5])  # no genre: every movie's mean
-    np.testing.assert_allclose(prior[3], [1, 1.5])  # a genre the version has no movie of: the same
