@@ -25,7 +25,13 @@ import typer
 
 # The configuration every sweep row starts from: the default when these sweeps ran (history 20, user dropout
 # 0.1, mean pooling, Adagrad 0.1). Fixed here, so a row's name means the same run after the default moves.
-BASE: dict[str, Any] = {"history_length": 20, "history_pooling": "mean", "optimizer": "adagrad", "learning_rate": 0.1}
+BASE: dict[str, Any] = {
+    "history_length": 20,
+    "history_pooling": "mean",
+    "optimizer": "adagrad",
+    "learning_rate": 0.1,
+    "movie_dropout": 0.0,  # the default until 2026-12-05
+}
 # The overrides that won on the morning of 2026-12-01; the item-item rows start from them.
 POSITIONAL_ADAM: dict[str, Any] = {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.001}
 DEFAULT_1201: dict[str, Any] = {**POSITIONAL_ADAM, "item_item_dim": 64, "user_dropout": 0.8, "timestamp_buckets": 50}

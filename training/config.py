@@ -28,6 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "history_ratings": False,
         "positive_min_rating": 0.0,
         "user_dropout": 0.0,
+        "movie_dropout": 0.0,
         "evaluate_temporal": False,
         "refit": False,
     },
@@ -62,10 +63,11 @@ class TrainConfig(BaseModel):
         0.8, ge=0, lt=1, description="Share of examples trained without user_id, for users the model never saw."
     )
     movie_dropout: float = Field(
-        0.0,
+        0.3,
         ge=0,
         lt=1,
-        description="Share of examples whose movie_id is blanked, so new movies (POST /movies) are placed by title.",
+        description="Share of examples whose movie_id is blanked, so a movie added after training (POST /movies) "
+        "is placed by its title and reaches users' lists (without: never; docs/results.md).",
     )
     history_pooling: Literal["mean", "positional", "attention"] = Field(
         "positional",
