@@ -2,9 +2,9 @@
 
 Everything downstream (recommend, similar, search, ratings) reads a version's rows, masks and searcher, so
 the catalogue's changes are applied by serving a `LiveVersion` built from the loaded one: the added movies
-are appended as rows after the version's own (embedded by its candidate tower, searched through an exact
-side index), changed titles and genres replace the version's, and `all_movies()` and the genre masks leave
-withdrawn movies out, so no answer can name one. The loaded version itself is never changed.
+are appended as rows after the version's own (embedded by its candidate tower and found exactly:
+service/side_index.py), changed titles and genres replace the version's, and `all_movies()` and the genre
+masks leave withdrawn movies out, so no answer can name one. The loaded version itself is never changed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from contract.catalogue import CatalogueEntry
 from service.artifacts import ModelVersion
-from service.side_index import SideIndexSearcher
+from service.side_index import searcher_with_added
 
 
 @dataclass(eq=False)
@@ -77,9 +77,11 @@ def live_version(
     parts: dict[str, Any] = {f.name: getattr(base, f.name) for f in fields(ModelVersion) if f.init}
     if added:
         side = np.asarray(embed(added), dtype=np.float32).reshape(len(added), base.candidate_embeddings.shape[1])
-        parts["candidate_embeddings"] = np.concatenate([base.candidate_embeddings, side])
+        embeddings = np.concatenate([base.candidate_embeddings, side])
+        parts["candidate_embeddings"] = embeddings
         parts["row_of_movie"] = {**base.row_of_movie, **{e.movie_id: base.num_movies + i for i, e in enumerate(added)}}
-        parts["searcher"] = SideIndexSearcher(base.searcher, base.num_movies, side)
+        exact = base.manifest.index.kind == "brute_force"
+        parts["searcher"] = searcher_with_added(base.searcher, exact, embeddings, base.num_movies)
     new_rows = np.arange(base.num_movies, base.num_movies + len(added), dtype=base.popularity.dtype)
     popularity = np.concatenate([base.popularity, new_rows])  # the added movies: nobody rated them in the data
     parts["popularity"] = popularity[available[popularity]]

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scann  # noqa: F401  # registers ScaNN's ops
 from scann.scann_ops.py import scann_ops_pybind
 
-from service.side_index import SideIndexSearcher
+from service.side_index import SideIndexSearcher, searcher_with_added
 
 
 def brute_force_searcher(embeddings: np.ndarray) -> object:
     return scann_ops_pybind.builder(embeddings, 10, "dot_product").score_brute_force().build()
 
 
-def test_the_merged_search_is_brute_force_over_all_rows() -> None:
+@pytest.mark.parametrize("base_exact", [False, True], ids=["side index merged", "exact searcher rebuilt"])
+def test_the_search_with_added_rows_is_brute_force_over_all_rows(base_exact: bool) -> None:
     rng = np.random.default_rng(0)
     base, side = rng.normal(size=(50, 8)).astype(np.float32), rng.normal(size=(7, 8)).astype(np.float32)
     queries = rng.normal(size=(5, 8)).astype(np.float32)
-    merged = SideIndexSearcher(brute_force_searcher(base), len(base), side)
     everything = np.concatenate([base, side])
+    merged = searcher_with_added(brute_force_searcher(base), base_exact, everything, len(base))
+    assert isinstance(merged, SideIndexSearcher) is not base_exact
     for depth in (1, 5, 30, 57):
         rows, scores = merged.search_batched(queries, final_num_neighbors=depth)
         exact = np.argsort(-(queries @ everything.T), axis=1, kind="stable")[:, :depth]
