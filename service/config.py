@@ -67,8 +67,9 @@ class Settings(BaseSettings):
     impressions: bool = True
     # Impressions waiting to be written at most; beyond it (a slow or down store) they are dropped and counted.
     impression_queue: int = Field(default=10_000, ge=1)
-    # Impressions written per transaction.
-    impression_batch: int = Field(default=500, ge=1)
+    # Impressions written per transaction at most: each commit costs the writer about a millisecond of CPU,
+    # so one transaction per flush (2,500 answers at 5,000 req/s) costs it 5 us an answer, batches of 500 9 us.
+    impression_batch: int = Field(default=5_000, ge=1)
     # How often the writer thread stores what has queued: a batch per interval, not a write per answer.
     impression_flush_seconds: float = Field(default=0.5, gt=0)
     # Impressions recorded longer ago than this are deleted; the online tallies they fed stay.

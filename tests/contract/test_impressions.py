@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from contract.impressions import Impression, ImpressionStore
+from contract.impressions import INSERT_CHUNK, Impression, ImpressionStore
 from contract.ratings import Rating, RatingsStore
 
 DAY = 86_400
@@ -34,6 +34,17 @@ def test_an_impression_round_trips_with_its_movies_in_rank_order(impressions: Im
     assert impressions.impression("missing") is None
     stats = impressions.online_stats()["v1"]
     assert (stats.impressions, stats.personalised, stats.coverage, stats.rated) == (2, 2, 4, 0)
+
+
+def test_a_batch_longer_than_one_insert_statement_is_stored_whole(impressions: ImpressionStore) -> None:
+    count = 2 * INSERT_CHUNK + 7  # two full statements and a short one, in one transaction
+    batch = [shown(f"{i:032x}", str(i % 13), "v1" if i % 3 else "v2", T0 + i, str(i), str(i + 1)) for i in range(count)]
+    impressions.add(batch)
+    assert impressions.count() == count
+    for i in (0, INSERT_CHUNK - 1, INSERT_CHUNK, count - 1):  # each statement's edges kept their own values
+        assert impressions.impression(f"{i:032x}") == batch[i]
+    stats = impressions.online_stats()
+    assert (stats["v1"].impressions + stats["v2"].impressions, stats["v2"].impressions) == (count, (count + 2) // 3)
 
 
 def test_a_rating_is_credited_inside_the_window_edges_only(store: RatingsStore, impressions: ImpressionStore) -> None:
