@@ -65,6 +65,13 @@ class QueryInfo(_Part):
     history_ratings: bool = Field(
         False, description="the tower also takes history_rating, float32 [batch, history_length]: each movie's stars"
     )
+    history_min_rating: float = Field(
+        0.0,
+        ge=0,
+        le=5,
+        description="ratings below this many stars are not read as history (contract.user_ratings.read_as_taste); "
+        "0: every rating",
+    )
     timestamp_min: int = Field(description="earliest training timestamp; earlier queries are clamped to it")
     timestamp_max: int = Field(description="latest training timestamp; later queries (now) are clamped to it")
 

@@ -86,6 +86,23 @@ class UserRatings:
         safe = np.where(positions >= 0, positions, 0)
         return np.where(positions >= 0, self.indptr[safe], 0), np.where(positions >= 0, self.indptr[safe + 1], 0)
 
+    def read_as_history(self, history_min_rating: float) -> UserRatings:
+        """The ratings a history is read from (`read_as_taste`): these, or a copy without the disliked ones.
+        Seen lists and exclusions keep reading every rating."""
+        if self.values is None or history_min_rating <= 0:
+            return self
+        keep = read_as_taste(self.values, history_min_rating)
+        if keep.all():
+            return self
+        kept_before = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])  # ratings kept before each index
+        return UserRatings(
+            user_ids=self.user_ids,
+            indptr=kept_before[self.indptr],
+            movie_rows=self.movie_rows[keep],
+            timestamps=self.timestamps[keep],
+            values=self.values[keep],
+        )
+
     def histories(self, user_ids: np.ndarray, bounds: np.ndarray, length: int) -> np.ndarray:
         """int32 [n, length]: each query's latest `length` movies below its bound, newest first, PAD after."""
         return self.rated_histories(user_ids, bounds, length)[0]
@@ -102,6 +119,18 @@ class UserRatings:
         if self.values is None:
             return rows, np.full(rows.shape, NO_VALUE, dtype=np.float32)
         return rows, np.where(present, self.values[safe], NO_VALUE).astype(np.float32)
+
+
+def read_as_taste(values: np.ndarray, history_min_rating: float) -> np.ndarray:
+    """bool [n]: which ratings the query tower reads as the user's taste, by their stars.
+
+    A rating below `history_min_rating` stars says the user did not like the movie: read as history it would
+    pull the query towards that movie's neighbours, so a 1-star rating counted as a 5-star one (issue 19). It is
+    left out of the history (it stays seen, and excluded from the user's answers). A rating whose value is not
+    known (NO_VALUE: an id a client sent, a version that kept no stars) is read. 0 reads every rating.
+    """
+    values = np.asarray(values)
+    return (values == NO_VALUE) | (values >= history_min_rating)
 
 
 def known_at(timestamps: np.ndarray, bound: int) -> np.ndarray:

@@ -33,7 +33,7 @@ from contract.query_tower import (
     read_query_weights,
     tower_inputs,
 )
-from contract.user_ratings import UserRatings, known_at, newest_first
+from contract.user_ratings import UserRatings, known_at, newest_first, read_as_taste
 from service.errors import VersionRejectedError
 
 log = logging.getLogger(__name__)
@@ -146,8 +146,9 @@ class ModelVersion:
         self, rows: np.ndarray, times: np.ndarray, values: np.ndarray, bound: int
     ) -> tuple[list[str], list[float]]:
         """The query model's history inputs from a user's ratings oldest first: the latest movie ids known
-        below `bound` (contract.user_ratings.known_bound), newest first, and their stars."""
-        known = known_at(times, bound)
+        below `bound` (contract.user_ratings.known_bound) and read as taste (`read_as_taste`: not the ones
+        rated below the version's history_min_rating), newest first, and their stars."""
+        known = known_at(times, bound) & read_as_taste(values, self.manifest.query.history_min_rating)
         return self.history_ids(rows[known]), newest_first(values[known], self.history_length).tolist()
 
     def embed(

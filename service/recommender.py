@@ -176,9 +176,11 @@ async def recommend(
 ) -> dict[str, Any]:
     """The top-k answer for one request, as a JSON-ready dict shaped like RecommendResponse.
 
-    A user with no ratings anywhere (not in the version, none stored, no `history` in the request) gets the
-    popularity ranking: at now `popular` (what is rated recently, service/popularity.py) when given, at an
-    explicit moment the version's all-time one; everyone else the model, with their history.
+    A user the version does not know and with nothing read as history (no ratings, none stored, no `history`
+    in the request, or only ratings below the version's history_min_rating: a dislike says what not to show,
+    not what to) gets the popularity ranking: at now `popular` (what is rated recently,
+    service/popularity.py) when given, at an explicit moment the version's all-time one; everyone else the
+    model, with their history.
 
     Raises:
         InvalidRequestError: k above the maximum.

@@ -27,6 +27,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "item_item_dim": 0,
         "history_ratings": False,
         "positive_min_rating": 0.0,
+        "history_min_rating": 0.0,
         "user_dropout": 0.0,
         "movie_dropout": 0.0,
         "evaluate_temporal": False,
@@ -98,6 +99,14 @@ class TrainConfig(BaseModel):
         "learned",
         description="With history_ratings: learned, one trained multiplier per star level (starting at 1); "
         "signed, fixed at (stars - 3) / 2, so 1 star weighs -1, 3 stars nothing and 5 stars +1.",
+    )
+    history_min_rating: float = Field(
+        2.5,
+        ge=0,
+        le=5,
+        description="Ratings below this many stars are left out of every history the query reads (training, "
+        "scoring, serving), so a 1- or 2-star rating is not read as taste; they stay seen and excluded; 0: every "
+        "rating is read (docs/results.md).",
     )
     positive_min_rating: float = Field(
         0.0,

@@ -174,6 +174,7 @@ def export_trained(
         query=QueryInfo(
             history_length=run.config.history_length,
             history_ratings=run.config.query_spec.history_ratings,
+            history_min_rating=run.config.history_min_rating,
             timestamp_min=run.vocab.timestamp_min,
             timestamp_max=run.vocab.timestamp_max,
         ),

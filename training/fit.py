@@ -68,7 +68,7 @@ def fit(
         targets,
         vocab,
         config.batch_size,
-        known=fold.known,
+        known=fold.known.read_as_history(config.history_min_rating),
         history_length=config.history_length,
         history_ratings=config.query_spec.history_ratings,
         shuffle_seed=config.seed,
@@ -118,7 +118,8 @@ def index_queries(run: TrainedRun, prepared: PreparedData) -> np.ndarray:
     if config.history_length:
         users, times = frame["user_id"].to_numpy(np.int64), frame["timestamp"].to_numpy(np.int64)
         bounds = known_bound(times, at_now=False)
-        histories, ratings = serving.known.rated_histories(users, bounds, config.history_length)
+        taste = serving.known.read_as_history(config.history_min_rating)
+        histories, ratings = taste.rated_histories(users, bounds, config.history_length)
     movie_ids = prepared.data.movies["movie_id"].to_numpy().astype(str)
     inputs = query_inputs(frame, histories, movie_ids, ratings if config.query_spec.history_ratings else None)
     return embed_batches(run.query_tower, tf.data.Dataset.from_tensor_slices(inputs).batch(config.eval_batch_size))

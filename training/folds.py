@@ -173,19 +173,20 @@ def _scored_fold(
     known = build_user_ratings(train, catalogue_rows(data, train))
     users, times = test["user_id"].to_numpy(np.int64), test["timestamp"].to_numpy(np.int64)
     source = known if known_at_query is None else known_at_query
+    taste = source.read_as_history(config.history_min_rating)  # what a history reads of `source`
     bounds = known_bound(times, at_now=False)  # offline, every query names its moment
-    history_start, history_end = source.spans_before(users, bounds)
-    start, end = known.spans(users) if known_at_query is None else (history_start, history_end)
+    start, end = known.spans(users) if known_at_query is None else source.spans_before(users, bounds)
+    taste_start, taste_end = taste.spans_before(users, bounds)
     held_out = HeldOutQueries(
         targets=catalogue_rows(data, test),
         known=source,
         exclude_start=start,
         exclude_end=end,
-        # Unknown to the model and nothing rated before: the service answers from popularity.
-        fallback=(known.positions(users) < 0) & (history_end == history_start),
+        # Unknown to the model and nothing read as history before: the service answers from popularity.
+        fallback=(known.positions(users) < 0) & (taste_end == taste_start),
         stars=test["rating"].to_numpy(np.float32) if "rating" in test else None,
     )
-    histories = source.rated_histories(users, bounds, config.history_length) if config.history_length else None
+    histories = taste.rated_histories(users, bounds, config.history_length) if config.history_length else None
     return Fold(
         data=data,
         train=train,

@@ -51,12 +51,13 @@ def score_exported(
     if [m["movie_id"] for m in movies] != movie_ids.tolist():
         placed = _in_catalogue(version_dir.name, movies, candidates, popularity, movie_ids)
         candidates, popularity, unanswerable = placed
-    has_history = held_out.exclude_end > held_out.exclude_start
-    fallback = ~np.isin(users.astype(str), list(known)) & ~has_history
+    length = manifest.query.history_length
+    taste = held_out.known.read_as_history(manifest.query.history_min_rating)  # what its histories read
+    taste_start, taste_end = taste.spans_before(users, known_bound(timestamps, at_now=False))
+    fallback = ~np.isin(users.astype(str), list(known)) & (taste_end == taste_start)
     rescored = dataclasses.replace(held_out, fallback=fallback)
 
     serve = tf.saved_model.load(str(version_dir / layout.QUERY_MODEL)).signatures["serving_default"]
-    length = manifest.query.history_length
     queries = []
     for lo in range(0, len(users), batch_size):
         hi = min(lo + batch_size, len(users))
@@ -66,7 +67,7 @@ def score_exported(
         }
         if length:
             bounds = known_bound(timestamps[lo:hi], at_now=False)
-            rows, ratings = held_out.known.rated_histories(users[lo:hi], bounds, length)
+            rows, ratings = taste.rated_histories(users[lo:hi], bounds, length)
             inputs["history"] = tf.constant(history_movie_ids(rows, movie_ids))
             if manifest.query.history_ratings:
                 inputs["history_rating"] = tf.constant(ratings, tf.float32)

@@ -79,3 +79,23 @@ def test_leave_one_out_holds_out_each_users_latest_and_validation_the_one_before
     validation = leave_one_out_fold(TrainConfig(evaluate_on="validation"), data)
     assert validation.test is not None
     assert not (_keys(validation.train) | _keys(validation.test)) & _keys(held)
+
+
+def test_scored_histories_leave_out_disliked_ratings_which_stay_excluded(tiny_data_dir: Path) -> None:
+    """Protocol T asks as the service does: a history reads no rating below history_min_rating, the exclusions
+    still hold every earlier rating, and a query left with no history (and an unknown user) falls back."""
+    prepared = prepare(TrainConfig(history_min_rating=3.0), tiny_data_dir)
+    fold = prepared.temporal
+    assert fold is not None and fold.test is not None and fold.held_out is not None
+    assert fold.test_histories is not None and fold.test_history_ratings is not None
+    read = fold.test_histories >= 0
+    assert read.any() and (fold.test_history_ratings[read] >= 3.0).all()
+    held_out, known = fold.held_out, fold.held_out.known
+    excluded_stars = [known.values[s:e] for s, e in zip(held_out.exclude_start, held_out.exclude_end, strict=True)]
+    assert any((stars < 3.0).any() for stars in excluded_stars)  # disliked earlier ratings are still excluded
+    unknown = fold.known.positions(fold.test["user_id"].to_numpy()) < 0
+    only_disliked = unknown & ~read.any(axis=1)
+    assert (held_out.fallback == only_disliked).all()
+    plain = prepare(TrainConfig(history_min_rating=0.0), tiny_data_dir).temporal
+    assert plain is not None and plain.test_history_ratings is not None
+    assert (plain.test_history_ratings[plain.test_histories >= 0] < 3.0).any()  # type: ignore[operator]
