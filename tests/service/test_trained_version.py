@@ -29,15 +29,17 @@ def test_served_answers_match_brute_force_over_the_exported_towers(
     embeddings = np.load(tiny_version_dir / "candidate_embeddings.npy")
     movies = json.loads((tiny_version_dir / "movies.json").read_text())
     seen = np.load(tiny_version_dir / "seen.npz")
-    length = json.loads((tiny_version_dir / "manifest.json").read_text())["query"]["history_length"]
+    query_info = json.loads((tiny_version_dir / "manifest.json").read_text())["query"]
+    length, min_rating = query_info["history_length"], query_info["history_min_rating"]
     users = seen["user_ids"].tolist()[:5]
     with serving(tiny_models_dir) as client:
         for user in users:
             body = client.get("/recommend", params={"user_id": user, "timestamp": TS, "k": 5}).json()
             index = users.index(user)
             span = slice(seen["indptr"][index], seen["indptr"][index + 1])
-            rated, times = seen["movie_rows"][span], seen["timestamps"][span]
-            history = [movies[row]["movie_id"] for row in rated[times < TS][::-1][:length]]
+            rated, times, stars = seen["movie_rows"][span], seen["timestamps"][span], seen["ratings"][span]
+            read = (times < TS) & (stars >= min_rating)  # a dislike is not read as history
+            history = [movies[row]["movie_id"] for row in rated[read][::-1][:length]]
             assert body["history_used"] == len(history) > 0
             query = query_fn(
                 user_id=tf.constant([user]),
