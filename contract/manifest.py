@@ -16,7 +16,7 @@ MANIFEST = "manifest.json"
 
 # Every entry of a version directory besides the manifest; a directory entry holds several files.
 QUERY_MODEL = "query_model"  # SavedModel: user_id, timestamp [, history string [batch, H]] -> embedding
-CANDIDATE_MODEL = "candidate_model"  # SavedModel: movie_id, title string [batch] -> embedding
+CANDIDATE_MODEL = "candidate_model"  # SavedModel: movie_id, title (, genres) string [batch] -> embedding
 CANDIDATE_EMBEDDINGS = "candidate_embeddings.npy"  # float32 [num_movies, d], row i = movies.json[i]
 SCANN = "scann"  # ScaNN searcher over candidate_embeddings (dot product), relative asset paths
 MOVIES = "movies.json"  # [{"movie_id", "title", "genres"}], the catalogue in row order

@@ -2,7 +2,8 @@
 and serves the loaded version with them applied (service/live_version.py), without a restart or a retrain.
 
 A movie added through POST /movies is embedded by the served version's own candidate tower (candidate_model:
-its id is out of the tower's vocabulary, so its title places it), once per version and title. The replica
+its id is out of the tower's vocabulary, so its title, and its genres where the tower reads them, place it),
+once per version, title and genres. The replica
 that takes a change applies it before answering; the others within RECSYS_CATALOGUE_REFRESH_SECONDS.
 """
 
@@ -47,7 +48,7 @@ class LiveCatalogue:
         self._failing = False
         # base version -> its candidate tower and the embeddings it gave, dropped with the version.
         self._towers: weakref.WeakKeyDictionary[ModelVersion, tuple[Any, Any]] = weakref.WeakKeyDictionary()
-        self._embedded: weakref.WeakKeyDictionary[ModelVersion, dict[tuple[str, str], np.ndarray]] = (
+        self._embedded: weakref.WeakKeyDictionary[ModelVersion, dict[tuple[str, str, str], np.ndarray]] = (
             weakref.WeakKeyDictionary()
         )
         self._apply_lock = threading.Lock()  # the towers are loaded and called by one thread at a time
@@ -146,18 +147,23 @@ class LiveCatalogue:
             await asyncio.sleep(seconds)
 
     def _embed(self, base: ModelVersion, added: Sequence[CatalogueEntry]) -> np.ndarray:
-        """float32 [len(added), d]: each added movie through `base`'s candidate tower, computed once per title."""
+        """float32 [len(added), d]: each added movie through `base`'s candidate tower (its title, and its genres
+        where the tower reads them), computed once per title and genres."""
         done = self._embedded.setdefault(base, {})
-        keys = [(entry.movie_id, embedding_title(entry)) for entry in added]
+        keys = [(entry.movie_id, embedding_title(entry), "|".join(entry.genres or ())) for entry in added]
         missing = [key for key in dict.fromkeys(keys) if key not in done]
         if missing:
             _, tower = self._tower(base)
+            reads_genres = "genres" in tower.structured_input_signature[1]  # a version trained with candidate_genres
             for start in range(0, len(missing), EMBED_CHUNK):
                 chunk = missing[start : start + EMBED_CHUNK]
-                out = tower(
-                    movie_id=tf.constant([movie_id for movie_id, _ in chunk]),
-                    title=tf.constant([title for _, title in chunk]),
-                )["embedding"].numpy()
+                inputs = {
+                    "movie_id": tf.constant([movie_id for movie_id, _, _ in chunk]),
+                    "title": tf.constant([title for _, title, _ in chunk]),
+                }
+                if reads_genres:
+                    inputs["genres"] = tf.constant([genres for _, _, genres in chunk])
+                out = tower(**inputs)["embedding"].numpy()
                 if not np.isfinite(out).all():
                     raise ValueError(f"the candidate tower of {base.name} gave non-finite embeddings")
                 done.update(zip(chunk, out.astype(np.float32), strict=True))

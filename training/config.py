@@ -28,6 +28,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "history_ratings": False,
         "positive_min_rating": 0.0,
         "history_min_rating": 0.0,
+        "candidate_genres": False,
         "user_dropout": 0.0,
         "movie_dropout": 0.0,
         "evaluate_temporal": False,
@@ -127,7 +128,12 @@ class TrainConfig(BaseModel):
         False, description="L2-normalise both towers' outputs, so scores are cosines (pair with a temperature)."
     )
     temperature: float = Field(1.0, gt=0, description="Logits are divided by it in the loss; below 1 sharpens.")
-    candidate_genres: bool = Field(False, description="Movie tower also reads the mean of its genres' embeddings.")
+    candidate_genres: bool = Field(
+        False,
+        description='Movie tower also reads the mean of its genres\' embeddings, from a genres input ("A|B"), so '
+        "a movie added after training is placed by its genres too; better for new movies, not yet the default "
+        "(docs/results.md).",
+    )
     candidate_year: bool = Field(False, description="Movie tower also reads its release year's bucket (from title).")
     year_bucket_width: int = Field(5, gt=0, description="Years per release-year bucket; unknown years get their own.")
     distribute: Literal["auto", "default", "mirrored", "multi_worker"] = Field(

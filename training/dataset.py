@@ -104,7 +104,7 @@ def ratings_dataset(
     user_dropout: float = 0.0,
     movie_dropout: float = 0.0,
 ) -> tf.data.Dataset:
-    """Batches of {user_id, timestamp, [history,] movie_id, title, candidate_probability}.
+    """Batches of {user_id, timestamp, [history,] movie_id, title, genres, candidate_probability}.
 
     Ids stay integers in memory and become strings one batch at a time (ML-25M as Python strings is
     gigabytes). candidate_probability is each movie's share of the training ratings: the chance that it
@@ -146,6 +146,7 @@ def ratings_dataset(
     movie_ids = tf.constant(vocab.movie_ids)
     padded_ids = tf.constant(np.concatenate([[""], vocab.movie_ids]))  # row + 1; PAD (-1) becomes ""
     titles = tf.constant(vocab.titles)
+    genres = tf.constant(vocab.genres.astype(str))
     probabilities = tf.constant(vocab.movie_probability, dtype=tf.float32)
 
     def to_features(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -162,6 +163,7 @@ def ratings_dataset(
             "timestamp": batch["timestamp"],
             "movie_id": movie_id,
             "title": tf.gather(titles, batch["movie_row"]),
+            "genres": tf.gather(genres, batch["movie_row"]),  # kept when the id is blanked, like the title
             "candidate_probability": tf.gather(probabilities, batch["movie_row"]),
             "movie_row": batch["movie_row"],  # the positive's catalogue row: the label of a full softmax
         }
@@ -181,6 +183,12 @@ def ratings_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
+def candidate_features(vocab: Vocabularies) -> dict[str, np.ndarray]:
+    """Every movie's candidate-tower inputs, in catalogue order: movie_id, title and genres ("A|B"); a tower
+    reads the ones it takes (`input_names`)."""
+    return {"movie_id": vocab.movie_ids, "title": vocab.titles, "genres": vocab.genres.astype(str)}
+
+
 def candidates_dataset(vocab: Vocabularies, batch_size: int = 128) -> tf.data.Dataset:
     """Every movie in catalogue order, batched for the candidate tower."""
-    return tf.data.Dataset.from_tensor_slices({"movie_id": vocab.movie_ids, "title": vocab.titles}).batch(batch_size)
+    return tf.data.Dataset.from_tensor_slices(candidate_features(vocab)).batch(batch_size)

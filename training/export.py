@@ -100,11 +100,9 @@ def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
     _save_tower(artifacts.query_tower, staging / layout.QUERY_MODEL, query_inputs)
     movie_ids = artifacts.movies["movie_id"].astype(str).tolist()
     write_query_weights(staging, mirrored_arrays(artifacts.query_tower, artifacts.config.query_spec, movie_ids))
-    _save_tower(
-        artifacts.candidate_tower,
-        staging / layout.CANDIDATE_MODEL,
-        {"movie_id": tf.TensorSpec([None], tf.string), "title": tf.TensorSpec([None], tf.string)},
-    )
+    # movie_id, title and, when the tower reads them (candidate_genres), the genres joined by "|".
+    candidate_inputs = {name: tf.TensorSpec([None], tf.string) for name in artifacts.candidate_tower.input_names}
+    _save_tower(artifacts.candidate_tower, staging / layout.CANDIDATE_MODEL, candidate_inputs)
     np.save(staging / layout.CANDIDATE_EMBEDDINGS, artifacts.candidate_embeddings.astype(np.float32))
     movies = [
         {"movie_id": str(movie_id), "title": title, "genres": [g for g in genres.split("|") if g]}

@@ -130,5 +130,5 @@ def embed_batches(tower: tf.keras.Model, batches: tf.data.Dataset) -> np.ndarray
 
     Not `predict`: under a multi-worker strategy it would shard the batches across workers.
     """
-    parts = [tower(batch, training=False).numpy() for batch in batches]
+    parts = [tower({name: batch[name] for name in tower.input_names}, training=False).numpy() for batch in batches]
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, tower.output_shape[-1]), np.float32)

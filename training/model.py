@@ -9,7 +9,7 @@ import tensorflow_recommenders as tfrs
 from contract.query_tower import RATING_LEVELS
 from contract.query_tower import QueryLayer as L
 from training.config import TrainConfig
-from training.dataset import Vocabularies
+from training.dataset import Vocabularies, candidate_features
 from training.history_encoder import HistoryEncoder
 
 keras = tf.keras  # tf-keras (Keras 2), because training/__init__ sets TF_USE_LEGACY_KERAS=1
@@ -218,12 +218,38 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
     return keras.Model(inputs=inputs, outputs=embedding, name="query_tower")
 
 
+class GenreShares(tf.keras.layers.Layer):
+    """Genres joined by "|" (string [batch]) -> float32 [batch, len(names)]: 1/k on each of a movie's k known
+    genres, zeros for none (what `genre_shares` tabulates by movie), so shares @ genre embeddings = their mean.
+    An input, not a lookup by movie_id, so a movie added after training is placed by its genres too."""
+
+    def __init__(self, names: list[str], **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.names = list(names)
+
+    def call(self, genres: tf.Tensor) -> tf.Tensor:
+        split = tf.strings.split(genres, sep="|").to_tensor(default_value="")  # [batch, most genres of one]
+        hits = tf.cast(tf.equal(split[..., None], tf.constant(self.names or [""])), tf.float32)
+        one_hot = tf.reduce_sum(hits, axis=1) if self.names else tf.zeros_like(hits[:, 0])  # [batch, names]
+        return tf.math.divide_no_nan(one_hot, tf.reduce_sum(one_hot, axis=1, keepdims=True))
+
+    def get_config(self) -> dict[str, object]:
+        return {**super().get_config(), "names": self.names}
+
+
+def genre_names(genres: np.ndarray) -> list[str]:
+    """The genres of a catalogue ("A|B" per movie), sorted: `GenreShares`' columns and `genre_shares`'."""
+    return sorted({g for value in genres for g in str(value).split("|") if g})
+
+
 def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Model:
-    """movie_id and title (string [batch]) -> candidate embedding [batch, layers[-1] (+ item_item_dim)].
+    """movie_id and title (string [batch]), and with `candidate_genres` genres (string [batch], "A|B") ->
+    candidate embedding [batch, layers[-1] (+ item_item_dim)].
 
     The id embedding is keyed by movie_id, not title: ML-100K has distinct movies with the same title.
     The title text (tokenised, embedded, averaged) lets similar titles share signal; `candidate_genres` adds
-    the mean of the movie's genre embeddings and `candidate_year` its release-year bucket's embedding. With
+    the mean of the movie's genre embeddings, read from its genres (so a new movie's count too), and
+    `candidate_year` its release-year bucket's embedding (looked up by movie_id). With
     `item_item_dim` D > 0 (and a history) the dense output gains the movie's own D-wide vector,
     `candidate_item_item`. With `normalize_embeddings` the last layer, `candidate_normalize`, scales the
     embedding to unit length.
@@ -242,11 +268,13 @@ def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.
     text_vector = keras.layers.GlobalAveragePooling1D(name="title_average")(token_vectors)
 
     features = [id_vector, text_vector]
-    # Genres and year are catalogue facts keyed by movie_id, so fixed tables inside the tower look them up:
-    # its inputs (and the exported candidate signature) stay movie_id and title.
+    inputs = {"movie_id": movie_id, "title": title}
     if config.candidate_genres:
-        shares = _catalogue_table(genre_shares(vocab.genres), "movie_genres")(movie_index)
+        inputs["genres"] = keras.Input(shape=(), dtype=tf.string, name="genres")
+        shares = GenreShares(genre_names(vocab.genres), name="movie_genres")(inputs["genres"])
         features.append(keras.layers.Dense(dim, use_bias=False, name="genre_embedding")(shares))
+    # The year is a catalogue fact keyed by movie_id, so a fixed table inside the tower looks it up (a new movie's
+    # year still reaches the tower in its title).
     if config.candidate_year:
         one_hot = _catalogue_table(year_one_hot(vocab.years, config.year_bucket_width), "movie_year")(movie_index)
         features.append(keras.layers.Dense(dim, use_bias=False, name="year_embedding")(one_hot))
@@ -261,14 +289,14 @@ def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.
         embedding = keras.layers.Concatenate(name="candidate_item_item")([embedding, item_vector])
     if config.normalize_embeddings:
         embedding = keras.layers.UnitNormalization(name="candidate_normalize")(embedding)
-    return keras.Model(inputs={"movie_id": movie_id, "title": title}, outputs=embedding, name="candidate_tower")
+    return keras.Model(inputs=inputs, outputs=embedding, name="candidate_tower")
 
 
 def genre_shares(genres: np.ndarray) -> np.ndarray:
     """float32 [num_movies + 1, num_genres]: row 1 + i holds 1/k on each of movie i's k genres (row 0, the
     unknown movie, and a movie with no genre are zeros), so that rows @ genre embeddings = their mean."""
     split = [[g for g in str(value).split("|") if g] for value in genres]
-    names = sorted({g for movie in split for g in movie})
+    names = genre_names(genres)
     column = {name: i for i, name in enumerate(names)}
     table = np.zeros((len(genres) + 1, max(len(names), 1)), dtype=np.float32)
     for row, movie in enumerate(split, start=1):
@@ -336,11 +364,12 @@ class TwoTowerModel(tfrs.Model):
         if self.catalogue is not None:
             # Every movie is a negative (Klenitskiy & Vasilev 2023: a full softmax is what lifts SASRec); no
             # sampling, so no logQ correction; the positive is its catalogue row.
-            every = self.candidate_tower(self.catalogue, training=training)
+            names = self.candidate_tower.input_names
+            every = self.candidate_tower({name: self.catalogue[name] for name in names}, training=training)
             logits = tf.matmul(query, every, transpose_b=True) / self.temperature
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=features["movie_row"], logits=logits)
             return tf.reduce_sum(losses)
-        candidate = self.candidate_tower({"movie_id": features["movie_id"], "title": features["title"]})
+        candidate = self.candidate_tower({name: features[name] for name in self.candidate_tower.input_names})
         probability = features["candidate_probability"] if self.sampling_bias_correction else None
         # Another rating of the positive's movie in the batch is not a negative for it.
         candidate_ids = features["movie_id"] if self.remove_accidental_hits else None
@@ -362,7 +391,7 @@ def build_model(vocab: Vocabularies, config: TrainConfig) -> tuple[TwoTowerModel
             config.sampling_bias_correction,
             remove_accidental_hits=config.remove_accidental_hits,
             temperature=config.temperature,
-            catalogue={"movie_id": vocab.movie_ids, "title": vocab.titles} if config.loss == "full_softmax" else None,
+            catalogue=candidate_features(vocab) if config.loss == "full_softmax" else None,
         )
         optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam}[config.optimizer]
         model.compile(optimizer=optimizer(learning_rate=config.learning_rate))

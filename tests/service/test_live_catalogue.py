@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from tests.contract.conftest import postgres_server, store_url  # noqa: F401  # the databases, as fixtures here
 from tests.service.conftest import assert_error, serving, wait_until
+from tests.synth import GENRES
 
 TOKEN = "s3cret"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -49,9 +50,13 @@ def similar_to(client: TestClient, movie_id: str) -> list[str]:
     return ids(response.json()["items"])
 
 
-def tower_embedding(version_dir: Path, movie_id: str, title: str) -> np.ndarray:
+def tower_embedding(version_dir: Path, movie_id: str, title: str, genres: str) -> np.ndarray:
+    """The exported candidate tower on one movie (its genres "A|B" only where the tower takes them)."""
     fn = tf.saved_model.load(str(version_dir / "candidate_model")).signatures["serving_default"]
-    return fn(movie_id=tf.constant([movie_id]), title=tf.constant([title]))["embedding"].numpy()[0]  # type: ignore[no-any-return]
+    inputs = {"movie_id": tf.constant([movie_id]), "title": tf.constant([title])}
+    if "genres" in fn.structured_input_signature[1]:
+        inputs["genres"] = tf.constant([genres])
+    return fn(**inputs)["embedding"].numpy()[0]  # type: ignore[no-any-return]
 
 
 def test_an_added_movie_is_rated_recommended_changed_withdrawn_and_restored(
@@ -75,7 +80,7 @@ def test_an_added_movie_is_rated_recommended_changed_withdrawn_and_restored(
         assert scores == sorted(scores, reverse=True)
         movies = json.loads((tiny_version_dir / "movies.json").read_text())
         served = client.app.state.service.registry.current  # type: ignore[attr-defined]
-        vector = tower_embedding(tiny_version_dir, "990001", "Zyzzyva Nights (1996)")
+        vector = tower_embedding(tiny_version_dir, "990001", "Zyzzyva Nights (1996)", "Comedy")
         np.testing.assert_allclose(served.candidate_embeddings[served.row_of_movie["990001"]], vector, atol=1e-6)
         assert served.num_movies == len(movies) + 1 and np.isfinite(vector).all()
         assert "990001" in ids(recommended(client, "3", genres="Comedy"))
@@ -148,3 +153,30 @@ def test_a_movie_added_through_one_replica_is_rateable_at_once_on_another(
         assert searched(second, "zyzzyva") == ["990001"]
         assert second.get("/users/7/ratings").json()[0]["title"] == "Zyzzyva Nights"
         assert_error(second.post("/ratings", json={**rating, "movie_id": "990002"}), 422, "not_in_catalogue")
+
+
+def test_a_tower_that_reads_genres_places_an_added_movie_by_them(
+    tiny_data_dir: Path, tmp_path_factory: Any, tmp_path: Path
+) -> None:
+    """Trained with candidate_genres, the served tower reads an added movie's genres: new movies with one title
+    and different genres get different similar lists, each with more of its own genre than the others' lists."""
+    from tests.conftest import TINY_TRAINING
+    from training.config import TrainConfig
+    from training.train import train_versions
+
+    models = tmp_path_factory.mktemp("genres_models")
+    config = TrainConfig(**TINY_TRAINING, candidate_genres=True, evaluate=False)
+    train_versions([config], tiny_data_dir, models, promote_version=True, progress=False)
+    twins = [{**NEW, "movie_id": f"99100{i}", "title": "Twin Peaks Movie", "genres": [g]} for i, g in enumerate(GENRES)]
+    with app(models, f"sqlite:///{tmp_path}/ratings.db") as client:
+        assert client.post("/movies", json={"movies": twins}, headers=ADMIN).status_code == 201
+        lists = {}
+        for twin, genre in zip(twins, GENRES, strict=True):
+            response = client.get(f"/movies/{twin['movie_id']}/similar", params={"k": 10})
+            assert response.status_code == 200, response.text
+            items = response.json()["items"]
+            lists[genre] = [item["genres"] for item in items if not item["movie_id"].startswith("99")]
+        for genre in GENRES:
+            own = sum(g == [genre] for g in lists[genre]) / len(lists[genre])
+            others = [sum(g == [genre] for g in lists[o]) / len(lists[o]) for o in GENRES if o != genre]
+            assert own > max(others), (genre, own, others)

@@ -256,17 +256,24 @@ def test_genre_shares_and_year_buckets_by_hand() -> None:
     assert release_years(titles).tolist() == [1995, 0, 1996, 1995, 0]
 
 
-def test_the_candidate_tower_reads_genres_and_year_from_movie_id_alone() -> None:
+def test_the_candidate_tower_reads_genres_from_its_input_and_year_from_movie_id() -> None:
+    """Genres are an input, so a movie the vocabulary lacks ("99", added since) is placed by its genres too; the
+    year is looked up by movie_id (and reaches a new movie's tower in its title)."""
     config = TrainConfig(**SMALL, candidate_genres=True, candidate_year=True)
     tower = build_candidate_tower(VOCAB, config)
-    assert sorted(tower.input_names) == ["movie_id", "title"]  # the exported signature does not change
+    assert sorted(tower.input_names) == ["genres", "movie_id", "title"]
+    inputs = {**_candidate_inputs(), "genres": tf.constant([*VOCAB.genres, "Comedy|Western"])}
     features = tf.keras.Model(tower.inputs, tower.get_layer("candidate_features").output)
-    assert features(_candidate_inputs()).shape == (4, 4 * 4)  # id, title, genres, year: embedding_dim each
-    genres = tf.keras.Model(tower.inputs, tower.get_layer("movie_genres").output)(_candidate_inputs()).numpy()
-    np.testing.assert_array_equal(genres, genre_shares(VOCAB.genres)[[1, 2, 3, 0]])  # "99" is unknown: row 0
+    assert features(inputs).shape == (4, 4 * 4)  # id, title, genres, year: embedding_dim each
+    genres = tf.keras.Model(tower.inputs, tower.get_layer("movie_genres").output)(inputs).numpy()
+    # The known movies get genre_shares' rows; "99" its one known genre (Western is not among the columns).
+    np.testing.assert_array_equal(genres, [*genre_shares(VOCAB.genres)[1:], [0, 1, 0]])
     trainable = {w.name.split("/")[0] for w in tower.trainable_weights}
-    assert {"genre_embedding", "year_embedding"} <= trainable and not {"movie_genres", "movie_year"} & trainable
-    assert tower(_candidate_inputs()).shape == (4, 8 + config.item_item_dim)
+    assert {"genre_embedding", "year_embedding"} <= trainable and "movie_year" not in trainable
+    assert tower(inputs).shape == (4, 8 + config.item_item_dim)
+    other = {**inputs, "genres": tf.constant(["Crime"] * 4)}  # the genres alone change an embedding
+    unchanged = np.isclose(tower(inputs).numpy(), tower(other).numpy()).all(axis=1)
+    assert unchanged.tolist() == [False, True, False, False]  # row 1 was Crime already
 
 
 def test_a_model_with_every_lever_beats_most_popular_and_exports(tiny_data_dir: Path, tmp_path: Path) -> None:
