@@ -5,7 +5,7 @@ the user's history), refits on every rating for serving, and exports a version, 
 and most-popular's tables, wall time of the whole run and of each fit, and peak memory to
 benchmarks/results/default_model.json.
 
-    python benchmarks/default_model.py [--seed 42 --seed 7 --seed 1] [--data-dir data]
+    python benchmarks/default_model.py [--seed 42 --seed 7 --seed 1] [--data-dir data] [--override FIELD=VALUE]
 """
 
 from __future__ import annotations
@@ -34,11 +34,16 @@ def main(
     data_dir: Annotated[Path, typer.Option()] = Path("data"),
     out: Annotated[Path, typer.Option(help="Results file.")] = Path("benchmarks/results/default_model.json"),
     models_dir: Annotated[Path, typer.Option(help="Scratch folder for the versions.")] = Path("benchmarks/out/models"),
+    override: Annotated[
+        list[str] | None,
+        typer.Option(help="FIELD=VALUE: a TrainConfig field set otherwise (JSON value), e.g. history_min_rating=0."),
+    ] = None,
 ) -> None:
     fetch("ml-100k", data_dir, log=lambda m: print(m, file=sys.stderr))
+    changed = {key: json.loads(value) for key, _, value in (item.partition("=") for item in override or [])}
     runs = []
     for value in seed or [42]:
-        config = TrainConfig(seed=value)
+        config = TrainConfig(**changed, seed=value)
         started = time.perf_counter()
         version = train_versions([config], data_dir, models_dir, progress=False)[0]
         metrics = version.metrics
@@ -65,7 +70,8 @@ def main(
         )  # fmt: skip
     results = {
         "benchmark": "default configuration on ML-100K: protocols A, B (random 80/20) and T (latest 20%)",
-        "config": TrainConfig().model_dump(mode="json", exclude={"seed"}),
+        "config": TrainConfig(**changed).model_dump(mode="json", exclude={"seed"}),
+        "overrides": changed,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "runs": runs,

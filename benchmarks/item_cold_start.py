@@ -92,6 +92,9 @@ def main(
     movie_dropout: Annotated[
         float | None, typer.Option(help="TrainConfig.movie_dropout (unset: the default's).")
     ] = None,
+    candidate_genres: Annotated[
+        bool | None, typer.Option(help="TrainConfig.candidate_genres (unset: the default's).")
+    ] = None,
     out: Annotated[Path, typer.Option()] = Path("benchmarks/results/item_cold_start.json"),
 ) -> None:
     from fastapi.testclient import TestClient
@@ -108,8 +111,10 @@ def main(
     with tempfile.TemporaryDirectory(prefix="item-cold-start-") as scratch:
         root = Path(scratch)
         write_known(data, held, root / "known")
-        dropout = {} if movie_dropout is None else {"movie_dropout": movie_dropout}
-        config = TrainConfig(epochs=epochs, evaluate=False, refit=True, **dropout)
+        levers = {"movie_dropout": movie_dropout, "candidate_genres": candidate_genres}
+        config = TrainConfig(
+            epochs=epochs, evaluate=False, refit=True, **{k: v for k, v in levers.items() if v is not None}
+        )
         fitting = time.perf_counter()
         [trained] = train_versions([config], root / "known", root / "models", promote_version=True, progress=False)
         fit_seconds = time.perf_counter() - fitting
@@ -136,7 +141,13 @@ def main(
         "machine": machine(),
         "data": {"dataset": "ml-100k", "fingerprint": data.fingerprint, "num_ratings": len(data.ratings)},
         "held_out": {"fraction": fraction, "seed": seed, "movies": len(held), "ratings": int(is_held.sum())},
-        "config": {"epochs": epochs, "movie_dropout": config.movie_dropout, "version": trained.version_dir.name},
+        "config": {
+            "epochs": epochs,
+            "movie_dropout": config.movie_dropout,
+            "candidate_genres": config.candidate_genres,
+            "history_min_rating": config.history_min_rating,
+            "version": trained.version_dir.name,
+        },
         **result,
         "seconds": {
             "fit": round(fit_seconds, 1),
