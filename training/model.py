@@ -220,7 +220,7 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
 
 class GenreShares(tf.keras.layers.Layer):
     """Genres joined by "|" (string [batch]) -> float32 [batch, len(names)]: 1/k on each of a movie's k known
-    genres, zeros for none (what `genre_shares` tabulates by movie), so shares @ genre embeddings = their mean.
+    genres, zeros for none, so shares @ genre embeddings = their mean.
     An input, not a lookup by movie_id, so a movie added after training is placed by its genres too."""
 
     def __init__(self, names: list[str], **kwargs: object) -> None:
@@ -238,7 +238,7 @@ class GenreShares(tf.keras.layers.Layer):
 
 
 def genre_names(genres: np.ndarray) -> list[str]:
-    """The genres of a catalogue ("A|B" per movie), sorted: `GenreShares`' columns and `genre_shares`'."""
+    """The genres of a catalogue ("A|B" per movie), sorted: `GenreShares`' columns."""
     return sorted({g for value in genres for g in str(value).split("|") if g})
 
 
@@ -290,19 +290,6 @@ def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.
     if config.normalize_embeddings:
         embedding = keras.layers.UnitNormalization(name="candidate_normalize")(embedding)
     return keras.Model(inputs=inputs, outputs=embedding, name="candidate_tower")
-
-
-def genre_shares(genres: np.ndarray) -> np.ndarray:
-    """float32 [num_movies + 1, num_genres]: row 1 + i holds 1/k on each of movie i's k genres (row 0, the
-    unknown movie, and a movie with no genre are zeros), so that rows @ genre embeddings = their mean."""
-    split = [[g for g in str(value).split("|") if g] for value in genres]
-    names = genre_names(genres)
-    column = {name: i for i, name in enumerate(names)}
-    table = np.zeros((len(genres) + 1, max(len(names), 1)), dtype=np.float32)
-    for row, movie in enumerate(split, start=1):
-        for g in movie:
-            table[row, column[g]] = 1.0 / len(movie)
-    return table
 
 
 def year_one_hot(years: np.ndarray, width: int) -> np.ndarray:

@@ -19,7 +19,6 @@ from training.model import (
     TwoTowerModel,
     build_candidate_tower,
     build_query_tower,
-    genre_shares,
     year_one_hot,
 )
 from training.query_weights import UnmirroredTowerError, mirrored_arrays, query_tower_arrays
@@ -247,9 +246,7 @@ def test_the_temperature_divides_the_logits() -> None:
     assert _loss_and_scores(movies, temperature=1.0)[0] == pytest.approx(_softmax_loss(scores, np.ones((3, 3), bool)))
 
 
-def test_genre_shares_and_year_buckets_by_hand() -> None:
-    shares = genre_shares(VOCAB.genres)  # columns: Animation, Comedy, Crime; row 0 is the unknown movie
-    np.testing.assert_array_equal(shares, [[0, 0, 0], [0.5, 0.5, 0], [0, 0, 1], [0, 0, 0]])
+def test_year_buckets_by_hand() -> None:
     years = year_one_hot(VOCAB.years, width=5)  # 1987 -> bucket 1, 1995 -> bucket 2, no year -> bucket 0
     np.testing.assert_array_equal(years, [[1, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0]])
     titles = pd.Series(["Toy Story (1995)", "unknown", "Kolya (Kolya) (1996)", "Misérables, Les (1995/I) ", "1984"])
@@ -266,8 +263,9 @@ def test_the_candidate_tower_reads_genres_from_its_input_and_year_from_movie_id(
     features = tf.keras.Model(tower.inputs, tower.get_layer("candidate_features").output)
     assert features(inputs).shape == (4, 4 * 4)  # id, title, genres, year: embedding_dim each
     genres = tf.keras.Model(tower.inputs, tower.get_layer("movie_genres").output)(inputs).numpy()
-    # The known movies get genre_shares' rows; "99" its one known genre (Western is not among the columns).
-    np.testing.assert_array_equal(genres, [*genre_shares(VOCAB.genres)[1:], [0, 1, 0]])
+    # Columns Animation, Comedy, Crime: 1/k on each of k genres, zeros for none; "99" gets its one known genre
+    # (Western is not among the columns).
+    np.testing.assert_array_equal(genres, [[0.5, 0.5, 0], [0, 0, 1], [0, 0, 0], [0, 1, 0]])
     trainable = {w.name.split("/")[0] for w in tower.trainable_weights}
     assert {"genre_embedding", "year_embedding"} <= trainable and "movie_year" not in trainable
     assert tower(inputs).shape == (4, 8 + config.item_item_dim)
