@@ -32,7 +32,7 @@ BASE: dict[str, Any] = {
     "learning_rate": 0.1,
     "movie_dropout": 0.0,  # the default until 2026-12-05
     "history_min_rating": 0.0,  # the default until 2026-12-06
-    "candidate_genres": False,  # the default
+    "candidate_genres": False,  # the default until 2026-12-06
 }
 # The overrides that won on the morning of 2026-12-01; the item-item rows start from them.
 POSITIONAL_ADAM: dict[str, Any] = {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.001}

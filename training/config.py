@@ -129,10 +129,10 @@ class TrainConfig(BaseModel):
     )
     temperature: float = Field(1.0, gt=0, description="Logits are divided by it in the loss; below 1 sharpens.")
     candidate_genres: bool = Field(
-        False,
+        True,
         description='Movie tower also reads the mean of its genres\' embeddings, from a genres input ("A|B"), so '
-        "a movie added after training is placed by its genres too; better for new movies, not yet the default "
-        "(docs/results.md).",
+        "a movie added after training is placed by its genres too: new movies placed better, known ones unchanged "
+        "on validation (docs/results.md).",
     )
     candidate_year: bool = Field(False, description="Movie tower also reads its release year's bucket (from title).")
     year_bucket_width: int = Field(5, gt=0, description="Years per release-year bucket; unknown years get their own.")

@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 from fastapi.testclient import TestClient
 
 from tests.contract.conftest import postgres_server, store_url  # noqa: F401  # the databases, as fixtures here
 from tests.service.conftest import assert_error, serving, wait_until
 from tests.synth import GENRES
+from tests.towers import candidate_tower_embeddings
 
 TOKEN = "s3cret"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -52,11 +52,8 @@ def similar_to(client: TestClient, movie_id: str) -> list[str]:
 
 def tower_embedding(version_dir: Path, movie_id: str, title: str, genres: str) -> np.ndarray:
     """The exported candidate tower on one movie (its genres "A|B" only where the tower takes them)."""
-    fn = tf.saved_model.load(str(version_dir / "candidate_model")).signatures["serving_default"]
-    inputs = {"movie_id": tf.constant([movie_id]), "title": tf.constant([title])}
-    if "genres" in fn.structured_input_signature[1]:
-        inputs["genres"] = tf.constant([genres])
-    return fn(**inputs)["embedding"].numpy()[0]  # type: ignore[no-any-return]
+    movie = {"movie_id": movie_id, "title": title, "genres": genres.split("|") if genres else []}
+    return candidate_tower_embeddings(version_dir, [movie])[0]
 
 
 def test_an_added_movie_is_rated_recommended_changed_withdrawn_and_restored(

@@ -19,6 +19,7 @@ from contract.query_tower import max_difference, probe_queries
 from service.artifacts import load_version
 from service.errors import VersionRejectedError
 from tests.service.conftest import TS, serving
+from tests.towers import candidate_tower_embeddings
 
 
 def test_served_answers_match_brute_force_over_the_exported_towers(
@@ -57,11 +58,8 @@ def test_served_answers_match_brute_force_over_the_exported_towers(
 
 
 def test_exported_candidate_embeddings_are_the_candidate_tower(tiny_version_dir: Path) -> None:
-    candidate_fn = tf.saved_model.load(str(tiny_version_dir / "candidate_model")).signatures["serving_default"]
     movies = json.loads((tiny_version_dir / "movies.json").read_text())
-    out = candidate_fn(
-        movie_id=tf.constant([m["movie_id"] for m in movies]), title=tf.constant([m["title"] for m in movies])
-    )["embedding"].numpy()
+    out = candidate_tower_embeddings(tiny_version_dir, movies)
     np.testing.assert_allclose(out, np.load(tiny_version_dir / "candidate_embeddings.npy"), rtol=1e-5, atol=1e-6)
 
 

@@ -13,6 +13,7 @@ import tensorflow as tf
 from contract.checksums import file_checksums
 from contract.manifest import IndexParams
 from contract.pointers import new_version_name, promote
+from tests.towers import candidate_tower_embeddings
 from training import export as export_module
 from training.config import TrainConfig
 from training.evaluate import accuracy_table, model_ranks
@@ -64,11 +65,8 @@ def test_reloaded_towers_reproduce_the_metrics(tiny_data_dir: Path, tmp_path: Pa
     fold = prepare(config, tiny_data_dir).random
     assert fold.test is not None and fold.held_out is not None
     query_model = tf.saved_model.load(str(version_dir / "query_model")).signatures["serving_default"]
-    candidate_model = tf.saved_model.load(str(version_dir / "candidate_model")).signatures["serving_default"]
     movies = json.loads((version_dir / "movies.json").read_text())
-    candidates = candidate_model(
-        movie_id=tf.constant([m["movie_id"] for m in movies]), title=tf.constant([m["title"] for m in movies])
-    )["embedding"].numpy()
+    candidates = candidate_tower_embeddings(version_dir, movies)
     np.testing.assert_allclose(candidates, np.load(version_dir / "candidate_embeddings.npy"), atol=1e-6)
     inputs = query_inputs(fold.test, fold.test_histories, np.array([m["movie_id"] for m in movies]))
     queries = query_model(**{name: tf.constant(value) for name, value in inputs.items()})["embedding"].numpy()

@@ -14,6 +14,7 @@ from contract.query_tower import probe_queries as probes
 from tests.conftest import TINY_TRAINING
 from tests.training.test_levers import SMALL, VOCAB
 from training.config import TrainConfig
+from training.dataset import candidate_features
 from training.history_encoder import HistoryEncoder
 from training.model import TwoTowerModel, build_candidate_tower, build_query_tower
 from training.query_weights import mirrored_arrays, query_tower_arrays
@@ -107,9 +108,8 @@ def test_the_full_softmax_is_cross_entropy_over_every_movie() -> None:
     config = TrainConfig(**SMALL, sampling_bias_correction=False)
     tf.keras.utils.set_random_seed(0)
     query, candidate = build_query_tower(VOCAB, config), build_candidate_tower(VOCAB, config)
-    model = TwoTowerModel(
-        query, candidate, temperature=0.5, catalogue={"movie_id": VOCAB.movie_ids, "title": VOCAB.titles}
-    )
+    catalogue = candidate_features(VOCAB)
+    model = TwoTowerModel(query, candidate, temperature=0.5, catalogue=catalogue)
     features = {
         "user_id": tf.constant(["1", "2"]),
         "timestamp": tf.constant([885_000_000, 886_000_000], tf.int64),
@@ -118,7 +118,7 @@ def test_the_full_softmax_is_cross_entropy_over_every_movie() -> None:
     }
     scores = (
         query({k: features[k] for k in query.input_names}).numpy()
-        @ candidate({"movie_id": tf.constant(VOCAB.movie_ids), "title": tf.constant(VOCAB.titles)}).numpy().T
+        @ candidate({name: tf.constant(catalogue[name]) for name in candidate.input_names}).numpy().T
         / 0.5
     )
     shifted = scores - scores.max(axis=1, keepdims=True)
@@ -153,7 +153,14 @@ def test_attention_learns_an_order_that_mean_pooling_cannot_see(tmp_path: Path) 
     ranked = {}
     for pooling in ("mean", "attention"):
         tf.keras.utils.set_random_seed(0)
-        config = TrainConfig(**SMALL, history_pooling=pooling, item_item_dim=0, attention_dropout=0.0, user_dropout=0.0)
+        config = TrainConfig(
+            **SMALL,
+            history_pooling=pooling,
+            item_item_dim=0,
+            attention_dropout=0.0,
+            user_dropout=0.0,
+            candidate_genres=False,  # order is the question; the movies' titles tell them apart
+        )
         query, candidate = build_query_tower(vocab, config), build_candidate_tower(vocab, config)
         model = TwoTowerModel(query, candidate, catalogue={"movie_id": movies, "title": vocab.titles})
         model.compile(optimizer=tf.keras.optimizers.Adam(0.03))

@@ -12,7 +12,7 @@ import tensorflow as tf
 from contract.query_tower import QueryTower, max_difference, padded_histories, padded_ratings, probe_queries
 from tests.conftest import TINY_TRAINING
 from training.config import TrainConfig
-from training.dataset import Vocabularies, release_years
+from training.dataset import Vocabularies, candidate_features, release_years
 from training.model import (
     MaskedMean,
     PositionalPool,
@@ -89,7 +89,11 @@ def _query_inputs(n: int = 3) -> dict[str, tf.Tensor]:
 
 
 def _candidate_inputs() -> dict[str, tf.Tensor]:
-    return {"movie_id": tf.constant(["10", "20", "30", "99"]), "title": tf.constant(["a b", "c", "Untitled", "d"])}
+    return {
+        "movie_id": tf.constant(["10", "20", "30", "99"]),
+        "title": tf.constant(["a b", "c", "Untitled", "d"]),
+        "genres": tf.constant(["Animation|Comedy", "Crime", "", "Crime"]),
+    }
 
 
 def test_normalized_towers_end_in_named_unit_normalization() -> None:
@@ -209,13 +213,10 @@ def _loss_and_scores(movie_ids: list[str], **levers: object) -> tuple[float, np.
     tf.keras.utils.set_random_seed(0)
     query, candidate = build_query_tower(VOCAB, config), build_candidate_tower(VOCAB, config)
     model = TwoTowerModel(query, candidate, **levers)  # type: ignore[arg-type]
-    titles = dict(zip(VOCAB.movie_ids, VOCAB.titles, strict=True))
-    features = {
-        **_query_inputs(),
-        "movie_id": tf.constant(movie_ids),
-        "title": tf.constant([titles[m] for m in movie_ids]),
-    }
-    candidates = candidate({"movie_id": features["movie_id"], "title": features["title"]}).numpy()
+    rows = [list(VOCAB.movie_ids).index(m) for m in movie_ids]
+    movies = {name: tf.constant(column[rows]) for name, column in candidate_features(VOCAB).items()}
+    features = {**_query_inputs(), **movies}
+    candidates = candidate({name: movies[name] for name in candidate.input_names}).numpy()
     return float(model.compute_loss(features)), query(_query_inputs()).numpy() @ candidates.T
 
 

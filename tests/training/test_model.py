@@ -42,7 +42,13 @@ def test_tower_width_is_the_last_layer_and_the_item_item_channel(layers: tuple[i
             "history": history,
         }
     )
-    c = candidate({"movie_id": tf.constant(["10", "20", "30"]), "title": tf.constant(["a", "b", "c"])})
+    c = candidate(
+        {
+            "movie_id": tf.constant(["10", "20", "30"]),
+            "title": tf.constant(["a", "b", "c"]),
+            "genres": tf.constant(["Comedy", "Crime|Comedy", ""]),
+        }
+    )
     assert q.shape == (2, layers[-1] + 5) and c.shape == (3, layers[-1] + 5)
     dense = [layer for layer in query.get_layer("query_dense").layers]
     assert [layer.units for layer in dense] == list(layers)
