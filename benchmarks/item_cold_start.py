@@ -136,6 +136,7 @@ def main(
             served = client.app.state.service.registry.current  # type: ignore[attr-defined]
             result = score(data, held, is_held, served, seed)
             result["flooding"] = flooding(client, data, held, served)
+            result["similar"] = similar_lists(client, data, held, served)
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -238,6 +239,53 @@ def ranks_in_answers(served: Any, users: np.ndarray, queries: np.ndarray, target
     return ranks
 
 
+def similar_lists(client: Any, data: MovieLens, held: np.ndarray, served: Any) -> dict[str, Any]:
+    """Each new movie's /movies/{id}/similar top 10, as served, as the whole-embedding cosine (the rule before
+    the content columns) and as genre popularity (the known movies sharing most genres, most rated first),
+    against what its held-out raters say: the 10 other movies, known or new, most co-rated with it (item-kNN
+    over every rating: co-raters / sqrt(raters of one x raters of the other + 1), the measure /similar itself
+    uses once a movie has ratings). Also each list's share of other new movies and of movies sharing a genre
+    with it."""
+    from service.similar import unit_rows
+
+    raters = {str(m): set(group["user_id"]) for m, group in data.ratings.groupby("movie_id")}
+    pairs = zip(data.movies["movie_id"], data.movies["genres"], strict=True)
+    genres = {str(m): set(str(gs).split("|")) - {""} for m, gs in pairs}
+    held_ids = {str(m) for m in held.tolist()}
+    ids = [movie["movie_id"] for movie in served.movies]
+    known = [m for m in ids if m not in held_ids]
+    unit = unit_rows(served.candidate_embeddings)
+    sources = [m for m in sorted(held_ids, key=int) if len(raters.get(m, ())) >= 5]  # enough raters to say
+    lists: dict[str, list[list[str]]] = {"served": [], "whole_embedding": [], "genre_popularity": []}
+    by_raters = sorted(known, key=lambda m: -len(raters.get(m, ())))  # most rated first
+    truths = []
+    for movie in sources:
+        mine = raters[movie]
+        others = [m for m in ids if m != movie]
+        co = {m: len(mine & raters.get(m, set())) / np.sqrt(len(mine) * len(raters.get(m, ())) + 1) for m in others}
+        truths.append(set(sorted(co, key=lambda m: -co[m])[:10]))
+        answer = client.get(f"/movies/{movie}/similar", params={"k": 10})
+        assert answer.status_code == 200, answer.text
+        lists["served"].append([item["movie_id"] for item in answer.json()["items"]])
+        row = served.row_of_movie[movie]
+        cosines = unit @ unit[row]
+        cosines[row] = -np.inf
+        lists["whole_embedding"].append([ids[r] for r in np.argsort(-cosines, kind="stable")[:10]])
+        # The baseline: the known movies sharing most of its genres, the most rated first (a stable sort).
+        lists["genre_popularity"].append(sorted(by_raters, key=lambda m: -len(genres[m] & genres[movie]))[:10])
+    figures: dict[str, Any] = {"movies": len(sources)}
+    for name, answers in lists.items():
+        rows = list(zip(sources, answers, truths, strict=True))
+        figures[name] = {
+            "co_rated_at_10": round(float(np.mean([len(set(a) & t) / 10 for _, a, t in rows])), 4),
+            "new_movies_share": round(float(np.mean([np.mean([m in held_ids for m in a]) for _, a, _ in rows])), 4),
+            "shares_a_genre": round(
+                float(np.mean([np.mean([bool(genres[m] & genres[s]) for m in a]) for s, a, _ in rows])), 4
+            ),
+        }
+    return figures
+
+
 def flooding(client: Any, data: MovieLens, held: np.ndarray, served: Any) -> dict[str, Any]:
     """At now, the share of every known user's top-10 slots the new movies take, and their rating shares."""
     held_ids = {str(m) for m in held.tolist()}
@@ -271,7 +319,17 @@ def markdown(result: dict[str, Any]) -> str:
         f"new movies take {flood['top_10_share_of_new_movies']:.3f} of {flood['users']} users' top-10 slots at now, "
         f"against {flood['share_of_ratings']:.3f} of all ratings and {flood['share_of_latest_20pct_ratings']:.3f} "
         "of the latest 20%",
+        "",
+        f"/similar for the {result['similar']['movies']} new movies with 5+ held-out raters, top 10:",
+        "",
+        "| rule | share of the 10 movies most co-rated | share of new movies | share sharing a genre |",
+        "| --- | ---: | ---: | ---: |",
     ]
+    for name in ("served", "whole_embedding", "genre_popularity"):
+        row = result["similar"][name]
+        lines.append(
+            f"| {name} | {row['co_rated_at_10']:.3f} | {row['new_movies_share']:.3f} | {row['shares_a_genre']:.3f} |"
+        )
     return "\n".join(lines)
 
 

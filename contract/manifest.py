@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -134,7 +134,19 @@ class Manifest(BaseModel):
     index: IndexInfo
     query: QueryInfo
     embedding_dim: int = Field(ge=1)
+    item_item_dim: int = Field(
+        0,
+        ge=0,
+        description="the embeddings' last columns that are the item-to-item channel: a movie's own id vector, the "
+        "same out-of-vocabulary vector for every movie the version never trained on (0: none, or an older version)",
+    )
     files: dict[str, str] = Field(min_length=1, description="relative POSIX path -> sha256, every file but this")
+
+    @model_validator(mode="after")
+    def _channel_fits(self) -> Manifest:
+        if self.item_item_dim >= self.embedding_dim:
+            raise ValueError(f"item_item_dim {self.item_item_dim} leaves none of the {self.embedding_dim} columns")
+        return self
 
 
 def read_manifest(version_dir: Path) -> Manifest:

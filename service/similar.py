@@ -6,7 +6,10 @@ movie's norm (its popularity) decided, and a few popular movies headed nearly ev
   + (1 - EMBEDDING_WEIGHT) x item-kNN: co-ratings / sqrt(raters of one x raters of the other + 1)
 over the version's ratings (seen.npz, each user's distinct movies; the stars do not enter). On what users
 rated next it beat item-kNN alone and every embedding-only definition, and no movie heads more than 5% of
-the catalogue's lists. A movie nobody rated yet is ranked by its embedding alone.
+the catalogue's lists. A movie nobody rated yet is ranked by its embedding alone, and wherever it meets
+another movie only by the columns its content gives (title, genres): its item-to-item columns
+(manifest.item_item_dim) are the one out-of-vocabulary vector every such movie shares, which would make new
+movies each other's nearest and says nothing about the movie (benchmarks/item_cold_start.py).
 """
 
 import math
@@ -36,12 +39,19 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(vectors / norms[:, None])
 
 
+def _content_rows(embeddings: np.ndarray, item_item_dim: int) -> np.ndarray:
+    """float32 [n, d - item_item_dim]: the columns the candidate tower computes from the movie's content, at
+    unit length."""
+    return unit_rows(embeddings[:, : embeddings.shape[1] - item_item_dim])
+
+
 @dataclass(frozen=True)
 class SimilarIndex:
     """What one version's similar movies are computed from; exact per request, O(movies x d + co-ratings),
     never a movies x movies matrix."""
 
     unit: np.ndarray  # float32 [num_movies, d]: the candidate embeddings at unit length
+    content: np.ndarray  # float32 [num_movies, d - item_item_dim]: their content columns at unit length
     user_indptr: np.ndarray  # int64 [num_users + 1]: user i's distinct movies are user_movies[indptr[i]:indptr[i+1]]
     user_movies: np.ndarray  # int32 [pairs]
     movie_indptr: np.ndarray  # int64 [num_movies + 1]: movie j's raters are movie_users[indptr[j]:indptr[j+1]]
@@ -49,8 +59,9 @@ class SimilarIndex:
     raters: np.ndarray  # float32 [num_movies]: distinct raters of each movie
 
     @classmethod
-    def build(cls, embeddings: np.ndarray, ratings: UserRatings) -> "SimilarIndex":
-        """From a version's candidate embeddings and ratings: one stable sort of the ratings by movie."""
+    def build(cls, embeddings: np.ndarray, ratings: UserRatings, item_item_dim: int = 0) -> "SimilarIndex":
+        """From a version's candidate embeddings (their last `item_item_dim` columns the item-to-item channel)
+        and ratings: one stable sort of the ratings by movie."""
         num_movies, num_users = len(embeddings), len(ratings.user_ids)
         users = np.repeat(np.arange(num_users, dtype=np.int32), np.diff(ratings.indptr))
         movies = ratings.movie_rows.astype(np.int32)
@@ -62,8 +73,10 @@ class SimilarIndex:
         kept = np.ones(len(movies), dtype=bool)
         kept[by_movie[repeat]] = False
         raters = np.bincount(movie_sorted[~repeat], minlength=num_movies)
+        unit = unit_rows(embeddings)
         return cls(
-            unit=unit_rows(embeddings),
+            unit=unit,
+            content=_content_rows(embeddings, item_item_dim) if item_item_dim else unit,
             user_indptr=np.concatenate([[0], np.cumsum(np.bincount(users[kept], minlength=num_users))]),
             user_movies=movies[kept],
             movie_indptr=np.concatenate([[0], np.cumsum(raters)]),
@@ -80,10 +93,21 @@ class SimilarIndex:
         counts = np.bincount(movies, minlength=len(self.raters)).astype(np.float32)
         return counts * np.float32(len(users) / len(sampled)) if len(sampled) < len(users) else counts
 
+    def cosines(self, row: int) -> np.ndarray:
+        """float32 [num_movies]: every movie's embedding cosine with movie `row`, over the content columns alone
+        where either of the two has no rater (the whole embedding where both have)."""
+        if self.raters[row] == 0:
+            return self.content @ self.content[row]
+        cosines = self.unit @ self.unit[row]
+        unrated = np.flatnonzero(self.raters == 0)
+        if len(unrated):
+            cosines[unrated] = self.content[unrated] @ self.content[row]
+        return cosines
+
     def scores(self, row: int) -> np.ndarray:
         """float32 [num_movies]: every movie's similarity to movie `row` (its own entry included)."""
         knn = self.co_ratings(row) / np.sqrt(self.raters[row] * self.raters + np.float32(1.0))
-        return np.float32(EMBEDDING_WEIGHT) * (self.unit @ self.unit[row]) + np.float32(1 - EMBEDDING_WEIGHT) * knn
+        return np.float32(EMBEDDING_WEIGHT) * self.cosines(row) + np.float32(1 - EMBEDDING_WEIGHT) * knn
 
 
 # One index per loaded version, dropped with the version (hot swap): the key is weak.
@@ -95,7 +119,7 @@ def prepare(version: ModelVersion) -> SimilarIndex:
     when the version loads, off the event loop)."""
     index = _indexes.get(version)
     if index is None:
-        index = SimilarIndex.build(version.candidate_embeddings, version.ratings)
+        index = SimilarIndex.build(version.candidate_embeddings, version.ratings, version.manifest.item_item_dim)
         _indexes[version] = index
     return index
 
@@ -105,8 +129,11 @@ def extend(version: ModelVersion, base: ModelVersion) -> SimilarIndex:
     (service/live_version.py): nobody rated those in base's ratings, so only the embeddings grow."""
     index = prepare(base)
     extra = version.candidate_embeddings[len(index.unit) :]
+    unit = np.concatenate([index.unit, unit_rows(extra)]) if len(extra) else index.unit
+    item_item_dim = version.manifest.item_item_dim
     extended = SimilarIndex(
-        unit=np.concatenate([index.unit, unit_rows(extra)]) if len(extra) else index.unit,
+        unit=unit,
+        content=np.concatenate([index.content, _content_rows(extra, item_item_dim)]) if item_item_dim else unit,
         user_indptr=index.user_indptr,
         user_movies=index.user_movies,
         movie_indptr=np.concatenate([index.movie_indptr, np.full(len(extra), index.movie_indptr[-1])]),

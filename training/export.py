@@ -78,6 +78,7 @@ def export_version(models_dir: Path, artifacts: TrainedArtifacts, now: datetime 
             index=index,
             query=artifacts.query,
             embedding_dim=int(artifacts.candidate_embeddings.shape[1]),
+            item_item_dim=artifacts.config.item_item_width,
             files=file_checksums(staging),
         )
         write_manifest(staging, manifest)

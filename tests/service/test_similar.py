@@ -234,3 +234,32 @@ def test_co_ratings_of_a_movie_with_more_raters_than_the_cap_are_a_scaled_sample
 def test_unit_rows_leave_a_zero_vector_zero() -> None:
     unit = similar.unit_rows(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32))
     np.testing.assert_allclose(unit, [[0.6, 0.8], [0.0, 0.0]])
+
+
+def test_a_movie_nobody_rated_meets_others_by_its_content_columns_not_the_shared_unknown_vector() -> None:
+    """Movies 2 and 3 are new: their item-to-item columns (the last two) are the same out-of-vocabulary vector.
+    Read whole, that vector makes them each other's nearest; by content, 2 is like 0 and 3 like 1."""
+    embeddings = np.array(
+        [
+            [1.0, 0.0, 0.0, 1.0],  # rated
+            [0.0, 1.0, 1.0, 0.0],  # rated
+            [1.0, 0.2, 3.0, 0.0],  # new: content like movie 0
+            [0.2, 1.0, 3.0, 0.0],  # new: content like movie 1
+        ],
+        dtype=np.float32,
+    )
+    ratings = UserRatings(
+        user_ids=np.array(["1", "2"]),
+        indptr=np.array([0, 2, 4], dtype=np.int64),
+        movie_rows=np.array([0, 1, 0, 1], dtype=np.int32),
+        timestamps=np.zeros(4, dtype=np.int64),
+    )
+    whole = similar.SimilarIndex.build(embeddings, ratings)
+    assert np.argsort(-whole.cosines(2))[1] == 3  # the shared vector decides
+    index = similar.SimilarIndex.build(embeddings, ratings, item_item_dim=2)
+    content = similar.unit_rows(embeddings[:, :2])
+    np.testing.assert_allclose(index.cosines(2), content @ content[2], rtol=1e-6)
+    assert np.argsort(-index.cosines(2))[1] == 0 and np.argsort(-index.cosines(3))[1] == 1
+    # A rated movie meets a new one by content too, and another rated movie by the whole embedding.
+    expected = [1.0, 0.0, content[2] @ content[0], content[3] @ content[0]]
+    np.testing.assert_allclose(index.cosines(0), expected, rtol=1e-6)
