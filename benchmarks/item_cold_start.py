@@ -14,7 +14,8 @@ slots that new movies take, against their share of the ratings (all, and the lat
 Writes benchmarks/results/item_cold_start.json and prints a markdown table.
 
     python benchmarks/item_cold_start.py [--data-dir data] [--fraction 0.1] [--seed 0] [--epochs 30]
-                                         [--movie-dropout D] [--out benchmarks/results/item_cold_start.json]
+                                         [--movie-dropout D] [--[no-]candidate-genres] [--title-token-dropout R]
+                                         [--out benchmarks/results/item_cold_start.json]
 """
 
 from __future__ import annotations
@@ -95,6 +96,9 @@ def main(
     candidate_genres: Annotated[
         bool | None, typer.Option(help="TrainConfig.candidate_genres (unset: the default's).")
     ] = None,
+    title_token_dropout: Annotated[
+        float | None, typer.Option(help="TrainConfig.title_token_dropout (unset: the default's).")
+    ] = None,
     out: Annotated[Path, typer.Option()] = Path("benchmarks/results/item_cold_start.json"),
 ) -> None:
     from fastapi.testclient import TestClient
@@ -111,7 +115,11 @@ def main(
     with tempfile.TemporaryDirectory(prefix="item-cold-start-") as scratch:
         root = Path(scratch)
         write_known(data, held, root / "known")
-        levers = {"movie_dropout": movie_dropout, "candidate_genres": candidate_genres}
+        levers = {
+            "movie_dropout": movie_dropout,
+            "candidate_genres": candidate_genres,
+            "title_token_dropout": title_token_dropout,
+        }
         config = TrainConfig(
             epochs=epochs, evaluate=False, refit=True, **{k: v for k, v in levers.items() if v is not None}
         )
@@ -146,6 +154,7 @@ def main(
             "epochs": epochs,
             "movie_dropout": config.movie_dropout,
             "candidate_genres": config.candidate_genres,
+            "title_token_dropout": config.title_token_dropout,
             "history_min_rating": config.history_min_rating,
             "version": trained.version_dir.name,
         },

@@ -147,6 +147,20 @@ CONFIGS: dict[str, dict[str, Any]] = {
                 "_movie_dropout_0.3_history_min_2.5_genres",
                 {"movie_dropout": 0.3, "history_min_rating": 2.5, "candidate_genres": True},
             ),
+            # Issue 21: a share of the title words read as unknown while training, so a new movie's unseen words
+            # (its name, a year after 1998) read as a learnt "unknown word" rather than an untrained vector.
+            *(
+                (
+                    f"_movie_dropout_0.3_history_min_2.5_genres_title_dropout_{rate}",
+                    {
+                        "movie_dropout": 0.3,
+                        "history_min_rating": 2.5,
+                        "candidate_genres": True,
+                        "title_token_dropout": rate,
+                    },
+                )
+                for rate in (0.1, 0.25)
+            ),
         )
     },
     "all_levers": {

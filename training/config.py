@@ -71,6 +71,13 @@ class TrainConfig(BaseModel):
         description="Share of examples whose movie_id is blanked, so a movie added after training (POST /movies) "
         "is placed by its title and reaches users' lists (without: never; docs/results.md).",
     )
+    title_token_dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of title words read as out-of-vocabulary while training, so a word no training title "
+        "had (a new movie's name, a year after the data) reads as a learnt 'unknown word', not a random vector.",
+    )
     history_pooling: Literal["mean", "positional", "attention"] = Field(
         "positional",
         description="mean; positional: a learned softmax weight per history position (starts as mean); attention: "

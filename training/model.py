@@ -237,6 +237,31 @@ class GenreShares(tf.keras.layers.Layer):
         return {**super().get_config(), "names": self.names}
 
 
+class TokenDropout(tf.keras.layers.Layer):
+    """Title token ids [batch, tokens] -> the same, each word (not padding) replaced by the out-of-vocabulary id
+    with probability `rate` while training; unchanged at inference.
+
+    Every training title's words are in the vocabulary, so without this the out-of-vocabulary token's
+    embedding is never trained: a new movie's unseen words (its name, any year after the data) would each
+    add an untrained random vector to its title. Trained this way it stands for "a word the model does not
+    know", as the blanked movie_id (movie_dropout) stands for a movie it does not know."""
+
+    OOV = 1  # TextVectorization's id for a word outside its vocabulary (0 pads)
+
+    def __init__(self, rate: float, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+
+    def call(self, tokens: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        if not training or self.rate == 0:
+            return tokens
+        dropped = (tokens > self.OOV) & (tf.random.uniform(tf.shape(tokens)) < self.rate)
+        return tf.where(dropped, tf.constant(self.OOV, tokens.dtype), tokens)
+
+    def get_config(self) -> dict[str, object]:
+        return {**super().get_config(), "rate": self.rate}
+
+
 def genre_names(genres: np.ndarray) -> list[str]:
     """The genres of a catalogue ("A|B" per movie), sorted: `GenreShares`' columns."""
     return sorted({g for value in genres for g in str(value).split("|") if g})
@@ -264,6 +289,8 @@ def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.
     vectorizer = keras.layers.TextVectorization(max_tokens=config.max_title_tokens, name="title_tokens")
     vectorizer.adapt(vocab.titles, batch_size=8192)  # Keras' default of 32 a step took minutes on 1M titles
     tokens = vectorizer(title)
+    if config.title_token_dropout:
+        tokens = TokenDropout(config.title_token_dropout, name="title_token_dropout")(tokens)
     token_vectors = keras.layers.Embedding(config.max_title_tokens, dim, mask_zero=True, name="title_embedding")(tokens)
     text_vector = keras.layers.GlobalAveragePooling1D(name="title_average")(token_vectors)
 
@@ -346,7 +373,7 @@ class TwoTowerModel(tfrs.Model):
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         # `training` passed on: TFRS's train_step calls compute_loss, not the model, so nothing else says so to
-        # the towers' layers (the history encoder's dropout).
+        # the towers' layers (the history encoder's dropout, the title's token dropout).
         query = self.query_tower({name: features[name] for name in self.query_tower.input_names}, training=training)
         if self.catalogue is not None:
             # Every movie is a negative (Klenitskiy & Vasilev 2023: a full softmax is what lifts SASRec); no
@@ -356,7 +383,9 @@ class TwoTowerModel(tfrs.Model):
             logits = tf.matmul(query, every, transpose_b=True) / self.temperature
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=features["movie_row"], logits=logits)
             return tf.reduce_sum(losses)
-        candidate = self.candidate_tower({name: features[name] for name in self.candidate_tower.input_names})
+        candidate = self.candidate_tower(
+            {name: features[name] for name in self.candidate_tower.input_names}, training=training
+        )
         probability = features["candidate_probability"] if self.sampling_bias_correction else None
         # Another rating of the positive's movie in the batch is not a negative for it.
         candidate_ids = features["movie_id"] if self.remove_accidental_hits else None

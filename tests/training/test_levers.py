@@ -16,6 +16,7 @@ from training.dataset import Vocabularies, candidate_features, release_years
 from training.model import (
     MaskedMean,
     PositionalPool,
+    TokenDropout,
     TwoTowerModel,
     build_candidate_tower,
     build_query_tower,
@@ -294,3 +295,24 @@ def test_a_model_with_every_lever_beats_most_popular_and_exports(tiny_data_dir: 
         assert model[protocol]["top_10"] > popular[protocol]["top_10"], protocol
     embeddings = np.load(trained.version_dir / "candidate_embeddings.npy")
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+
+
+def test_title_token_dropout_trains_the_unknown_word_and_leaves_inference_alone() -> None:
+    """While training, about `rate` of the words become the out-of-vocabulary id (1); padding (0) and words
+    already unknown stay; at inference nothing changes."""
+    tokens = tf.constant(np.tile([[5, 9, 1, 0, 0]], (4000, 1)), tf.int64)
+    layer = TokenDropout(0.25)
+    np.testing.assert_array_equal(layer(tokens).numpy(), tokens.numpy())
+    np.testing.assert_array_equal(layer(tokens, training=False).numpy(), tokens.numpy())
+    tf.random.set_seed(0)
+    dropped = layer(tokens, training=True).numpy()
+    np.testing.assert_array_equal(dropped[:, 2:], tokens.numpy()[:, 2:])
+    assert set(np.unique(dropped[:, :2])) == {1, 5, 9}
+    assert abs((dropped[:, :2] == 1).mean() - 0.25) < 0.02
+    config = TrainConfig(**SMALL, title_token_dropout=0.25)
+    tower = build_candidate_tower(VOCAB, config)
+    assert tower.get_layer("title_token_dropout").rate == 0.25
+    # Inference is the tower without the layer: the same weights give the same embeddings.
+    plain = build_candidate_tower(VOCAB, TrainConfig(**SMALL))
+    plain.set_weights(tower.get_weights())
+    np.testing.assert_allclose(plain(_candidate_inputs()).numpy(), tower(_candidate_inputs()).numpy(), rtol=1e-6)
