@@ -21,7 +21,14 @@ import numpy as np
 import tensorflow as tf
 
 from contract import manifest as layout
-from contract.catalogue import CatalogueEntry, CatalogueStore, CatalogueStoreError, fold, title_with_year
+from contract.catalogue import (
+    GENRE_SEPARATOR,
+    CatalogueEntry,
+    CatalogueStore,
+    CatalogueStoreError,
+    fold,
+    title_with_year,
+)
 from service import similar
 from service.artifacts import ModelVersion
 from service.live_version import base_of, catalogue_id_of, live_version
@@ -150,20 +157,17 @@ class LiveCatalogue:
         """float32 [len(added), d]: each added movie through `base`'s candidate tower (its title, and its genres
         where the tower reads them), computed once per title and genres."""
         done = self._embedded.setdefault(base, {})
-        keys = [(entry.movie_id, embedding_title(entry), "|".join(entry.genres or ())) for entry in added]
+        keys = [(entry.movie_id, embedding_title(entry), GENRE_SEPARATOR.join(entry.genres or ())) for entry in added]
         missing = [key for key in dict.fromkeys(keys) if key not in done]
         if missing:
             _, tower = self._tower(base)
-            reads_genres = "genres" in tower.structured_input_signature[1]  # a version trained with candidate_genres
+            # The inputs the version's signature names: movie_id and title, and genres where it was trained with them.
+            names = tower.structured_input_signature[1]
             for start in range(0, len(missing), EMBED_CHUNK):
                 chunk = missing[start : start + EMBED_CHUNK]
-                inputs = {
-                    "movie_id": tf.constant([movie_id for movie_id, _, _ in chunk]),
-                    "title": tf.constant([title for _, title, _ in chunk]),
-                }
-                if reads_genres:
-                    inputs["genres"] = tf.constant([genres for _, _, genres in chunk])
-                out = tower(**inputs)["embedding"].numpy()
+                movie_ids, titles, genres = zip(*chunk, strict=True)
+                columns = {"movie_id": movie_ids, "title": titles, "genres": genres}
+                out = tower(**{name: tf.constant(columns[name]) for name in names})["embedding"].numpy()
                 if not np.isfinite(out).all():
                     raise ValueError(f"the candidate tower of {base.name} gave non-finite embeddings")
                 done.update(zip(chunk, out.astype(np.float32), strict=True))
