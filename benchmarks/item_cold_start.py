@@ -249,8 +249,9 @@ def ranks_in_answers(served: Any, users: np.ndarray, queries: np.ndarray, target
 
 
 def similar_lists(client: Any, data: MovieLens, held: np.ndarray, served: Any) -> dict[str, Any]:
-    """Each new movie's /movies/{id}/similar top 10, as served, as the whole-embedding cosine (the rule before
-    the content columns) and as genre popularity (the known movies sharing most genres, most rated first),
+    """Each new movie's /movies/{id}/similar top 10, as served, as the whole-embedding cosine (the first rule),
+    as the cosine of the embeddings' content columns (every movie read with its own id; the rule before
+    content_embeddings.npy) and as genre popularity (the known movies sharing most genres, most rated first),
     against what its held-out raters say: the 10 other movies, known or new, most co-rated with it (item-kNN
     over every rating: co-raters / sqrt(raters of one x raters of the other + 1), the measure /similar itself
     uses once a movie has ratings). Also each list's share of other new movies and of movies sharing a genre
@@ -264,8 +265,14 @@ def similar_lists(client: Any, data: MovieLens, held: np.ndarray, served: Any) -
     ids = [movie["movie_id"] for movie in served.movies]
     known = [m for m in ids if m not in held_ids]
     unit = unit_rows(served.candidate_embeddings)
+    columns = unit_rows(served.candidate_embeddings[:, : unit.shape[1] - served.manifest.item_item_dim])
     sources = [m for m in sorted(held_ids, key=int) if len(raters.get(m, ())) >= 5]  # enough raters to say
-    lists: dict[str, list[list[str]]] = {"served": [], "whole_embedding": [], "genre_popularity": []}
+    lists: dict[str, list[list[str]]] = {
+        "served": [],
+        "whole_embedding": [],
+        "content_columns": [],
+        "genre_popularity": [],
+    }
     by_raters = sorted(known, key=lambda m: -len(raters.get(m, ())))  # most rated first
     truths = []
     for movie in sources:
@@ -277,9 +284,10 @@ def similar_lists(client: Any, data: MovieLens, held: np.ndarray, served: Any) -
         assert answer.status_code == 200, answer.text
         lists["served"].append([item["movie_id"] for item in answer.json()["items"]])
         row = served.row_of_movie[movie]
-        cosines = unit @ unit[row]
-        cosines[row] = -np.inf
-        lists["whole_embedding"].append([ids[r] for r in np.argsort(-cosines, kind="stable")[:10]])
+        for name, vectors in (("whole_embedding", unit), ("content_columns", columns)):
+            cosines = vectors @ vectors[row]
+            cosines[row] = -np.inf
+            lists[name].append([ids[r] for r in np.argsort(-cosines, kind="stable")[:10]])
         # The baseline: the known movies sharing most of its genres, the most rated first (a stable sort).
         lists["genre_popularity"].append(sorted(by_raters, key=lambda m: -len(genres[m] & genres[movie]))[:10])
     figures: dict[str, Any] = {"movies": len(sources)}
@@ -334,7 +342,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| rule | share of the 10 movies most co-rated | share of new movies | share sharing a genre |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for name in ("served", "whole_embedding", "genre_popularity"):
+    for name in ("served", "whole_embedding", "content_columns", "genre_popularity"):
         row = result["similar"][name]
         lines.append(
             f"| {name} | {row['co_rated_at_10']:.3f} | {row['new_movies_share']:.3f} | {row['shares_a_genre']:.3f} |"

@@ -15,6 +15,7 @@ import numpy as np
 from contract.checksums import file_problems
 from contract.manifest import (
     CANDIDATE_EMBEDDINGS,
+    CONTENT_EMBEDDINGS,
     MOVIES,
     POPULARITY,
     REQUIRED_ENTRIES,
@@ -69,6 +70,18 @@ def read_candidate_embeddings(version_dir: Path, num_movies: int, dim: int) -> n
     if not np.isfinite(embeddings).all():
         raise VersionError(f"{CANDIDATE_EMBEDDINGS} holds non-finite values")
     return embeddings
+
+
+def read_content_embeddings(version_dir: Path, num_movies: int, width: int) -> np.ndarray | None:
+    """float32 [num_movies, width], all finite, or None for a version written before the file existed."""
+    if not (version_dir / CONTENT_EMBEDDINGS).exists():
+        return None
+    content = _load_npy(version_dir / CONTENT_EMBEDDINGS).astype(np.float32)
+    if content.shape != (num_movies, width):
+        raise VersionError(f"{CONTENT_EMBEDDINGS} is {content.shape}, expected ({num_movies}, {width})")
+    if not np.isfinite(content).all():
+        raise VersionError(f"{CONTENT_EMBEDDINGS} holds non-finite values")
+    return content
 
 
 def read_popularity(version_dir: Path, num_movies: int) -> np.ndarray:

@@ -25,10 +25,15 @@ POPULARITY = "popularity.npy"  # int32 movie rows, most rated first (the unknown
 TRAINING_HISTORY = "training_history.json"  # per-epoch loss and held-out figures
 TRAINING_CURVE = "training_curve.png"  # held-out top-100 accuracy against epoch
 QUERY_WEIGHTS = "query_weights.npz"  # the query tower as arrays, served in NumPy once it equals query_model
+# float32 [num_movies, d - item_item_dim]: each movie through candidate_model with its movie_id blanked (""), the
+# columns before the item-to-item channel. A movie nobody rated is placed by its content alone and reads the
+# one unknown id, so /similar compares it with every movie's content read the same way (like with like).
+CONTENT_EMBEDDINGS = "content_embeddings.npy"
 # What a server needs to answer; the training history and curve are for people (the page's model card).
 REQUIRED_ENTRIES = (QUERY_MODEL, CANDIDATE_MODEL, CANDIDATE_EMBEDDINGS, SCANN, MOVIES, SEEN, POPULARITY)
-# query_weights.npz is optional: without it (a version from before it existed) the server calls query_model.
-OPTIONAL_ENTRIES = (TRAINING_HISTORY, TRAINING_CURVE, QUERY_WEIGHTS)
+# query_weights.npz is optional: without it (a version from before it existed) the server calls query_model;
+# without content_embeddings.npy /similar reads a movie's content columns from candidate_embeddings.npy.
+OPTIONAL_ENTRIES = (TRAINING_HISTORY, TRAINING_CURVE, QUERY_WEIGHTS, CONTENT_EMBEDDINGS)
 
 Table = dict[str, float]  # {"top_1": 0.01, ..., "top_100": 0.4}
 

@@ -18,6 +18,7 @@ from scann.scann_ops.py import scann_ops_pybind
 from contract import manifest as layout
 from contract.contents import (
     read_candidate_embeddings,
+    read_content_embeddings,
     read_movies,
     read_popularity,
     read_seen,
@@ -97,6 +98,9 @@ class ModelVersion:
     user_rows: dict[str, int]  # training user_id -> its position in `ratings`: one dict lookup a request
     popularity: np.ndarray  # movie rows, most rated first
     candidate_embeddings: np.ndarray  # float32 [num_movies, d]
+    # float32 [rows, d - item_item_dim]: the movies' content read with a blank id (layout.CONTENT_EMBEDDINGS), the
+    # version's own rows only (a movie added later is embedded that way already); None in older versions
+    content_embeddings: np.ndarray | None
     searcher: Any
     search_plan: SearchPlan
     # The query tower: NumPy arrays when the version has them (proved equal to its SavedModel at load), else
@@ -226,6 +230,7 @@ def _genre_masks(movies: list[dict[str, Any]]) -> dict[str, np.ndarray]:
 def _read(path: Path, manifest: Manifest) -> ModelVersion:
     movies = read_movies(path)
     embeddings = read_candidate_embeddings(path, len(movies), manifest.embedding_dim)
+    content = read_content_embeddings(path, len(movies), manifest.embedding_dim - manifest.item_item_dim)
     popularity = read_popularity(path, len(movies))
     seen = read_seen(path, len(movies))
     if manifest.index.num_movies != len(movies):
@@ -251,6 +256,7 @@ def _read(path: Path, manifest: Manifest) -> ModelVersion:
         user_rows={str(u): i for i, u in enumerate(seen.user_ids.tolist())},
         popularity=popularity,
         candidate_embeddings=embeddings,
+        content_embeddings=content,
         searcher=searcher,
         search_plan=SearchPlan.from_index(manifest.index),
         query_tower=tower,

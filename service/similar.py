@@ -7,9 +7,12 @@ movie's norm (its popularity) decided, and a few popular movies headed nearly ev
 over the version's ratings (seen.npz, each user's distinct movies; the stars do not enter). On what users
 rated next it beat item-kNN alone and every embedding-only definition, and no movie heads more than 5% of
 the catalogue's lists. A movie nobody rated yet is ranked by its embedding alone, and wherever it meets
-another movie only by the columns its content gives (title, genres): its item-to-item columns
-(manifest.item_item_dim) are the one out-of-vocabulary vector every such movie shares, which would make new
-movies each other's nearest and says nothing about the movie (benchmarks/item_cold_start.py).
+another movie the two meet by their content, read alike: the candidate tower reads such a movie's id as the
+one unknown id, so its item-to-item columns (manifest.item_item_dim) are a vector every new movie shares and
+its other columns also carry the unknown id's part. Compared with known movies' own embeddings, new movies
+came out each other's nearest. So each movie's content is also read with its id blanked
+(content_embeddings.npy, written by training; older versions: the columns before item_item_dim) and a
+movie nobody rated is compared on that (benchmarks/item_cold_start.py).
 """
 
 import math
@@ -45,13 +48,21 @@ def _content_rows(embeddings: np.ndarray, item_item_dim: int) -> np.ndarray:
     return unit_rows(embeddings[:, : embeddings.shape[1] - item_item_dim])
 
 
+def _content(unit: np.ndarray, embeddings: np.ndarray, item_item_dim: int, content: np.ndarray | None) -> np.ndarray:
+    """The content rows at unit length: `content` where the version has it, else the embeddings' columns before
+    the item-to-item ones, else (neither) `unit` itself, shared rather than copied."""
+    if content is not None:
+        return unit_rows(content)
+    return _content_rows(embeddings, item_item_dim) if item_item_dim else unit
+
+
 @dataclass(frozen=True)
 class SimilarIndex:
     """What one version's similar movies are computed from; exact per request, O(movies x d + co-ratings),
     never a movies x movies matrix."""
 
     unit: np.ndarray  # float32 [num_movies, d]: the candidate embeddings at unit length
-    content: np.ndarray  # float32 [num_movies, d - item_item_dim]: their content columns at unit length
+    content: np.ndarray  # float32 [num_movies, d - item_item_dim]: each movie's content, its id blanked, unit length
     user_indptr: np.ndarray  # int64 [num_users + 1]: user i's distinct movies are user_movies[indptr[i]:indptr[i+1]]
     user_movies: np.ndarray  # int32 [pairs]
     movie_indptr: np.ndarray  # int64 [num_movies + 1]: movie j's raters are movie_users[indptr[j]:indptr[j+1]]
@@ -59,9 +70,12 @@ class SimilarIndex:
     raters: np.ndarray  # float32 [num_movies]: distinct raters of each movie
 
     @classmethod
-    def build(cls, embeddings: np.ndarray, ratings: UserRatings, item_item_dim: int = 0) -> "SimilarIndex":
-        """From a version's candidate embeddings (their last `item_item_dim` columns the item-to-item channel)
-        and ratings: one stable sort of the ratings by movie."""
+    def build(
+        cls, embeddings: np.ndarray, ratings: UserRatings, item_item_dim: int = 0, content: np.ndarray | None = None
+    ) -> "SimilarIndex":
+        """From a version's candidate embeddings (their last `item_item_dim` columns the item-to-item channel),
+        its content embeddings (None: the columns before those) and ratings: one stable sort of the ratings by
+        movie."""
         num_movies, num_users = len(embeddings), len(ratings.user_ids)
         users = np.repeat(np.arange(num_users, dtype=np.int32), np.diff(ratings.indptr))
         movies = ratings.movie_rows.astype(np.int32)
@@ -76,7 +90,7 @@ class SimilarIndex:
         unit = unit_rows(embeddings)
         return cls(
             unit=unit,
-            content=_content_rows(embeddings, item_item_dim) if item_item_dim else unit,
+            content=_content(unit, embeddings, item_item_dim, content),
             user_indptr=np.concatenate([[0], np.cumsum(np.bincount(users[kept], minlength=num_users))]),
             user_movies=movies[kept],
             movie_indptr=np.concatenate([[0], np.cumsum(raters)]),
@@ -94,8 +108,8 @@ class SimilarIndex:
         return counts * np.float32(len(users) / len(sampled)) if len(sampled) < len(users) else counts
 
     def cosines(self, row: int) -> np.ndarray:
-        """float32 [num_movies]: every movie's embedding cosine with movie `row`, over the content columns alone
-        where either of the two has no rater (the whole embedding where both have)."""
+        """float32 [num_movies]: every movie's embedding cosine with movie `row`: of their content embeddings
+        where either of the two has no rater, of the whole embeddings where both have."""
         if self.raters[row] == 0:
             return self.content @ self.content[row]
         cosines = self.unit @ self.unit[row]
@@ -119,21 +133,27 @@ def prepare(version: ModelVersion) -> SimilarIndex:
     when the version loads, off the event loop)."""
     index = _indexes.get(version)
     if index is None:
-        index = SimilarIndex.build(version.candidate_embeddings, version.ratings, version.manifest.item_item_dim)
+        index = SimilarIndex.build(
+            version.candidate_embeddings, version.ratings, version.manifest.item_item_dim, version.content_embeddings
+        )
         _indexes[version] = index
     return index
 
 
 def extend(version: ModelVersion, base: ModelVersion) -> SimilarIndex:
     """`version`'s SimilarIndex from `base`'s, `version` being `base` with movies appended after its rows
-    (service/live_version.py): nobody rated those in base's ratings, so only the embeddings grow."""
+    (service/live_version.py): nobody rated those in base's ratings, so only the embeddings grow. The tower
+    read their ids as unknown, so their embeddings' content columns are their content embeddings."""
     index = prepare(base)
     extra = version.candidate_embeddings[len(index.unit) :]
-    unit = np.concatenate([index.unit, unit_rows(extra)]) if len(extra) else index.unit
-    item_item_dim = version.manifest.item_item_dim
+    if not len(extra):
+        _indexes[version] = index
+        return index
+    unit = np.concatenate([index.unit, unit_rows(extra)])
+    extra_content = _content_rows(extra, version.manifest.item_item_dim)
     extended = SimilarIndex(
         unit=unit,
-        content=np.concatenate([index.content, _content_rows(extra, item_item_dim)]) if item_item_dim else unit,
+        content=unit if index.content is index.unit else np.concatenate([index.content, extra_content]),
         user_indptr=index.user_indptr,
         user_movies=index.user_movies,
         movie_indptr=np.concatenate([index.movie_indptr, np.full(len(extra), index.movie_indptr[-1])]),

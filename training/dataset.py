@@ -183,12 +183,14 @@ def ratings_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def candidate_features(vocab: Vocabularies) -> dict[str, np.ndarray]:
+def candidate_features(vocab: Vocabularies, blank_ids: bool = False) -> dict[str, np.ndarray]:
     """Every movie's candidate-tower inputs, in catalogue order: movie_id, title and genres ("A|B"); a tower
-    reads the ones it takes (`input_names`)."""
-    return {"movie_id": vocab.movie_ids, "title": vocab.titles, "genres": vocab.genres.astype(str)}
+    reads the ones it takes (`input_names`). With `blank_ids` every movie_id is "", the id movie_dropout
+    trains and every movie the tower never saw reads, so each movie is placed by its content alone."""
+    movie_ids = np.full(len(vocab.movie_ids), "", dtype=object) if blank_ids else vocab.movie_ids
+    return {"movie_id": movie_ids, "title": vocab.titles, "genres": vocab.genres.astype(str)}
 
 
-def candidates_dataset(vocab: Vocabularies, batch_size: int = 128) -> tf.data.Dataset:
-    """Every movie in catalogue order, batched for the candidate tower."""
-    return tf.data.Dataset.from_tensor_slices(candidate_features(vocab)).batch(batch_size)
+def candidates_dataset(vocab: Vocabularies, batch_size: int = 128, blank_ids: bool = False) -> tf.data.Dataset:
+    """Every movie in catalogue order, batched for the candidate tower (`blank_ids`: see candidate_features)."""
+    return tf.data.Dataset.from_tensor_slices(candidate_features(vocab, blank_ids)).batch(batch_size)

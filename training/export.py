@@ -44,6 +44,7 @@ class TrainedArtifacts:
     query_tower: tf.keras.Model
     candidate_tower: tf.keras.Model
     candidate_embeddings: np.ndarray  # float32 [num_movies, d], rows = movies
+    content_embeddings: np.ndarray  # float32 [num_movies, d - item_item_dim]: layout.CONTENT_EMBEDDINGS
     index_queries: np.ndarray  # float32 [q, d], real query embeddings to measure index recall on
     movies: pd.DataFrame  # movie_id, title, genres ("A|B")
     user_ratings: UserRatings  # the served model's training ratings: seen lists and histories
@@ -105,6 +106,7 @@ def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
     candidate_inputs = {name: tf.TensorSpec([None], tf.string) for name in artifacts.candidate_tower.input_names}
     _save_tower(artifacts.candidate_tower, staging / layout.CANDIDATE_MODEL, candidate_inputs)
     np.save(staging / layout.CANDIDATE_EMBEDDINGS, artifacts.candidate_embeddings.astype(np.float32))
+    np.save(staging / layout.CONTENT_EMBEDDINGS, artifacts.content_embeddings.astype(np.float32))
     movies = [
         {"movie_id": str(movie_id), "title": title, "genres": [g for g in genres.split("|") if g]}
         for movie_id, title, genres in artifacts.movies[["movie_id", "title", "genres"]].itertuples(index=False)
@@ -162,6 +164,7 @@ def export_trained(
         query_tower=run.query_tower,
         candidate_tower=run.candidate_tower,
         candidate_embeddings=run.candidate_embeddings,
+        content_embeddings=run.content_embeddings,
         index_queries=index_queries(run, prepared),
         movies=data.movies,
         user_ratings=served.known,

@@ -263,3 +263,32 @@ def test_a_movie_nobody_rated_meets_others_by_its_content_columns_not_the_shared
     # A rated movie meets a new one by content too, and another rated movie by the whole embedding.
     expected = [1.0, 0.0, content[2] @ content[0], content[3] @ content[0]]
     np.testing.assert_allclose(index.cosines(0), expected, rtol=1e-6)
+
+
+def test_with_content_embeddings_a_new_movie_meets_known_ones_read_with_the_same_unknown_id() -> None:
+    """The unknown id also shifts a new movie's content columns (here by 3 in the third column): against known
+    movies' own columns new movies stay each other's nearest. Against the known movies' content read with a
+    blanked id (content_embeddings.npy) the shift is on both sides, and 2 is like 0, 3 like 1."""
+    embeddings = np.array(
+        [
+            [1.0, 0.0, 0.0, 1.0],  # rated, read with its own id
+            [0.0, 1.0, 0.0, 1.0],  # rated
+            [1.0, 0.3, 3.0, 5.0],  # new: content like movie 0, plus the unknown id's shift
+            [0.3, 1.0, 3.0, 5.0],  # new: content like movie 1
+        ],
+        dtype=np.float32,
+    )
+    blanked = np.array([[1.0, 0.0, 3.0], [0.0, 1.0, 3.0], [1.0, 0.3, 3.0], [0.3, 1.0, 3.0]], dtype=np.float32)
+    ratings = UserRatings(
+        user_ids=np.array(["1", "2"]),
+        indptr=np.array([0, 2, 4], dtype=np.int64),
+        movie_rows=np.array([0, 1, 0, 1], dtype=np.int32),
+        timestamps=np.zeros(4, dtype=np.int64),
+    )
+    columns = similar.SimilarIndex.build(embeddings, ratings, item_item_dim=1)
+    assert np.argsort(-columns.cosines(2))[1] == 3
+    index = similar.SimilarIndex.build(embeddings, ratings, item_item_dim=1, content=blanked)
+    assert np.argsort(-index.cosines(2))[1] == 0 and np.argsort(-index.cosines(3))[1] == 1
+    unit = similar.unit_rows(blanked)
+    np.testing.assert_allclose(index.cosines(0)[2:], unit[2:] @ unit[0], rtol=1e-6)
+    np.testing.assert_allclose(index.cosines(0)[1], similar.unit_rows(embeddings)[1] @ similar.unit_rows(embeddings)[0])

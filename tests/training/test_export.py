@@ -71,6 +71,11 @@ def test_reloaded_towers_reproduce_the_metrics(tiny_data_dir: Path, tmp_path: Pa
     movies = json.loads((version_dir / "movies.json").read_text())
     candidates = candidate_tower_embeddings(version_dir, movies)
     np.testing.assert_allclose(candidates, np.load(version_dir / "candidate_embeddings.npy"), atol=1e-6)
+    # content_embeddings.npy: the same tower with every id blanked, the columns before the item-to-item channel.
+    blanked = candidate_tower_embeddings(version_dir, [{**m, "movie_id": ""} for m in movies])
+    content_width = manifest["embedding_dim"] - manifest["item_item_dim"]
+    np.testing.assert_allclose(np.load(version_dir / "content_embeddings.npy"), blanked[:, :content_width], atol=1e-6)
+    assert not np.allclose(blanked, candidates, atol=1e-3)  # the id does matter to the tower
     inputs = query_inputs(fold.test, fold.test_histories, np.array([m["movie_id"] for m in movies]))
     queries = query_model(**{name: tf.constant(value) for name, value in inputs.items()})["embedding"].numpy()
     for protocol, exclude in (("A", False), ("B", True)):
