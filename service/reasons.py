@@ -2,8 +2,11 @@
 
 A reason is the model's own arithmetic, not a separate heuristic: the query is embedded again with each
 history movie left out (one batched call of the query tower), and a history movie is a reason for a
-recommended movie by how much that movie's score falls without it. A movie rated low that pushes a
-recommendation down (its learned rating scale can be negative) is never named as a reason for it.
+recommended movie by how much that movie's score falls without it. A movie is left out by emptying its slot,
+as padding is: the other movies keep their positions and so their weights. Closing the gap instead moved
+every older movie one position newer and credited the left-out movie with their new weights: for a user who
+rated five horror films and then four Disney films, Jaws was named for Cinderella. A movie rated low that
+pushes a recommendation down (its learned rating scale can be negative) is never named as a reason for it.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from contract.user_ratings import NO_VALUE
 from service.artifacts import ModelVersion
 
 MAX_REASONS = 3
+EMPTY_SLOT = ""  # the query tower's padding id: a history slot that holds no movie
 
 
 def reasons(
@@ -37,8 +42,8 @@ def reasons(
     count = min(len(history), version.history_length)
     if count == 0 or len(rows) == 0:
         return [[] for _ in range(len(rows))]
-    without = [[*history[:p], *history[p + 1 :]] for p in range(count)]
-    stars = [[*ratings[:p], *ratings[p + 1 :]] for p in range(count)]
+    without = [[*history[:p], EMPTY_SLOT, *history[p + 1 :]] for p in range(count)]
+    stars = [[*ratings[:p], NO_VALUE, *ratings[p + 1 :]] for p in range(count)]
     queries = version.embed([user_id] * count, [timestamp] * count, without, stars)
     candidates = version.candidate_embeddings[rows]
     falls = (candidates @ query)[None, :] - queries @ candidates.T  # [history, items]

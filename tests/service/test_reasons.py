@@ -107,10 +107,11 @@ def test_removing_a_named_movie_lowers_the_score_more_than_removing_an_unnamed_o
 def _falls(
     version: ModelVersion, user_id: str, now: int, history: list[str], stars: list[float], query: np.ndarray, item: int
 ) -> list[float]:
-    """The score `item` loses when each history movie, one at a time, is left out (embedded one by one)."""
+    """The score `item` loses when each history movie, one at a time, is left out (embedded one by one), its
+    slot padded so the others keep their positions."""
     falls = []
     for p in range(len(history)):
-        rest, left = [*history[:p], *history[p + 1 :]], [*stars[:p], *stars[p + 1 :]]
+        rest, left = [*history[:p], "", *history[p + 1 :]], [*stars[:p], 0.0, *stars[p + 1 :]]
         without = version.embed([user_id], [now], [rest], [left])[0]
         falls.append(float(version.candidate_embeddings[item] @ (query - without)))
     return falls
