@@ -148,19 +148,12 @@ def score(fold: Fold, queries: np.ndarray, candidates: np.ndarray, weights: list
     genres = fold.data.movies["genres"].astype(str).to_numpy()
     names = genre_names(genres)
     shares = genre_shares([g.split("|") if g else [] for g in genres], names)
-    fallback_scores = popularity_scores(fold.popularity)
     assert pool >= LONGEST, f"--pool must be at least {LONGEST}"
     ranks = {w: np.full(len(held), LONGEST, dtype=np.int64) for w in weights}  # LONGEST: not in the list
     kls: dict[float, list[np.ndarray]] = {w: [] for w in weights}
     for lo in range(0, len(held), CHUNK):
         hi = min(lo + CHUNK, len(held))
-        scores = queries[lo:hi] @ candidates.T
-        scores[held.fallback[lo:hi]] = fallback_scores
-        rows, movies = span_pairs(held.known.movie_rows, held.exclude_start[lo:hi], held.exclude_end[lo:hi])
-        scores[rows, movies] = -np.inf
-        top = np.argpartition(-scores, pool - 1, axis=1)[:, :pool]
-        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
-        top_scores = np.take_along_axis(scores, top, 1)
+        top, top_scores = served_top(fold, queries[lo:hi], candidates, lo, pool)
         target = history_distribution(shares, fold.test_histories[lo:hi])
         calibrate = ~held.fallback[lo:hi] & (target.sum(axis=1) > 0)
         for w in weights:
@@ -170,22 +163,47 @@ def score(fold: Fold, queries: np.ndarray, candidates: np.ndarray, weights: list
                     top_scores[calibrate], shares[top[calibrate]], target[calibrate], LONGEST, w
                 )
             listed = np.take_along_axis(top, order, 1)
-            found = listed == held.targets[lo:hi, None]
-            ranks[w][lo:hi] = np.where(found.any(axis=1), found.argmax(axis=1), LONGEST)
+            ranks[w][lo:hi] = list_ranks(listed, held.targets[lo:hi])
             kls[w].append(_kl(target[calibrate], shares[listed[calibrate, :10]].mean(axis=1)))
-    stars = held.stars
-    out: dict[str, Any] = {"queries": len(held), "calibrated": 0}
-    out["calibrated"] = int(sum(len(k) for k in kls[weights[0]]))
+    out: dict[str, Any] = {"queries": len(held), "calibrated": int(sum(len(k) for k in kls[weights[0]]))}
     for w in weights:
-        r = ranks[w]
-        row = {"top_10": float(np.mean(r < 10)), "top_100": float(np.mean(r < 100))}
-        if stars is not None:
-            for name, keep in (("liked", stars >= LIKED), ("disliked", stars <= DISLIKED)):
-                row[f"{name}_top_10"] = float(np.mean(r[keep] < 10))
-                row[f"{name}_top_100"] = float(np.mean(r[keep] < 100))
-        row["kl_top_10"] = float(np.mean(np.concatenate(kls[w])))
-        out[str(w)] = {key: round(value, 4) for key, value in row.items()}
+        row = hit_table(ranks[w], held.stars)
+        row["kl_top_10"] = round(float(np.mean(np.concatenate(kls[w]))), 4)
+        out[str(w)] = row
     return out
+
+
+def served_top(
+    fold: Fold, queries: np.ndarray, candidates: np.ndarray, lo: int, pool: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """int [n, pool] movie rows and float32 [n, pool] scores, best first, of held-out queries lo..lo+n as the
+    service answers them: the popularity ranking for a fallback query, every known movie excluded."""
+    held = fold.held_out
+    assert held is not None
+    hi = lo + len(queries)
+    scores = queries @ candidates.T
+    scores[held.fallback[lo:hi]] = popularity_scores(fold.popularity)
+    rows, movies = span_pairs(held.known.movie_rows, held.exclude_start[lo:hi], held.exclude_end[lo:hi])
+    scores[rows, movies] = -np.inf
+    top = np.argpartition(-scores, pool - 1, axis=1)[:, :pool]
+    top = np.take_along_axis(top, np.argsort(-np.take_along_axis(scores, top, 1), axis=1, kind="stable"), 1)
+    return top, np.take_along_axis(scores, top, 1)
+
+
+def list_ranks(listed: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """int64 [n]: each target's position in its list (int [n, L] movie rows), L where it is not listed."""
+    found = listed == targets[:, None]
+    return np.where(found.any(axis=1), found.argmax(axis=1), listed.shape[1]).astype(np.int64)
+
+
+def hit_table(ranks: np.ndarray, stars: np.ndarray | None) -> dict[str, float]:
+    """top-10 and top-100 hit rates, over all held-out ratings and, with their stars, liked and disliked."""
+    row = {"top_10": float(np.mean(ranks < 10)), "top_100": float(np.mean(ranks < 100))}
+    if stars is not None:
+        for name, keep in (("liked", stars >= LIKED), ("disliked", stars <= DISLIKED)):
+            row[f"{name}_top_10"] = float(np.mean(ranks[keep] < 10))
+            row[f"{name}_top_100"] = float(np.mean(ranks[keep] < 100))
+    return {key: round(value, 4) for key, value in row.items()}
 
 
 def _kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
