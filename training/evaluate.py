@@ -1,6 +1,7 @@
 """Offline top-k accuracy of a model and of a most-popular baseline, under protocols A, B and T.
 
-A held-out (user, movie) rating is a hit at k when fewer than k movies score strictly higher than its movie.
+A held-out (user, movie) rating is a hit at k when fewer than k movies rank above its movie: score strictly
+higher, or the same on a lower row (the service's tie rule).
 - A: the TFRS tutorial's factorized top-k over all movies (random split).
 - B: A, with each user's training movies removed from the ranking first, as the service does (random split).
 - T: temporal and sequential: the latest ratings held out; each is asked at its own time, with the user's
@@ -40,7 +41,9 @@ class HeldOutQueries:
 
 
 def target_ranks(scores: np.ndarray, targets: np.ndarray, excluded: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """Number of movies scoring strictly above each row's target movie.
+    """Number of movies ranked above each row's target movie: scoring strictly above it, or the same with a
+    lower row, as the service breaks ties (a degenerate query that scores every movie alike is no hit; with
+    ties counted for the target it would be a hit at every k).
 
     Args:
         scores: float [batch, num_movies], modified in place when `excluded` is given.
@@ -54,7 +57,11 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, excluded: tuple[np.nda
     if excluded is not None:
         scores[excluded] = -np.inf
         scores[batch, targets] = positive  # a re-rated movie is still a valid target
-    return (scores > positive[:, None]).sum(axis=1)
+    ranks = (scores > positive[:, None]).sum(axis=1)
+    tied = scores == positive[:, None]
+    for row in np.flatnonzero(tied.sum(axis=1) > 1).tolist():  # rare: only these need the rows counted
+        ranks[row] += int(np.count_nonzero(tied[row, : targets[row]]))
+    return ranks
 
 
 def accuracy_table(ranks: np.ndarray, ks: Iterable[int] = KS) -> Table:

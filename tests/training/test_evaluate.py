@@ -39,6 +39,18 @@ def test_ranks_by_hand() -> None:
     np.testing.assert_array_equal(target_ranks(scores.copy(), np.array([1, 3]), None), [2, 0])
 
 
+def test_a_tie_goes_to_the_lower_row_as_the_service_breaks_it() -> None:
+    """A query that scores every movie alike (a collapsed model, a history the baseline cannot read) ranks its
+    target where the service would list it, not first: else it would be a hit at every k."""
+    flat = np.zeros((3, 5), dtype=np.float32)
+    np.testing.assert_array_equal(target_ranks(flat.copy(), np.array([0, 2, 4]), None), [0, 2, 4])
+    scores = np.array([[0.9, 0.5, 0.5, 0.5, 0.1]], dtype=np.float32)
+    np.testing.assert_array_equal(target_ranks(scores.copy(), np.array([3]), None), [3])  # 0.9, then rows 1 and 2
+    # An excluded movie never ties with the target.
+    excluded = (np.array([0]), np.array([1]))
+    np.testing.assert_array_equal(target_ranks(scores.copy(), np.array([3]), excluded), [2])
+
+
 def test_exclusion_removes_seen_movies_but_never_the_target() -> None:
     scores = np.array([[0.9, 0.5, 0.7, 0.1]], dtype=np.float32)
     # The user saw movies 0 and 1; movie 1 is also the target (a re-rating).
