@@ -64,24 +64,24 @@ def read_movies(version_dir: Path) -> list[dict[str, Any]]:
 
 def read_candidate_embeddings(version_dir: Path, num_movies: int, dim: int) -> np.ndarray:
     """float32 [num_movies, dim], all finite: a NaN row would silently never be recommended."""
-    embeddings = _load_npy(version_dir / CANDIDATE_EMBEDDINGS).astype(np.float32)
-    if embeddings.shape != (num_movies, dim):
-        raise VersionError(f"{CANDIDATE_EMBEDDINGS} is {embeddings.shape}, expected ({num_movies}, {dim})")
-    if not np.isfinite(embeddings).all():
-        raise VersionError(f"{CANDIDATE_EMBEDDINGS} holds non-finite values")
-    return embeddings
+    return _read_matrix(version_dir, CANDIDATE_EMBEDDINGS, (num_movies, dim))
 
 
 def read_content_embeddings(version_dir: Path, num_movies: int, width: int) -> np.ndarray | None:
     """float32 [num_movies, width], all finite, or None for a version written before the file existed."""
     if not (version_dir / CONTENT_EMBEDDINGS).exists():
         return None
-    content = _load_npy(version_dir / CONTENT_EMBEDDINGS).astype(np.float32)
-    if content.shape != (num_movies, width):
-        raise VersionError(f"{CONTENT_EMBEDDINGS} is {content.shape}, expected ({num_movies}, {width})")
-    if not np.isfinite(content).all():
-        raise VersionError(f"{CONTENT_EMBEDDINGS} holds non-finite values")
-    return content
+    return _read_matrix(version_dir, CONTENT_EMBEDDINGS, (num_movies, width))
+
+
+def _read_matrix(version_dir: Path, name: str, shape: tuple[int, int]) -> np.ndarray:
+    """float32 array of `shape` from `name`, all finite."""
+    matrix = _load_npy(version_dir / name).astype(np.float32)
+    if matrix.shape != shape:
+        raise VersionError(f"{name} is {matrix.shape}, expected {shape}")
+    if not np.isfinite(matrix).all():
+        raise VersionError(f"{name} holds non-finite values")
+    return matrix
 
 
 def read_popularity(version_dir: Path, num_movies: int) -> np.ndarray:

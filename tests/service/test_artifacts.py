@@ -153,6 +153,17 @@ def test_non_finite_candidate_embeddings_are_refused(version_dir: Path) -> None:
         load_version(version_dir, max_batch=8, min_recall=0.8)
 
 
+def test_content_embeddings_are_optional_and_checked_when_present(version_dir: Path) -> None:
+    assert load_version(version_dir, max_batch=8, min_recall=0.8).content_embeddings is None  # an older version
+    np.save(version_dir / "content_embeddings.npy", np.ones((40, 5), dtype=np.float32))  # 8 columns, no item-item
+    write_manifest(version_dir)
+    with pytest.raises(VersionRejectedError, match=r"content_embeddings\.npy is \(40, 5\), expected \(40, 8\)"):
+        load_version(version_dir, max_batch=8, min_recall=0.8)
+    np.save(version_dir / "content_embeddings.npy", np.ones((40, 8), dtype=np.float32))
+    write_manifest(version_dir)
+    assert load_version(version_dir, max_batch=8, min_recall=0.8).content_embeddings.shape == (40, 8)  # type: ignore[union-attr]
+
+
 def test_a_version_without_a_required_entry_is_refused(version_dir: Path) -> None:
     shutil.rmtree(version_dir / "candidate_model")
     write_manifest(version_dir)  # the checksums match what is there, but the contract needs the tower
