@@ -11,7 +11,7 @@ scales alike. It is still a dot product (the query [q / s_model, alpha h / s_eas
 1). alpha is chosen on T's validation ratings and scored once on the test ratings. Writes
 benchmarks/results/ease_blend_seed<S>_decay_<D>.json.
 
-    python benchmarks/ease_blend.py [--seed 42] [--ease-decay 0.9] [--alpha 0 --alpha 0.5 ...]
+    python benchmarks/ease_blend.py [--seed 42] [--ease-decay 0.9] [--rank 128] [--alpha 0 --alpha 0.5 ...]
 """
 
 from __future__ import annotations
@@ -39,11 +39,17 @@ from training.folds import Fold, prepare
 EASE_LAMBDA = 1000.0
 
 
-def blended_ranks(fold: Fold, queries: np.ndarray, candidates: np.ndarray, alpha: float, decay: float) -> np.ndarray:
-    """Ranks of the held-out movies under model + alpha x EASE, each scaled by its per-query spread."""
+def blended_ranks(
+    fold: Fold, queries: np.ndarray, candidates: np.ndarray, alpha: float, decay: float, rank: int = 0
+) -> np.ndarray:
+    """Ranks of the held-out movies under model + alpha x EASE, each scaled by its per-query spread; with
+    `rank`, EASE's weights are their best rank-`rank` approximation (truncated SVD)."""
     assert fold.held_out is not None
     num_movies = len(candidates)
     weights = ease(interactions(fold.known, num_movies), EASE_LAMBDA)
+    if rank:
+        left, values, right = np.linalg.svd(weights.astype(np.float64), full_matrices=False)
+        weights = ((left[:, :rank] * values[:rank]) @ right[:rank]).astype(np.float32)
     history = weighted_history(fold, num_movies, decay)
     model_spread = np.maximum((queries @ candidates.T).std(axis=1, keepdims=True), 1e-12)
     ease_spread = np.maximum((history @ weights).std(axis=1, keepdims=True), 1e-12)
@@ -58,6 +64,7 @@ def main(
     seed: Annotated[int, typer.Option()] = 42,
     alpha: Annotated[list[float] | None, typer.Option(help="EASE's weight in the blend (0: the model alone).")] = None,
     ease_decay: Annotated[float, typer.Option(help="EASE's history weight per position (T's choice: 0.9).")] = 0.9,
+    rank: Annotated[int, typer.Option(help="EASE's weights at this rank (0: full), as towers could hold them.")] = 0,
     data_dir: Annotated[Path, typer.Option()] = Path("data"),
     out: Annotated[Path | None, typer.Option()] = None,
 ) -> None:
@@ -79,7 +86,7 @@ def main(
             assert run.test_query_embeddings is not None
             for a in tried:
                 table = accuracy_table(
-                    blended_ranks(fold, run.test_query_embeddings, run.candidate_embeddings, a, ease_decay)
+                    blended_ranks(fold, run.test_query_embeddings, run.candidate_embeddings, a, ease_decay, rank)
                 )
                 rows[f"{protocol} alpha_{a:g}"] = {
                     "top_10": round(table["top_10"], 4),
@@ -90,7 +97,8 @@ def main(
         if evaluate_on == "validation":
             result["chosen_alpha"] = max(alphas, key=lambda a: rows[f"T alpha_{a:g}"]["top_10"])
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    target = out or Path(f"benchmarks/results/ease_blend_seed{seed}_decay_{ease_decay:g}.json")
+    suffix = f"_rank_{rank}" if rank else ""
+    target = out or Path(f"benchmarks/results/ease_blend_seed{seed}_decay_{ease_decay:g}{suffix}.json")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(result, indent=2) + "\n")
 
