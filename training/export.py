@@ -29,7 +29,8 @@ from contract.query_tower import write_query_weights
 from contract.user_ratings import UserRatings
 from training.config import TrainConfig
 from training.data import MovieLens
-from training.fit import TrainedRun, index_queries
+from training.dataset import candidates_dataset
+from training.fit import TrainedRun, embed_batches, index_queries
 from training.folds import PreparedData
 from training.index import build_index
 from training.query_weights import mirrored_arrays
@@ -164,7 +165,7 @@ def export_trained(
         query_tower=run.query_tower,
         candidate_tower=run.candidate_tower,
         candidate_embeddings=run.candidate_embeddings,
-        content_embeddings=run.content_embeddings,
+        content_embeddings=content_embeddings(run),
         index_queries=index_queries(run, prepared),
         movies=data.movies,
         user_ratings=served.known,
@@ -183,6 +184,16 @@ def export_trained(
         metrics=metrics,
     )
     return export_version(models_dir, artifacts)
+
+
+def content_embeddings(run: TrainedRun) -> np.ndarray:
+    """float32 [num_movies, d - item_item_width] (layout.CONTENT_EMBEDDINGS): every movie through the candidate
+    tower with its id blanked, as movie_dropout trains it and a movie added later is read, without the
+    item-to-item columns. Computed here, for the version written, not in every fit."""
+    blanked = embed_batches(
+        run.candidate_tower, candidates_dataset(run.vocab, run.config.eval_batch_size, blank_ids=True)
+    )
+    return blanked[:, : blanked.shape[1] - run.config.item_item_width]
 
 
 def _data_info(data: MovieLens, dataset: str) -> DataInfo:

@@ -30,9 +30,6 @@ class TrainedRun:
     query_tower: tf.keras.Model
     candidate_tower: tf.keras.Model
     candidate_embeddings: np.ndarray  # float32 [num_movies, d]
-    # float32 [num_movies, d - item_item_width]: each movie's columns before the item-to-item channel, its id
-    # blanked; what /similar compares a movie nobody rated with (contract.manifest.CONTENT_EMBEDDINGS)
-    content_embeddings: np.ndarray
     test_query_embeddings: np.ndarray | None  # float32 [test_size, d]
     training_log: dict[str, Any]  # per-epoch loss, the held-out curve, timings (training_history.json)
 
@@ -103,10 +100,6 @@ def fit(
     model.fit(train_ds, epochs=config.epochs, verbose=0, callbacks=[bar])
     seconds = time.perf_counter() - started
     candidate_embeddings, query_embeddings = embed()
-    blanked = candidates_dataset(vocab, config.eval_batch_size, blank_ids=True)
-    content_embeddings = embed_batches(candidate_tower, blanked)[
-        :, : candidate_embeddings.shape[1] - config.item_item_width
-    ]
     training_log = dict(
         bar.training_log,
         train_seconds=seconds,
@@ -114,16 +107,7 @@ def fit(
         seconds_per_epoch=seconds / config.epochs,
         examples_per_second=len(targets) * config.epochs / seconds,
     )
-    return TrainedRun(
-        config,
-        vocab,
-        query_tower,
-        candidate_tower,
-        candidate_embeddings,
-        content_embeddings,
-        query_embeddings,
-        training_log,
-    )
+    return TrainedRun(config, vocab, query_tower, candidate_tower, candidate_embeddings, query_embeddings, training_log)
 
 
 def index_queries(run: TrainedRun, prepared: PreparedData) -> np.ndarray:
