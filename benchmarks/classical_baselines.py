@@ -33,6 +33,7 @@ from training.config import TrainConfig
 from training.evaluate import LIKED, model_ranks, popularity_scores, split_tables
 from training.fetch import fetch
 from training.folds import Fold, prepare
+from training.item_item_prior import ease_weights
 
 DECAYS = (1.0, 0.9, 0.8)
 RECENT_WINDOWS_DAYS = (1.0, 3.0, 7.0, 14.0, 30.0, 90.0)  # protocol T's recently-popular baseline
@@ -58,12 +59,8 @@ def item_knn(matrix: np.ndarray) -> np.ndarray:
 
 
 def ease(matrix: np.ndarray, lam: float) -> np.ndarray:
-    """EASE's item-item weights B = I - P / diag(P), P = (X^T X + lam I)^-1, with B's diagonal zero."""
-    gram = (matrix.T @ matrix).astype(np.float64)
-    inverse = np.linalg.inv(gram + lam * np.eye(len(gram)))
-    weights = -inverse / np.diag(inverse)[None, :]
-    np.fill_diagonal(weights, 0.0)
-    return weights.astype(np.float32)
+    """EASE's item-item weights (training.item_item_prior.ease_weights, the towers' prior) on a rating matrix."""
+    return ease_weights(matrix.T @ matrix, lam).astype(np.float32)
 
 
 def weighted_history(fold: Fold, num_movies: int, decay: float, liked_only: bool = False) -> np.ndarray:

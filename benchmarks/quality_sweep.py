@@ -37,6 +37,13 @@ BASE: dict[str, Any] = {
 # The overrides that won on the morning of 2026-12-01; the item-item rows start from them.
 POSITIONAL_ADAM: dict[str, Any] = {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.001}
 DEFAULT_1201: dict[str, Any] = {**POSITIONAL_ADAM, "item_item_dim": 64, "user_dropout": 0.8, "timestamp_buckets": 50}
+# The default of 2026-12-06: DEFAULT_1201 with movie dropout, dislikes out of the history, and genres.
+DEFAULT_1206: dict[str, Any] = {
+    **DEFAULT_1201,
+    "movie_dropout": 0.3,
+    "history_min_rating": 2.5,
+    "candidate_genres": True,
+}
 # name -> overrides of BASE. "positional_adam_0.001" won (docs/results.md) and was the default on the morning of
 # 2026-12-01; "positional_adam_0.001_item_item_64_dropout_0.8_buckets_50" won after it and is the default.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -161,6 +168,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
                 )
                 for rate in (0.1, 0.25)
             ),
+        )
+    },
+    # Issue 20: the default of 2026-12-06 (DEFAULT_1206), then a fixed EASE prior of rank r in its item-item
+    # channel (training/item_item_prior.py; ease_blend.py found the blend with EASE beats both under T).
+    **{
+        f"default_1206{name}": {**DEFAULT_1206, **overrides}
+        for name, overrides in (
+            ("", {}),
+            ("_ease_prior_128", {"item_item_prior": 128}),
+            ("_ease_prior_64", {"item_item_prior": 64}),
+            ("_ease_prior_128_only", {"item_item_prior": 128, "item_item_dim": 0}),
         )
     },
     "all_levers": {

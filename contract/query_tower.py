@@ -18,7 +18,8 @@ The forward pass mirrors training/model.py's query tower layer for layer, in flo
              table, each its own block of N * e columns, newest first
   features concatenated in that order -> Dense layers (ReLU where `dense_relu`)
   item-item: with `item_item_embedding`, the history's lookup rows in that table, pooled with their own
-             per-position logits like "positional", appended after the dense output (no kernel)
+             per-position logits like "positional", appended after the dense output (no kernel); its last
+             `item_item_prior` columns are a fixed EASE prior already multiplied by its gain at export
   ratings:   with `history_rating_scale`, each history position's pooling weight (after normalising) is
              multiplied by a learned scalar of its rating level (round(stars) in 0..5, 0 = unknown), one table
              per pooling: a 1-star rating can weigh negatively, pushing the query away from that movie; the
@@ -68,6 +69,9 @@ class QueryLayer:
     HISTORY_RATING_SCALE = "history_rating_scale"
     ITEM_ITEM_RATING_SCALE = "item_item_rating_scale"
     ITEM_ITEM_EMBEDDING = "item_item_embedding"
+    ITEM_ITEM_PRIOR = "item_item_prior"
+    ITEM_ITEM_PRIOR_GAIN = "item_item_prior_gain"
+    ITEM_ITEM_JOIN = "item_item_join"
     ITEM_ITEM_POOL = "item_item_pool"
     ITEM_ITEM_CONCAT = "query_item_item"
     FEATURES = "query_features"
@@ -89,7 +93,8 @@ class QueryTowerSpec:
     history_length: int = 0
     history_pooling: str = "mean"  # one of POOLINGS
     history_recent: int = 0  # newest positions also read one by one from their own table
-    item_item_dim: int = 0  # columns of the item-item channel appended past the dense stack
+    item_item_dim: int = 0  # learned columns of the item-item channel appended past the dense stack
+    item_item_prior: int = 0  # fixed columns after them: the EASE prior (training/item_item_prior.py), with a gain
     history_ratings: bool = False  # the history's stars scale each position's pooling weight (input history_rating)
     normalize: bool = False  # L2-normalise the whole embedding
     attention_blocks: int = 1  # "attention" pooling: self-attention blocks over the history
@@ -102,6 +107,7 @@ class QueryTowerSpec:
             object.__setattr__(self, "history_pooling", "mean")
             object.__setattr__(self, "history_recent", 0)
             object.__setattr__(self, "item_item_dim", 0)
+            object.__setattr__(self, "item_item_prior", 0)
             object.__setattr__(self, "history_ratings", False)
         if self.history_pooling != "attention":
             object.__setattr__(self, "attention_blocks", 1)
@@ -110,6 +116,21 @@ class QueryTowerSpec:
     @property
     def dense_relu(self) -> tuple[bool, ...]:
         return tuple(i < len(self.layers) - 1 for i in range(len(self.layers)))
+
+    @property
+    def item_item_width(self) -> int:
+        """Columns of the item-item channel: the learned ones and the prior's."""
+        return self.item_item_dim + self.item_item_prior
+
+    def _item_item_layer_names(self) -> set[str]:
+        names = {QueryLayer.ITEM_ITEM_POOL, QueryLayer.ITEM_ITEM_CONCAT} if self.item_item_width else set()
+        if self.item_item_dim:
+            names.add(QueryLayer.ITEM_ITEM_EMBEDDING)
+        if self.item_item_prior:
+            names |= {QueryLayer.ITEM_ITEM_PRIOR, QueryLayer.ITEM_ITEM_PRIOR_GAIN}
+        if self.item_item_dim and self.item_item_prior:
+            names.add(QueryLayer.ITEM_ITEM_JOIN)
+        return names
 
     def layer_names(self) -> frozenset[str]:
         """Every non-input layer a Keras tower of this structure has, by name."""
@@ -132,13 +153,12 @@ class QueryTowerSpec:
             names |= {QueryLayer.HISTORY_LOOKUP, QueryLayer.HISTORY_EMBEDDING, pool}
         if self.history_recent:
             names |= {QueryLayer.HISTORY_RECENT_EMBEDDING, QueryLayer.HISTORY_RECENT, QueryLayer.HISTORY_RECENT_FLAT}
-        if self.item_item_dim:
-            names |= {QueryLayer.ITEM_ITEM_EMBEDDING, QueryLayer.ITEM_ITEM_POOL, QueryLayer.ITEM_ITEM_CONCAT}
+        names |= self._item_item_layer_names()
         if self.history_ratings:
             names.add(QueryLayer.HISTORY_RATING_LEVEL)
             if self.history_pooling != "attention":  # the encoder reads the levels itself
                 names.add(QueryLayer.HISTORY_RATING_SCALE)
-            if self.item_item_dim:
+            if self.item_item_width:
                 names.add(QueryLayer.ITEM_ITEM_RATING_SCALE)
         if self.normalize:
             names.add(QueryLayer.NORMALIZE)
@@ -171,6 +191,7 @@ class QueryTowerArrays:
     history_recent: int = 0
     history_recent_embedding: np.ndarray | None = None  # float32 [M, e], rows as history_vocabulary
     item_item_embedding: np.ndarray | None = None  # float32 [M, D], rows as history_vocabulary
+    item_item_prior: int = 0  # the last columns of item_item_embedding that are the fixed prior (times its gain)
     item_item_position_logits: np.ndarray | None = None  # float32 [H], with item_item_embedding
     history_rating_scale: np.ndarray | None = None  # float32 [RATING_LEVELS]: the history pooling's, per level
     item_item_rating_scale: np.ndarray | None = None  # float32 [RATING_LEVELS]: the item-item pooling's
@@ -180,12 +201,14 @@ class QueryTowerArrays:
     def spec(self) -> QueryTowerSpec:
         """The structure these arrays compute (compare it with the one a tower was built from)."""
         encoder = self.history_encoder
+        width = 0 if self.item_item_embedding is None else int(self.item_item_embedding.shape[1])
         return QueryTowerSpec(
             layers=tuple(int(kernel.shape[1]) for kernel in self.dense_kernels),
             history_length=self.history_length,
             history_pooling=self.history_pooling,
             history_recent=self.history_recent,
-            item_item_dim=0 if self.item_item_embedding is None else int(self.item_item_embedding.shape[1]),
+            item_item_dim=width - self.item_item_prior,
+            item_item_prior=self.item_item_prior,
             history_ratings=self.history_rating_scale is not None or (encoder is not None and encoder.ratings),
             normalize=self.normalize,
             attention_blocks=1 if encoder is None else encoder.blocks,
@@ -225,6 +248,8 @@ class QueryTowerArrays:
                 assert self.item_item_position_logits is not None
                 arrays["item_item_embedding"] = self.item_item_embedding.astype(np.float32)
                 arrays["item_item_position_logits"] = self.item_item_position_logits.astype(np.float32)
+                if self.item_item_prior:
+                    arrays["item_item_prior"] = np.array(self.item_item_prior, dtype=np.int64)
             for name in ("history_rating_scale", "item_item_rating_scale"):
                 if getattr(self, name) is not None:
                     arrays[name] = getattr(self, name).astype(np.float32)
@@ -258,6 +283,8 @@ class QueryTowerArrays:
             if "item_item_embedding" in arrays:
                 history["item_item_embedding"] = arrays["item_item_embedding"].astype(np.float32)
                 history["item_item_position_logits"] = arrays["item_item_position_logits"].astype(np.float32)
+                if "item_item_prior" in arrays:
+                    history["item_item_prior"] = int(arrays["item_item_prior"])
             for name in ("history_rating_scale", "item_item_rating_scale"):
                 if name in arrays:
                     history[name] = arrays[name].astype(np.float32)
@@ -309,6 +336,9 @@ class QueryTowerArrays:
             or self.item_item_position_logits.shape != (self.history_length,)
         ):
             raise ValueError("item_item_embedding needs a row per history_vocabulary and [history_length] logits")
+        columns = 0 if self.item_item_embedding is None else self.item_item_embedding.shape[1]
+        if not 0 <= self.item_item_prior <= columns:
+            raise ValueError(f"item_item_prior {self.item_item_prior} is not within the item-item channel's columns")
         self._check_rating_scales()
         return width
 

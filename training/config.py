@@ -98,6 +98,31 @@ class TrainConfig(BaseModel):
         "history pooled (one learned weight per position) from its own table, against the movie's own vector "
         "(FISM); 0: none, or no history.",
     )
+    item_item_prior: int = Field(
+        0,
+        ge=0,
+        description="Rank of a fixed EASE prior added to the item-item channel (training/item_item_prior.py): "
+        "EASE's weights on the training ratings, factorised, the query pooling its history's rows and the "
+        "movie adding its own, with a learned gain; 0: none, or no history.",
+    )
+    item_item_prior_gain: float | None = Field(
+        None,
+        gt=0,
+        description="The EASE prior's weight against the learned channels (its scores are scaled to spread 1 "
+        "per user); unset: learned with the rest.",
+    )
+    item_item_prior_in_training: bool = Field(
+        True,
+        description="The towers train with the EASE prior in their scores (learning around it); off: they train "
+        "without it and it joins at inference, a blend of the trained model and EASE.",
+    )
+    item_item_prior_lambda: float = Field(1000.0, gt=0, description="The EASE prior's ridge weight.")
+    item_item_prior_movies: int = Field(
+        10_000,
+        gt=0,
+        description="The EASE prior covers this many most-rated movies (its inverse is movies^2 in memory); "
+        "the rest, and movies added later, have none.",
+    )
     history_ratings: bool = Field(
         False,
         description="The history's stars scale each history movie's pooling weight (a learned multiplier per "
@@ -232,11 +257,18 @@ class TrainConfig(BaseModel):
             raise ValueError(f"attention_heads={self.attention_heads} must divide embedding_dim={self.embedding_dim}")
         return self
 
+    @model_validator(mode="after")
+    def _untrained_prior_has_a_gain(self) -> TrainConfig:
+        if self.item_item_prior and not self.item_item_prior_in_training and self.item_item_prior_gain is None:
+            raise ValueError("item_item_prior_in_training=False cannot learn the prior's gain: set its gain")
+        return self
+
     @property
     def item_item_width(self) -> int:
-        """Columns the item-item channel adds to both towers: `item_item_dim`, or 0 without a history to pool.
+        """Columns the item-item channel adds to both towers: `item_item_dim` plus `item_item_prior`, or 0
+        without a history to pool.
         One answer for both, so their embeddings always have the same width."""
-        return self.item_item_dim if self.history_length > 0 else 0
+        return self.item_item_dim + self.item_item_prior if self.history_length > 0 else 0
 
     @property
     def query_spec(self) -> QueryTowerSpec:
@@ -246,7 +278,8 @@ class TrainConfig(BaseModel):
             history_length=self.history_length,
             history_pooling=self.history_pooling,
             history_recent=self.history_recent,
-            item_item_dim=self.item_item_width,
+            item_item_dim=self.item_item_dim,
+            item_item_prior=self.item_item_prior,
             history_ratings=self.history_ratings,
             normalize=self.normalize_embeddings,
             attention_blocks=self.attention_blocks,

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from contract.user_ratings import NO_VALUE, PAD, UserRatings, known_bound
 from training.data import MovieLens
+from training.item_item_prior import ItemItemPrior
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Vocabularies:
     timestamp_mean: float
     timestamp_variance: float
     movie_probability: np.ndarray  # float32 [num_movies], share of training ratings (floored above zero)
+    item_item_prior: ItemItemPrior | None = None  # with config.item_item_prior: EASE on the training ratings
 
 
 def split_ratings(ratings: pd.DataFrame, how: str, test_fraction: float, seed: int) -> Split:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from training.config import TrainConfig
 from training.dataset import Vocabularies, build_vocabularies, candidates_dataset, ratings_dataset
 from training.evaluate import protocol_tables
 from training.folds import Fold, PreparedData
+from training.item_item_prior import item_item_prior
 from training.model import build_model
 from training.progress import EpochProgress
 
@@ -63,6 +65,16 @@ def fit(
     if config.positive_min_rating > 0:
         targets = fold.train[fold.train["rating"] >= config.positive_min_rating].reset_index(drop=True)
     vocab = build_vocabularies(fold.data, fold.train, targets)
+    if config.item_item_width and config.item_item_prior:
+        prior = item_item_prior(
+            fold.known,
+            len(vocab.movie_ids),
+            config.item_item_prior,
+            config.item_item_prior_lambda,
+            config.item_item_prior_movies,
+            config.seed,
+        )
+        vocab = dataclasses.replace(vocab, item_item_prior=prior)
     train_ds = ratings_dataset(
         fold.data,
         targets,

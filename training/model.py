@@ -11,6 +11,7 @@ from contract.query_tower import QueryLayer as L
 from training.config import TrainConfig
 from training.dataset import Vocabularies, candidate_features
 from training.history_encoder import HistoryEncoder
+from training.item_item_prior import ItemItemPrior
 
 keras = tf.keras  # tf-keras (Keras 2), because training/__init__ sets TF_USE_LEGACY_KERAS=1
 
@@ -133,7 +134,9 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
     unknown user_id (or "") takes the out-of-vocabulary embedding, which `user_dropout` trains. With
     `item_item_dim` D > 0 (and a history) the dense output gains D columns, `query_item_item`: the history
     pooled positionally from its own table, which the candidate tower's movie vectors score directly, an
-    item-to-item term beside the dense stacks' (FISM, Kabbur et al. 2013). With `normalize_embeddings` the
+    item-to-item term beside the dense stacks' (FISM, Kabbur et al. 2013); with `item_item_prior` R > 0 each
+    history row also carries its fixed R-column EASE prior row (training/item_item_prior.py) times a gain,
+    layer `item_item_prior_gain`. With `normalize_embeddings` the
     last layer, `query_normalize`, scales the embedding to unit length.
     """
     dim, spec = config.embedding_dim, config.query_spec
@@ -204,11 +207,23 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
 
     concatenated = keras.layers.Concatenate(name=L.FEATURES)(features)
     embedding = dense_stack(spec.layers, L.DENSE)(concatenated)
-    if spec.item_item_dim:
-        # Past the dense stack: the history pooled from its own table, its own learned weight per position.
-        item_vectors = keras.layers.Embedding(
-            len(vocab.movie_ids) + 2, spec.item_item_dim, mask_zero=True, name=L.ITEM_ITEM_EMBEDDING
-        )(history_index)
+    if spec.item_item_width:
+        # Past the dense stack: the history pooled from its own table, its own learned weight per position;
+        # with a prior, each position's row also carries its fixed prior row times the learned gain.
+        parts = []
+        if spec.item_item_dim:
+            parts.append(
+                keras.layers.Embedding(
+                    len(vocab.movie_ids) + 2, spec.item_item_dim, mask_zero=True, name=L.ITEM_ITEM_EMBEDDING
+                )(history_index)
+            )
+        if spec.item_item_prior:
+            # History rows: 0 the "" mask, 1 an unknown movie (no prior), then the catalogue.
+            table = np.concatenate([np.zeros((2, spec.item_item_prior), np.float32), _prior(vocab).query])
+            fixed = _catalogue_table(table, L.ITEM_ITEM_PRIOR, mask_zero=True)(history_index)
+            gain = Gain(config.item_item_prior_gain, config.item_item_prior_in_training, name=L.ITEM_ITEM_PRIOR_GAIN)
+            parts.append(gain(fixed))
+        item_vectors = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name=L.ITEM_ITEM_JOIN)(parts)
         pooled = PositionalPool(spec.history_length, name=L.ITEM_ITEM_POOL)(
             _scaled(item_vectors, levels, L.ITEM_ITEM_RATING_SCALE, config.history_rating_scale)
         )
@@ -269,15 +284,15 @@ def genre_names(genres: np.ndarray) -> list[str]:
 
 def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Model:
     """movie_id and title (string [batch]), and with `candidate_genres` genres (string [batch], "A|B") ->
-    candidate embedding [batch, layers[-1] (+ item_item_dim)].
+    candidate embedding [batch, layers[-1] (+ item_item_dim + item_item_prior)].
 
     The id embedding is keyed by movie_id, not title: ML-100K has distinct movies with the same title.
     The title text (tokenised, embedded, averaged) lets similar titles share signal; `candidate_genres` adds
     the mean of the movie's genre embeddings, read from its genres (so a new movie's count too), and
     `candidate_year` its release-year bucket's embedding (looked up by movie_id). With
     `item_item_dim` D > 0 (and a history) the dense output gains the movie's own D-wide vector,
-    `candidate_item_item`. With `normalize_embeddings` the last layer, `candidate_normalize`, scales the
-    embedding to unit length.
+    `candidate_item_item`, then with `item_item_prior` R its fixed R-column EASE prior row. With
+    `normalize_embeddings` the last layer, `candidate_normalize`, scales the embedding to unit length.
     """
     dim = config.embedding_dim
     movie_id = keras.Input(shape=(), dtype=tf.string, name="movie_id")
@@ -309,11 +324,19 @@ def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.
     concatenated = keras.layers.Concatenate(name="candidate_features")(features)
     embedding = dense_stack(config.layers, "candidate_dense")(concatenated)
     if config.item_item_width:
-        # Past the dense stack: the movie's own vector, which the query's pooled history vectors score.
-        item_vector = keras.layers.Embedding(
-            len(vocab.movie_ids) + 1, config.item_item_width, name="movie_item_item_embedding"
-        )(movie_index)
-        embedding = keras.layers.Concatenate(name="candidate_item_item")([embedding, item_vector])
+        # Past the dense stack: the movie's own vector, which the query's pooled history vectors score, and its
+        # fixed prior row (zeros for an unknown movie, row 0).
+        item_vectors = []
+        if config.item_item_dim:
+            item_vectors.append(
+                keras.layers.Embedding(
+                    len(vocab.movie_ids) + 1, config.item_item_dim, name="movie_item_item_embedding"
+                )(movie_index)
+            )
+        if config.item_item_prior:
+            table = np.concatenate([np.zeros((1, config.item_item_prior), np.float32), _prior(vocab).candidate])
+            item_vectors.append(_catalogue_table(table, "movie_item_item_prior")(movie_index))
+        embedding = keras.layers.Concatenate(name="candidate_item_item")([embedding, *item_vectors])
     if config.normalize_embeddings:
         embedding = keras.layers.UnitNormalization(name="candidate_normalize")(embedding)
     return keras.Model(inputs=inputs, outputs=embedding, name="candidate_tower")
@@ -330,15 +353,51 @@ def year_one_hot(years: np.ndarray, width: int) -> np.ndarray:
     return table
 
 
-def _catalogue_table(table: np.ndarray, name: str) -> tf.keras.layers.Layer:
+def _catalogue_table(table: np.ndarray, name: str, mask_zero: bool = False) -> tf.keras.layers.Layer:
     """A fixed lookup from a movie's row (StringLookup index, 0 = unknown) to its row of `table`."""
     return keras.layers.Embedding(
         table.shape[0],
         table.shape[1],
         embeddings_initializer=keras.initializers.Constant(table),
         trainable=False,
+        mask_zero=mask_zero,
         name=name,
     )
+
+
+def _prior(vocab: Vocabularies) -> ItemItemPrior:
+    if vocab.item_item_prior is None:
+        raise ValueError("item_item_prior > 0 needs the vocabularies' EASE prior (training/fit.py computes it)")
+    return vocab.item_item_prior
+
+
+class Gain(tf.keras.layers.Layer):
+    """x * exp(g): the weight of a fixed table against the learned ones. g is log(`gain`), fixed, or with
+    `gain` None learned from 0 (in log space, so that Adam's small steps can move it by orders of magnitude).
+    With `in_training` False the layer outputs zeros while training: the rest of the model trains as if the
+    table were not there, and the table joins at inference. The mask passes through."""
+
+    def __init__(self, gain: float | None = None, in_training: bool = True, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.gain, self.in_training = gain, bool(in_training)
+
+    def build(self, input_shape: object) -> None:
+        start = 0.0 if self.gain is None else float(np.log(self.gain))
+        self.log_gain = self.add_weight(
+            name="log_gain", shape=(), initializer=keras.initializers.Constant(start), trainable=self.gain is None
+        )
+        super().build(input_shape)
+
+    def call(self, inputs: tf.Tensor, training: object = None) -> tf.Tensor:
+        if training and not self.in_training:
+            return tf.zeros_like(inputs)
+        return inputs * tf.exp(self.log_gain)
+
+    def compute_mask(self, inputs: object, mask: object = None) -> object:
+        return mask
+
+    def get_config(self) -> dict[str, object]:
+        return {**super().get_config(), "gain": self.gain, "in_training": self.in_training}
 
 
 class TwoTowerModel(tfrs.Model):

@@ -108,8 +108,13 @@ def _history_arrays(layers: dict[str, tf.keras.layers.Layer], spec: QueryTowerSp
     if spec.history_recent:
         history["history_recent"] = spec.history_length - int(layers[L.HISTORY_RECENT].cropping[1])
         history["history_recent_embedding"] = layers[L.HISTORY_RECENT_EMBEDDING].get_weights()[0]
-    if spec.item_item_dim:
-        history["item_item_embedding"] = layers[L.ITEM_ITEM_EMBEDDING].get_weights()[0]
+    if spec.item_item_width:
+        tables = [layers[L.ITEM_ITEM_EMBEDDING].get_weights()[0]] if spec.item_item_dim else []
+        if spec.item_item_prior:
+            gain = np.exp(_variable(layers[L.ITEM_ITEM_PRIOR_GAIN], "log_gain"))
+            tables.append(layers[L.ITEM_ITEM_PRIOR].get_weights()[0] * gain)
+        history["item_item_embedding"] = np.concatenate(tables, axis=1).astype(np.float32)
+        history["item_item_prior"] = spec.item_item_prior
         history["item_item_position_logits"] = _variable(layers[L.ITEM_ITEM_POOL], "position_logits")
     if spec.history_pooling == "attention":
         encoder = layers[L.HISTORY_ENCODER]
@@ -117,7 +122,7 @@ def _history_arrays(layers: dict[str, tf.keras.layers.Layer], spec: QueryTowerSp
         history["history_encoder"] = EncoderArrays(weights=weights, heads=int(encoder.heads))
     if spec.history_ratings and spec.history_pooling != "attention":
         history["history_rating_scale"] = layers[L.HISTORY_RATING_SCALE].get_weights()[0][:, 0]
-    if spec.history_ratings and spec.item_item_dim:
+    if spec.history_ratings and spec.item_item_width:
         history["item_item_rating_scale"] = layers[L.ITEM_ITEM_RATING_SCALE].get_weights()[0][:, 0]
     return history
 
