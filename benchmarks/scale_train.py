@@ -55,12 +55,13 @@ import json, sys, time
 from pathlib import Path
 import training
 from training.config import TrainConfig
-from training.dataset import build_vocabularies, ratings_dataset
+from training.dataset import ratings_dataset
+from training.fit import fit_vocabularies
 from training.folds import prepare
 config = TrainConfig(**json.loads(sys.argv[1]))
 fold = prepare(config.model_copy(update={"evaluate_temporal": False}), Path(sys.argv[2])).random
 started = time.perf_counter()
-vocab = build_vocabularies(fold.data, fold.train)
+vocab = fit_vocabularies(config, fold)
 dataset = ratings_dataset(fold.data, fold.train, vocab, config.batch_size, known=fold.known,
                           history_length=config.history_length, shuffle_seed=config.seed,
                           user_dropout=config.user_dropout)

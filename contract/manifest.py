@@ -142,8 +142,9 @@ class Manifest(BaseModel):
     item_item_dim: int = Field(
         0,
         ge=0,
-        description="the embeddings' last columns that are the item-to-item channel: a movie's own id vector, the "
-        "same out-of-vocabulary vector for every movie the version never trained on (0: none, or an older version)",
+        description="the embeddings' last columns that are the item-to-item channel: a movie's own id vector and "
+        "its EASE prior row, the same out-of-vocabulary vector (prior: zeros) for every movie the version never "
+        "trained on (0: none, or an older version)",
     )
     files: dict[str, str] = Field(min_length=1, description="relative POSIX path -> sha256, every file but this")
 

@@ -55,6 +55,23 @@ def query_inputs(
     return inputs
 
 
+def fit_vocabularies(config: TrainConfig, fold: Fold, targets: pd.DataFrame | None = None) -> Vocabularies:
+    """What the towers of `config` adapt to on `fold`: `build_vocabularies`, and with `item_item_prior` the
+    EASE prior of the fold's training ratings (those of at least `item_item_prior_min_rating` stars)."""
+    vocab = build_vocabularies(fold.data, fold.train, targets)
+    if not (config.item_item_width and config.item_item_prior):
+        return vocab
+    prior = item_item_prior(
+        fold.known.read_as_history(config.item_item_prior_min_rating),
+        len(vocab.movie_ids),
+        config.item_item_prior,
+        config.item_item_prior_lambda,
+        config.item_item_prior_movies,
+        config.seed,
+    )
+    return dataclasses.replace(vocab, item_item_prior=prior)
+
+
 def fit(
     config: TrainConfig, fold: Fold, progress: bool = True, label: str | None = None, curve: bool = False
 ) -> TrainedRun:
@@ -64,17 +81,7 @@ def fit(
     targets = fold.train
     if config.positive_min_rating > 0:
         targets = fold.train[fold.train["rating"] >= config.positive_min_rating].reset_index(drop=True)
-    vocab = build_vocabularies(fold.data, fold.train, targets)
-    if config.item_item_width and config.item_item_prior:
-        prior = item_item_prior(
-            fold.known,
-            len(vocab.movie_ids),
-            config.item_item_prior,
-            config.item_item_prior_lambda,
-            config.item_item_prior_movies,
-            config.seed,
-        )
-        vocab = dataclasses.replace(vocab, item_item_prior=prior)
+    vocab = fit_vocabularies(config, fold, targets)
     train_ds = ratings_dataset(
         fold.data,
         targets,

@@ -416,8 +416,12 @@ class TwoTowerModel(tfrs.Model):
         remove_accidental_hits: bool = False,
         temperature: float = 1.0,
         catalogue: dict[str, np.ndarray] | None = None,
+        inference_only_columns: int = 0,
     ):
         super().__init__()
+        # The towers' last columns that join only at inference (the EASE prior kept out of training): zeros
+        # while training, so the loss leaves them out rather than multiply them into every logit.
+        self.inference_only_columns = int(inference_only_columns)
         self.sampling_bias_correction = sampling_bias_correction
         self.temperature = temperature
         # With the catalogue (movie_id and title of every movie, in catalogue order), the loss is a softmax over
@@ -433,22 +437,32 @@ class TwoTowerModel(tfrs.Model):
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         # `training` passed on: TFRS's train_step calls compute_loss, not the model, so nothing else says so to
         # the towers' layers (the history encoder's dropout, the title's token dropout).
-        query = self.query_tower({name: features[name] for name in self.query_tower.input_names}, training=training)
+        query = self._trained(
+            self.query_tower({name: features[name] for name in self.query_tower.input_names}, training=training)
+        )
         if self.catalogue is not None:
             # Every movie is a negative (Klenitskiy & Vasilev 2023: a full softmax is what lifts SASRec); no
             # sampling, so no logQ correction; the positive is its catalogue row.
             names = self.candidate_tower.input_names
-            every = self.candidate_tower({name: self.catalogue[name] for name in names}, training=training)
+            every = self._trained(
+                self.candidate_tower({name: self.catalogue[name] for name in names}, training=training)
+            )
             logits = tf.matmul(query, every, transpose_b=True) / self.temperature
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=features["movie_row"], logits=logits)
             return tf.reduce_sum(losses)
-        candidate = self.candidate_tower(
-            {name: features[name] for name in self.candidate_tower.input_names}, training=training
+        candidate = self._trained(
+            self.candidate_tower({name: features[name] for name in self.candidate_tower.input_names}, training=training)
         )
         probability = features["candidate_probability"] if self.sampling_bias_correction else None
         # Another rating of the positive's movie in the batch is not a negative for it.
         candidate_ids = features["movie_id"] if self.remove_accidental_hits else None
         return self.task(query, candidate, candidate_sampling_probability=probability, candidate_ids=candidate_ids)
+
+    def _trained(self, embeddings: tf.Tensor) -> tf.Tensor:
+        """The columns the loss reads: all but the inference-only ones."""
+        if not self.inference_only_columns:
+            return embeddings
+        return embeddings[:, : embeddings.shape[-1] - self.inference_only_columns]
 
 
 def build_model(vocab: Vocabularies, config: TrainConfig) -> tuple[TwoTowerModel, tf.keras.Model, tf.keras.Model]:
@@ -467,6 +481,7 @@ def build_model(vocab: Vocabularies, config: TrainConfig) -> tuple[TwoTowerModel
             remove_accidental_hits=config.remove_accidental_hits,
             temperature=config.temperature,
             catalogue=candidate_features(vocab) if config.loss == "full_softmax" else None,
+            inference_only_columns=0 if config.item_item_prior_in_training else config.query_spec.item_item_prior,
         )
         optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam}[config.optimizer]
         model.compile(optimizer=optimizer(learning_rate=config.learning_rate))

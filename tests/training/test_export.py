@@ -44,7 +44,9 @@ def test_manifest_lists_every_file_and_the_agreed_metrics(tiny_version_dir: Path
     assert metrics["split"] == "random" and metrics["test_size"] == 240
     assert manifest["config"]["layers"] == [16, 8]
     # The item-to-item channel's columns follow the dense stack's: what /similar reads a new movie without.
-    assert manifest["item_item_dim"] == manifest["config"]["item_item_dim"] > 0
+    # With the EASE prior, its fixed columns are the last of the channel.
+    config = manifest["config"]
+    assert manifest["item_item_dim"] == config["item_item_dim"] + config["item_item_prior"] > 0
     assert manifest["embedding_dim"] == 8 + manifest["item_item_dim"]
     assert manifest["library_versions"]["scann"] == "1.4.2"
     assert manifest["index"]["kind"] == "brute_force" and manifest["index"]["recall"] == 1.0

@@ -14,7 +14,7 @@ from contract.user_ratings import UserRatings
 from tests.training.test_levers import SMALL, VOCAB
 from training.config import TrainConfig
 from training.item_item_prior import gram_matrix, item_item_prior, low_rank
-from training.model import build_candidate_tower, build_query_tower
+from training.model import TwoTowerModel, build_candidate_tower, build_model, build_query_tower
 from training.query_weights import mirrored_arrays, query_tower_arrays
 
 
@@ -81,7 +81,13 @@ PRIOR_VOCAB = dataclasses.replace(VOCAB, item_item_prior=PRIOR)
 def test_towers_carry_the_prior_as_fixed_columns_scaled_by_a_learned_gain(learned: int) -> None:
     """The last `rank` columns of both towers are the prior: a history's pooled query rows times exp(gain)
     against the movie's candidate row; not trainable apart from the gain; an unknown movie's row is zeros."""
-    config = TrainConfig(**SMALL, history_pooling="positional", item_item_dim=learned, item_item_prior=2)
+    config = TrainConfig(
+        **{**SMALL, "item_item_prior": 2},
+        history_pooling="positional",
+        item_item_dim=learned,
+        item_item_prior_gain=None,
+        item_item_prior_in_training=True,
+    )
     query, candidate = build_query_tower(PRIOR_VOCAB, config), build_candidate_tower(PRIOR_VOCAB, config)
     width = SMALL["layers"][-1] + learned  # type: ignore[operator]
     query.get_layer("item_item_prior_gain").log_gain.assign(np.log(3.0))
@@ -107,7 +113,7 @@ def test_towers_carry_the_prior_as_fixed_columns_scaled_by_a_learned_gain(learne
 
 def test_a_tower_with_the_prior_is_mirrored_in_numpy_and_its_spec_round_trips() -> None:
     tf.keras.utils.set_random_seed(5)
-    config = TrainConfig(**SMALL, history_pooling="positional", item_item_dim=6, item_item_prior=2)
+    config = TrainConfig(**{**SMALL, "item_item_prior": 2}, history_pooling="positional", item_item_dim=6)
     tower = build_query_tower(PRIOR_VOCAB, config)
     tower.get_layer("item_item_prior_gain").log_gain.assign(0.7)
     tower.get_layer("item_item_pool").position_logits.assign([-1.0, 0.75, 2.0])
@@ -126,7 +132,7 @@ def test_a_tower_with_the_prior_is_mirrored_in_numpy_and_its_spec_round_trips() 
 
 def test_a_prior_without_the_vocabularies_ease_tables_is_refused() -> None:
     with pytest.raises(ValueError, match="EASE prior"):
-        build_query_tower(VOCAB, TrainConfig(**SMALL, item_item_prior=2))
+        build_query_tower(VOCAB, TrainConfig(**{**SMALL, "item_item_prior": 2}))
 
 
 def _inputs() -> dict[str, tf.Tensor]:
@@ -135,7 +141,7 @@ def _inputs() -> dict[str, tf.Tensor]:
 
 def test_a_prior_kept_out_of_training_is_silent_while_training_and_joins_at_inference() -> None:
     config = TrainConfig(
-        **SMALL, item_item_dim=0, item_item_prior=2, item_item_prior_gain=2.0, item_item_prior_in_training=False
+        **{**SMALL, "item_item_prior": 2}, item_item_dim=0, item_item_prior_gain=2.0, item_item_prior_in_training=False
     )
     query = build_query_tower(PRIOR_VOCAB, config)
     inputs = {**_inputs(), "history": tf.constant([["20", "10", ""], ["", "", ""], ["30", "", ""]])}
@@ -144,4 +150,45 @@ def test_a_prior_kept_out_of_training_is_silent_while_training_and_joins_at_infe
     np.testing.assert_allclose(query(inputs).numpy()[2, width:], 2.0 * PRIOR.query[2], rtol=1e-6)
     assert not query.get_layer("item_item_prior_gain").trainable_weights  # a fixed gain is not learned
     with pytest.raises(ValueError, match="set its gain"):
-        TrainConfig(**SMALL, item_item_prior=2, item_item_prior_in_training=False)
+        TrainConfig(**{**SMALL, "item_item_prior": 2}, item_item_prior_gain=None, item_item_prior_in_training=False)
+
+
+def test_a_prior_over_liked_ratings_only_does_not_learn_what_people_disliked() -> None:
+    """Every user loves two movies of their family and gives movie 3 or 0 (the other family's first) 1 star:
+    over every rating the prior links the families; over ratings of 4 stars or more it does not."""
+    rng = np.random.default_rng(0)
+    rows, stars = [], []
+    for user in range(60):
+        family = user % 2
+        loved = list(rng.choice(3, size=2, replace=False) + 3 * family)
+        rows.append([*loved, 3 * (1 - family)])
+        stars.append([5.0, 5.0, 1.0])
+    every = _ratings(rows)
+    known = dataclasses.replace(every, values=np.array([s for r in stars for s in r], dtype=np.float32))
+    cross = {}
+    for min_rating in (0.0, 4.0):
+        prior = item_item_prior(known.read_as_history(min_rating), 7, rank=6, lam=1.0, max_movies=100, seed=0)
+        scores = prior.query @ prior.candidate.T
+        cross[min_rating] = scores[1, 3] - scores[1, 4]  # movie 1's family-0 fans: disliked 3 against unrated 4
+    assert cross[0.0] > 0.05 and abs(cross[4.0]) < 1e-6
+
+
+def test_the_loss_leaves_out_a_prior_kept_out_of_training_and_is_unchanged_by_it() -> None:
+    """Its columns are zeros while training, so cutting them from the logits' product changes no loss, and
+    build_model cuts them (the product of 2,048 x 2,048 in-batch logits is most of a step's arithmetic)."""
+    config = TrainConfig(**{**SMALL, "item_item_prior": 2}, item_item_dim=6, sampling_bias_correction=False)
+    query, candidate = build_query_tower(PRIOR_VOCAB, config), build_candidate_tower(PRIOR_VOCAB, config)
+    features = {
+        **_inputs(),
+        "history": tf.constant([["20", "10", ""], ["30", "", ""], ["10", "", ""]]),
+        "movie_id": tf.constant(["10", "30", "20"]),
+        "title": tf.constant(["a", "b", "c"]),
+        "genres": tf.constant(["", "", ""]),
+    }
+    cut, full = (TwoTowerModel(query, candidate, inference_only_columns=n) for n in (2, 0))
+    assert float(cut.compute_loss(features, training=True)) == pytest.approx(
+        float(full.compute_loss(features, training=True)), rel=1e-6
+    )
+    assert build_model(PRIOR_VOCAB, config)[0].inference_only_columns == 2
+    in_training = config.model_copy(update={"item_item_prior_in_training": True})
+    assert build_model(PRIOR_VOCAB, in_training)[0].inference_only_columns == 0

@@ -36,7 +36,7 @@ VOCAB = Vocabularies(
     timestamp_variance=1e13,
     movie_probability=np.array([0.4, 0.4, 0.2], dtype=np.float32),
 )
-SMALL = dict(layers=(8,), embedding_dim=4, history_length=3)
+SMALL = dict(layers=(8,), embedding_dim=4, history_length=3, item_item_prior=0)  # the EASE prior: its own tests
 
 
 def _masked(rows: int = 4, length: int = 3, dim: int = 5) -> tuple[tf.Tensor, tf.Tensor]:

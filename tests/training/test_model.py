@@ -31,7 +31,7 @@ VOCAB = Vocabularies(
 
 @pytest.mark.parametrize("layers", [(32,), (16, 8), (12, 8, 4)])
 def test_tower_width_is_the_last_layer_and_the_item_item_channel(layers: tuple[int, ...]) -> None:
-    config = TrainConfig(layers=layers, embedding_dim=8, history_length=3, item_item_dim=5)
+    config = TrainConfig(layers=layers, embedding_dim=8, history_length=3, item_item_dim=5, item_item_prior=0)
     query = build_query_tower(VOCAB, config)
     candidate = build_candidate_tower(VOCAB, config)
     history = tf.constant([["20", "10", ""], ["", "", ""]])  # newest first, "" pads; an empty history is fine
@@ -58,7 +58,7 @@ def test_tower_width_is_the_last_layer_and_the_item_item_channel(layers: tuple[i
 
 
 def test_the_query_tower_clamps_time_and_reads_the_history() -> None:
-    config = TrainConfig(layers=(8,), embedding_dim=8, history_length=2)
+    config = TrainConfig(layers=(8,), embedding_dim=8, history_length=2, item_item_prior=0)
     query = build_query_tower(VOCAB, config)
 
     def embed(timestamp: int, history: list[str]) -> np.ndarray:
