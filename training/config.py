@@ -275,9 +275,9 @@ class TrainConfig(BaseModel):
     @property
     def item_item_width(self) -> int:
         """Columns the item-item channel adds to both towers: `item_item_dim` plus `item_item_prior`, or 0
-        without a history to pool.
+        without a history to pool (the query spec's answer).
         One answer for both, so their embeddings always have the same width."""
-        return self.item_item_dim + self.item_item_prior if self.history_length > 0 else 0
+        return self.query_spec.item_item_width
 
     @property
     def query_spec(self) -> QueryTowerSpec:

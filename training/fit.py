@@ -59,7 +59,7 @@ def fit_vocabularies(config: TrainConfig, fold: Fold, targets: pd.DataFrame | No
     """What the towers of `config` adapt to on `fold`: `build_vocabularies`, and with `item_item_prior` the
     EASE prior of the fold's training ratings (those of at least `item_item_prior_min_rating` stars)."""
     vocab = build_vocabularies(fold.data, fold.train, targets)
-    if not (config.item_item_width and config.item_item_prior):
+    if not config.query_spec.item_item_prior:  # none configured, or no history to pool it
         return vocab
     prior = item_item_prior(
         fold.known.read_as_history(config.item_item_prior_min_rating),

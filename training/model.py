@@ -209,7 +209,7 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
     embedding = dense_stack(spec.layers, L.DENSE)(concatenated)
     if spec.item_item_width:
         # Past the dense stack: the history pooled from its own table, its own learned weight per position;
-        # with a prior, each position's row also carries its fixed prior row times the learned gain.
+        # with a prior, each position's row also carries its fixed prior row times its gain.
         parts = []
         if spec.item_item_dim:
             parts.append(
