@@ -15,6 +15,7 @@ Writes benchmarks/results/item_cold_start.json and prints a markdown table.
 
     python benchmarks/item_cold_start.py [--data-dir data] [--fraction 0.1] [--seed 0] [--epochs 30]
                                          [--movie-dropout D] [--[no-]candidate-genres] [--title-token-dropout R]
+                                         [--item-item-prior R] [--borrowed-prior-neighbours K]
                                          [--out benchmarks/results/item_cold_start.json]
 """
 
@@ -99,6 +100,12 @@ def main(
     title_token_dropout: Annotated[
         float | None, typer.Option(help="TrainConfig.title_token_dropout (unset: the default's).")
     ] = None,
+    item_item_prior: Annotated[
+        int | None, typer.Option(help="TrainConfig.item_item_prior (unset: the default's).")
+    ] = None,
+    borrowed_prior_neighbours: Annotated[
+        int | None, typer.Option(help="Settings.borrowed_prior_neighbours (unset: the default's).")
+    ] = None,
     out: Annotated[Path, typer.Option()] = Path("benchmarks/results/item_cold_start.json"),
 ) -> None:
     from fastapi.testclient import TestClient
@@ -119,6 +126,7 @@ def main(
             "movie_dropout": movie_dropout,
             "candidate_genres": candidate_genres,
             "title_token_dropout": title_token_dropout,
+            "item_item_prior": item_item_prior,
         }
         config = TrainConfig(
             epochs=epochs, evaluate=False, refit=True, **{k: v for k, v in levers.items() if v is not None}
@@ -126,8 +134,13 @@ def main(
         fitting = time.perf_counter()
         [trained] = train_versions([config], root / "known", root / "models", promote_version=True, progress=False)
         fit_seconds = time.perf_counter() - fitting
+        lent = borrowed_prior_neighbours
+        neighbours = {} if lent is None else {"borrowed_prior_neighbours": lent}
         settings = Settings(
-            models_dir=root / "models", ratings_url=f"sqlite:///{root}/ratings.db", admin_token=ADMIN_TOKEN
+            models_dir=root / "models",
+            ratings_url=f"sqlite:///{root}/ratings.db",
+            admin_token=ADMIN_TOKEN,
+            **neighbours,
         )
         with TestClient(create_app(settings)) as client:
             deadline = time.monotonic() + 300
@@ -156,6 +169,8 @@ def main(
             "candidate_genres": config.candidate_genres,
             "title_token_dropout": config.title_token_dropout,
             "history_min_rating": config.history_min_rating,
+            "item_item_prior": config.item_item_prior,
+            "borrowed_prior_neighbours": settings.borrowed_prior_neighbours,
             "version": trained.version_dir.name,
         },
         **result,

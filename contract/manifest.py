@@ -146,12 +146,21 @@ class Manifest(BaseModel):
         "its EASE prior row, the same out-of-vocabulary vector (prior: zeros) for every movie the version never "
         "trained on (0: none, or an older version)",
     )
+    item_item_prior: int = Field(
+        0,
+        ge=0,
+        description="the last of the item_item_dim columns that are the EASE prior (training/item_item_prior.py): "
+        "a movie nobody rated has zeros there, and the service lends an added movie its content neighbours' rows "
+        "(service/borrowed_prior.py); 0: no prior, or an older version",
+    )
     files: dict[str, str] = Field(min_length=1, description="relative POSIX path -> sha256, every file but this")
 
     @model_validator(mode="after")
     def _channel_fits(self) -> Manifest:
         if self.item_item_dim >= self.embedding_dim:
             raise ValueError(f"item_item_dim {self.item_item_dim} leaves none of the {self.embedding_dim} columns")
+        if self.item_item_prior > self.item_item_dim:
+            raise ValueError(f"item_item_prior {self.item_item_prior} exceeds item_item_dim {self.item_item_dim}")
         return self
 
 

@@ -86,7 +86,8 @@ def create_app(settings: Settings | None = None, requests_in_flight: Callable[[]
         ratings=RatingsWriter(settings.ratings_url, settings.max_ratings_per_request, metrics.ratings_stored.inc),
         metrics=metrics,
         popularity=RecentPopularity(settings.popular_half_life_days * DAY_SECONDS),
-        catalogue=LiveCatalogue(settings.ratings_url, settings.models_dir),  # the same database as the ratings
+        # The same database as the ratings.
+        catalogue=LiveCatalogue(settings.ratings_url, settings.models_dir, settings.borrowed_prior_neighbours),
         impressions=ImpressionWriter(
             settings.impression_queue,
             settings.impression_batch,

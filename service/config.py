@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     max_movies_per_request: int = Field(default=1000, ge=1, le=100_000)
     # How often each replica reads the catalogue changes stored since its last read (service/live_catalogue.py).
     catalogue_refresh_seconds: float = Field(default=2.0, gt=0)
+    # An added movie's EASE prior row is the cosine-weighted mean of this many known movies' rows, those whose
+    # title, genres and year read nearest (service/borrowed_prior.py); 0: it keeps zeros there.
+    borrowed_prior_neighbours: int = Field(default=10, ge=0, le=1000)
     # How often models/CURRENT is checked for a new version to hot-swap in; 0 disables polling.
     poll_seconds: float = Field(default=2.0, ge=0)
     # Bearer token for /admin/*; unset disables the admin endpoints.

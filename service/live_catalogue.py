@@ -3,7 +3,8 @@ and serves the loaded version with them applied (service/live_version.py), witho
 
 A movie added through POST /movies is embedded by the served version's own candidate tower (candidate_model:
 its id is out of the tower's vocabulary, so its title, and its genres where the tower reads them, place it),
-once per version, title and genres. The replica
+once per version, title and genres; its EASE prior columns, where the version has them, are borrowed from the
+known movies it reads most like (service/borrowed_prior.py). The replica
 that takes a change applies it before answering; the others within RECSYS_CATALOGUE_REFRESH_SECONDS.
 """
 
@@ -31,6 +32,7 @@ from contract.catalogue import (
 )
 from service import similar
 from service.artifacts import ModelVersion
+from service.borrowed_prior import with_borrowed_prior
 from service.live_version import base_of, catalogue_id_of, live_version
 
 log = logging.getLogger(__name__)
@@ -45,9 +47,10 @@ def embedding_title(entry: CatalogueEntry) -> str:
 class LiveCatalogue:
     """The catalogue store's state as this replica last read it, and the served versions built from it."""
 
-    def __init__(self, url: str, models_dir: Path) -> None:
+    def __init__(self, url: str, models_dir: Path, prior_neighbours: int = 10) -> None:
         self.url = url
         self.models_dir = models_dir
+        self.prior_neighbours = prior_neighbours  # Settings.borrowed_prior_neighbours
         self._store: CatalogueStore | None = None
         self._entries: dict[str, CatalogueEntry] = {}  # replaced whole under _lock, read as one snapshot
         self._last_id = 0
@@ -155,7 +158,7 @@ class LiveCatalogue:
 
     def _embed(self, base: ModelVersion, added: Sequence[CatalogueEntry]) -> np.ndarray:
         """float32 [len(added), d]: each added movie through `base`'s candidate tower (its title, and its genres
-        where the tower reads them), computed once per title and genres."""
+        where the tower reads them), its prior columns borrowed, computed once per title and genres."""
         done = self._embedded.setdefault(base, {})
         keys = [(entry.movie_id, embedding_title(entry), GENRE_SEPARATOR.join(entry.genres or ())) for entry in added]
         missing = [key for key in dict.fromkeys(keys) if key not in done]
@@ -170,7 +173,8 @@ class LiveCatalogue:
                 out = tower(**{name: tf.constant(columns[name]) for name in names})["embedding"].numpy()
                 if not np.isfinite(out).all():
                     raise ValueError(f"the candidate tower of {base.name} gave non-finite embeddings")
-                done.update(zip(chunk, out.astype(np.float32), strict=True))
+                out = with_borrowed_prior(base, out.astype(np.float32), self.prior_neighbours)
+                done.update(zip(chunk, out, strict=True))
         return np.stack([done[key] for key in keys]) if keys else np.zeros((0, base.candidate_embeddings.shape[1]))
 
     def _tower(self, base: ModelVersion) -> tuple[Any, Any]:

@@ -81,6 +81,7 @@ def export_version(models_dir: Path, artifacts: TrainedArtifacts, now: datetime 
             query=artifacts.query,
             embedding_dim=int(artifacts.candidate_embeddings.shape[1]),
             item_item_dim=artifacts.config.item_item_width,
+            item_item_prior=artifacts.config.query_spec.item_item_prior,
             files=file_checksums(staging),
         )
         write_manifest(staging, manifest)

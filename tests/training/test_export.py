@@ -47,6 +47,7 @@ def test_manifest_lists_every_file_and_the_agreed_metrics(tiny_version_dir: Path
     # With the EASE prior, its fixed columns are the last of the channel.
     config = manifest["config"]
     assert manifest["item_item_dim"] == config["item_item_dim"] + config["item_item_prior"] > 0
+    assert manifest["item_item_prior"] == config["item_item_prior"]  # what an added movie borrows
     assert manifest["embedding_dim"] == 8 + manifest["item_item_dim"]
     assert manifest["library_versions"]["scann"] == "1.4.2"
     assert manifest["index"]["kind"] == "brute_force" and manifest["index"]["recall"] == 1.0
