@@ -220,9 +220,8 @@ def build_query_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.Mode
         if spec.item_item_prior:
             # History rows: 0 the "" mask, 1 an unknown movie (no prior), then the catalogue.
             table = np.concatenate([np.zeros((2, spec.item_item_prior), np.float32), _prior(vocab).query])
-            fixed = _catalogue_table(table, L.ITEM_ITEM_PRIOR, mask_zero=True)(history_index)
-            gain = Gain(config.item_item_prior_gain, config.item_item_prior_in_training, name=L.ITEM_ITEM_PRIOR_GAIN)
-            parts.append(gain(fixed))
+            rows = PriorTable(table, config.item_item_prior_in_training, mask_zero=True, name=L.ITEM_ITEM_PRIOR)
+            parts.append(Gain(config.item_item_prior_gain, name=L.ITEM_ITEM_PRIOR_GAIN)(rows(history_index)))
         item_vectors = parts[0] if len(parts) == 1 else keras.layers.Concatenate(name=L.ITEM_ITEM_JOIN)(parts)
         pooled = PositionalPool(spec.history_length, name=L.ITEM_ITEM_POOL)(
             _scaled(item_vectors, levels, L.ITEM_ITEM_RATING_SCALE, config.history_rating_scale)
@@ -335,7 +334,8 @@ def build_candidate_tower(vocab: Vocabularies, config: TrainConfig) -> tf.keras.
             )
         if config.item_item_prior:
             table = np.concatenate([np.zeros((1, config.item_item_prior), np.float32), _prior(vocab).candidate])
-            item_vectors.append(_catalogue_table(table, "movie_item_item_prior")(movie_index))
+            rows = PriorTable(table, config.item_item_prior_in_training, name="movie_item_item_prior")
+            item_vectors.append(rows(movie_index))
         embedding = keras.layers.Concatenate(name="candidate_item_item")([embedding, *item_vectors])
     if config.normalize_embeddings:
         embedding = keras.layers.UnitNormalization(name="candidate_normalize")(embedding)
@@ -353,14 +353,13 @@ def year_one_hot(years: np.ndarray, width: int) -> np.ndarray:
     return table
 
 
-def _catalogue_table(table: np.ndarray, name: str, mask_zero: bool = False) -> tf.keras.layers.Layer:
+def _catalogue_table(table: np.ndarray, name: str) -> tf.keras.layers.Layer:
     """A fixed lookup from a movie's row (StringLookup index, 0 = unknown) to its row of `table`."""
     return keras.layers.Embedding(
         table.shape[0],
         table.shape[1],
         embeddings_initializer=keras.initializers.Constant(table),
         trainable=False,
-        mask_zero=mask_zero,
         name=name,
     )
 
@@ -371,15 +370,49 @@ def _prior(vocab: Vocabularies) -> ItemItemPrior:
     return vocab.item_item_prior
 
 
+class PriorTable(tf.keras.layers.Layer):
+    """A fixed lookup from a movie's row (StringLookup index; the query's rows 0 and 1 and the candidate's row 0
+    are zeros) to its row of `table`, the EASE prior. With `in_training` False, while training it looks nothing
+    up and gives no columns ([..., 0]): the towers train narrower by the table's width, as if it were not
+    there, and pay nothing for it (its lookups, pooling and logits were a quarter of a step's time); at
+    inference it joins. `mask_zero` masks row 0, as an Embedding's does."""
+
+    def __init__(self, table: np.ndarray, in_training: bool = True, mask_zero: bool = False, **kwargs: object):
+        super().__init__(**kwargs)
+        self.table = np.asarray(table, dtype=np.float32)
+        self.in_training, self.mask_zero = bool(in_training), bool(mask_zero)
+
+    def build(self, input_shape: object) -> None:
+        # "embeddings", as an Embedding's: training/query_weights.py reads it with get_weights()[0].
+        self.embeddings = self.add_weight(
+            name="embeddings",
+            shape=self.table.shape,
+            initializer=keras.initializers.Constant(self.table),
+            trainable=False,
+        )
+        super().build(input_shape)
+
+    def call(self, rows: tf.Tensor, training: object = None) -> tf.Tensor:
+        if training and not self.in_training:
+            return tf.zeros(tf.concat([tf.shape(rows), [0]], axis=0))
+        return tf.gather(self.embeddings, rows)
+
+    def compute_mask(self, inputs: tf.Tensor, mask: object = None) -> tf.Tensor | None:
+        return tf.not_equal(inputs, 0) if self.mask_zero else None
+
+    def get_config(self) -> dict[str, object]:
+        shape = self.table.shape
+        return {**super().get_config(), "rows": shape[0], "columns": shape[1], "in_training": self.in_training}
+
+
 class Gain(tf.keras.layers.Layer):
     """x * exp(g): the weight of a fixed table against the learned ones. g is log(`gain`), fixed, or with
     `gain` None learned from 0 (in log space, so that Adam's small steps can move it by orders of magnitude).
-    With `in_training` False the layer outputs zeros while training: the rest of the model trains as if the
-    table were not there, and the table joins at inference. The mask passes through."""
+    The mask passes through."""
 
-    def __init__(self, gain: float | None = None, in_training: bool = True, **kwargs: object) -> None:
+    def __init__(self, gain: float | None = None, **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self.gain, self.in_training = gain, bool(in_training)
+        self.gain = gain
 
     def build(self, input_shape: object) -> None:
         start = 0.0 if self.gain is None else float(np.log(self.gain))
@@ -388,16 +421,14 @@ class Gain(tf.keras.layers.Layer):
         )
         super().build(input_shape)
 
-    def call(self, inputs: tf.Tensor, training: object = None) -> tf.Tensor:
-        if training and not self.in_training:
-            return tf.zeros_like(inputs)
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         return inputs * tf.exp(self.log_gain)
 
     def compute_mask(self, inputs: object, mask: object = None) -> object:
         return mask
 
     def get_config(self) -> dict[str, object]:
-        return {**super().get_config(), "gain": self.gain, "in_training": self.in_training}
+        return {**super().get_config(), "gain": self.gain}
 
 
 class TwoTowerModel(tfrs.Model):
@@ -416,12 +447,8 @@ class TwoTowerModel(tfrs.Model):
         remove_accidental_hits: bool = False,
         temperature: float = 1.0,
         catalogue: dict[str, np.ndarray] | None = None,
-        inference_only_columns: int = 0,
     ):
         super().__init__()
-        # The towers' last columns that join only at inference (the EASE prior kept out of training): zeros
-        # while training, so the loss leaves them out rather than multiply them into every logit.
-        self.inference_only_columns = int(inference_only_columns)
         self.sampling_bias_correction = sampling_bias_correction
         self.temperature = temperature
         # With the catalogue (movie_id and title of every movie, in catalogue order), the loss is a softmax over
@@ -437,32 +464,22 @@ class TwoTowerModel(tfrs.Model):
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         # `training` passed on: TFRS's train_step calls compute_loss, not the model, so nothing else says so to
         # the towers' layers (the history encoder's dropout, the title's token dropout).
-        query = self._trained(
-            self.query_tower({name: features[name] for name in self.query_tower.input_names}, training=training)
-        )
+        query = self.query_tower({name: features[name] for name in self.query_tower.input_names}, training=training)
         if self.catalogue is not None:
             # Every movie is a negative (Klenitskiy & Vasilev 2023: a full softmax is what lifts SASRec); no
             # sampling, so no logQ correction; the positive is its catalogue row.
             names = self.candidate_tower.input_names
-            every = self._trained(
-                self.candidate_tower({name: self.catalogue[name] for name in names}, training=training)
-            )
+            every = self.candidate_tower({name: self.catalogue[name] for name in names}, training=training)
             logits = tf.matmul(query, every, transpose_b=True) / self.temperature
             losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=features["movie_row"], logits=logits)
             return tf.reduce_sum(losses)
-        candidate = self._trained(
-            self.candidate_tower({name: features[name] for name in self.candidate_tower.input_names}, training=training)
+        candidate = self.candidate_tower(
+            {name: features[name] for name in self.candidate_tower.input_names}, training=training
         )
         probability = features["candidate_probability"] if self.sampling_bias_correction else None
         # Another rating of the positive's movie in the batch is not a negative for it.
         candidate_ids = features["movie_id"] if self.remove_accidental_hits else None
         return self.task(query, candidate, candidate_sampling_probability=probability, candidate_ids=candidate_ids)
-
-    def _trained(self, embeddings: tf.Tensor) -> tf.Tensor:
-        """The columns the loss reads: all but the inference-only ones."""
-        if not self.inference_only_columns:
-            return embeddings
-        return embeddings[:, : embeddings.shape[-1] - self.inference_only_columns]
 
 
 def build_model(vocab: Vocabularies, config: TrainConfig) -> tuple[TwoTowerModel, tf.keras.Model, tf.keras.Model]:
@@ -481,7 +498,6 @@ def build_model(vocab: Vocabularies, config: TrainConfig) -> tuple[TwoTowerModel
             remove_accidental_hits=config.remove_accidental_hits,
             temperature=config.temperature,
             catalogue=candidate_features(vocab) if config.loss == "full_softmax" else None,
-            inference_only_columns=0 if config.item_item_prior_in_training else config.query_spec.item_item_prior,
         )
         optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam}[config.optimizer]
         model.compile(optimizer=optimizer(learning_rate=config.learning_rate))

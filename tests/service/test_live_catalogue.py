@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 from fastapi.testclient import TestClient
 
+from service.borrowed_prior import with_borrowed_prior
+from service.config import Settings
+from service.live_version import base_of
 from tests.contract.conftest import postgres_server, store_url  # noqa: F401  # the databases, as fixtures here
 from tests.service.conftest import assert_error, serving, wait_until
 from tests.synth import GENRES
@@ -70,7 +73,8 @@ def test_an_added_movie_is_rated_recommended_changed_withdrawn_and_restored(
         assert (mine[0]["movie_id"], mine[0]["title"], mine[0]["source"]) == ("990001", "Zyzzyva Nights", "stored")
         assert "990001" not in ids(recommended(client, "7"))  # rated: excluded like any seen movie
 
-        # Recommendable, ranked by the candidate tower's own embedding of it (title with its year).
+        # Recommendable, ranked by the candidate tower's own embedding of it (title with its year), its EASE
+        # prior columns (zeros from the tower: nobody rated it) borrowed from the known movies it reads like.
         items = recommended(client, "3")
         assert "990001" in ids(items)
         scores = [item["score"] for item in items]
@@ -78,7 +82,11 @@ def test_an_added_movie_is_rated_recommended_changed_withdrawn_and_restored(
         movies = json.loads((tiny_version_dir / "movies.json").read_text())
         served = client.app.state.service.registry.current  # type: ignore[attr-defined]
         vector = tower_embedding(tiny_version_dir, "990001", "Zyzzyva Nights (1996)", "Comedy")
-        np.testing.assert_allclose(served.candidate_embeddings[served.row_of_movie["990001"]], vector, atol=1e-6)
+        row, prior = served.candidate_embeddings[served.row_of_movie["990001"]], served.manifest.item_item_prior
+        assert prior and not vector[-prior:].any() and row[-prior:].any()
+        np.testing.assert_allclose(row[:-prior], vector[:-prior], atol=1e-6)
+        lent = with_borrowed_prior(base_of(served), vector[None], Settings().borrowed_prior_neighbours)[0]
+        np.testing.assert_allclose(row, lent, atol=1e-6)
         assert served.num_movies == len(movies) + 1 and np.isfinite(vector).all()
         assert "990001" in ids(recommended(client, "3", genres="Comedy"))
         assert "990001" not in ids(recommended(client, "3", genres="Drama"))
