@@ -101,6 +101,8 @@ def _pooled_spread(known: UserRatings, query: np.ndarray, candidate: np.ndarray,
     """Mean over (up to _SCALE_USERS) users of the standard deviation of their mean-pooled prior scores."""
     users = np.flatnonzero(np.diff(known.indptr) > 0)
     users = np.random.default_rng(seed).permutation(users)[:_SCALE_USERS]
+    if not len(users):  # nobody's ratings reach the prior's stars: all zeros, nothing to scale
+        return 1.0
     pooled = np.stack([query[known.movie_rows[known.indptr[u] : known.indptr[u + 1]]].mean(axis=0) for u in users])
-    spread = float((pooled @ candidate.T).std(axis=1).mean()) if len(users) else 0.0
+    spread = float((pooled @ candidate.T).std(axis=1).mean())
     return spread if spread > 0 else 1.0

@@ -173,6 +173,14 @@ def test_a_prior_over_liked_ratings_only_does_not_learn_what_people_disliked() -
     assert cross[0.0] > 0.05 and abs(cross[4.0]) < 1e-6
 
 
+def test_a_prior_that_no_rating_reaches_is_zeros() -> None:
+    """Every rating under the prior's stars (a small or harsh catalogue): no EASE to fit, the columns stay zeros."""
+    known = dataclasses.replace(_ratings([[0, 1], [1, 2]]), values=np.array([1.0, 2.0, 3.0, 2.0], np.float32))
+    prior = item_item_prior(known.read_as_history(4.0), 4, rank=2, lam=1.0, max_movies=10, seed=0)
+    assert prior.query.shape == prior.candidate.shape == (4, 2)
+    assert not prior.query.any() and not prior.candidate.any()
+
+
 def test_a_prior_kept_out_of_training_leaves_the_loss_as_without_it() -> None:
     """While training both towers leave its columns out, so the loss is the loss of the same towers without a
     prior; trained with the prior, its columns count."""
