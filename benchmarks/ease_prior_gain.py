@@ -9,6 +9,7 @@ the best mean T top-10 over the seeds among those whose mean B top-10 is within 
 the prior. Writes benchmarks/results/ease_prior_gain.json.
 
     python benchmarks/ease_prior_gain.py [--seed 0 --seed 1 --seed 42] [--rank 128] [--min-rating 4]
+                                         [--popularity P]
 """
 
 from __future__ import annotations
@@ -36,11 +37,12 @@ GAINS = (0.0, 0.25, 0.375, 0.5, 0.625, 0.75, 1.0)
 B_TOLERANCE = 0.005  # how much mean B top-10 the chosen gain may cost (one seed's noise is about this)
 
 
-def gain_rows(seed: int, rank: int, min_rating: float, data_dir: Path) -> list[dict[str, Any]]:
+def gain_rows(seed: int, rank: int, min_rating: float, data_dir: Path, popularity: float = 0.0) -> list[dict[str, Any]]:
     """One row per protocol and gain: top-10/100 over all, liked and disliked held-out ratings."""
     config = TrainConfig(
         seed=seed,
         item_item_prior_min_rating=min_rating,
+        item_item_prior_popularity=popularity,
         refit=False,
         evaluate_on="validation",
         item_item_prior=rank,
@@ -88,16 +90,20 @@ def main(
     seed: Annotated[list[int] | None, typer.Option(help="Seeds (default: 0, 1, 42).")] = None,
     rank: Annotated[int, typer.Option(help="The prior's rank.")] = 128,
     min_rating: Annotated[float, typer.Option(help="Stars a rating needs to enter EASE's matrix (0: all).")] = 0.0,
+    popularity: Annotated[
+        float, typer.Option(help="Divide each target's EASE weights by its rating count to this power.")
+    ] = 0.0,
     data_dir: Annotated[Path, typer.Option()] = Path("data"),
     out: Annotated[Path | None, typer.Option(help="Default: ease_prior_gain[_min_<stars>].json.")] = None,
 ) -> None:
     started = time.perf_counter()
-    rows = [row for value in seed or [0, 1, 42] for row in gain_rows(value, rank, min_rating, data_dir)]
+    rows = [row for value in seed or [0, 1, 42] for row in gain_rows(value, rank, min_rating, data_dir, popularity)]
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "rank": rank,
         "min_rating": min_rating,
+        "popularity": popularity,
         "b_tolerance": B_TOLERANCE,
         **choose(rows),
         "rows": rows,

@@ -128,6 +128,13 @@ class TrainConfig(BaseModel):
         "benchmarks/ease_prior_gain.py --min-rating): liked top-10 +0.006 on T and B, disliked -0.029 and -0.020, "
         "all ratings -0.004.",
     )
+    item_item_prior_popularity: float = Field(
+        0.0,
+        ge=0,
+        le=2,
+        description="Each target movie's EASE weights are divided by its rating count to this power, so the prior "
+        "favours popular movies less (0: plain EASE). Measured on validation, not adopted: docs/results.md.",
+    )
     item_item_prior_lambda: float = Field(1000.0, gt=0, description="The EASE prior's ridge weight.")
     item_item_prior_movies: int = Field(
         10_000,

@@ -68,6 +68,7 @@ def fit_vocabularies(config: TrainConfig, fold: Fold, targets: pd.DataFrame | No
         config.item_item_prior_lambda,
         config.item_item_prior_movies,
         config.seed,
+        config.item_item_prior_popularity,
     )
     return dataclasses.replace(vocab, item_item_prior=prior)
 

@@ -79,16 +79,27 @@ def low_rank(weights: np.ndarray, rank: int, seed: int) -> tuple[np.ndarray, np.
 
 
 def item_item_prior(
-    known: UserRatings, num_movies: int, rank: int, lam: float, max_movies: int, seed: int
+    known: UserRatings,
+    num_movies: int,
+    rank: int,
+    lam: float,
+    max_movies: int,
+    seed: int,
+    popularity: float = 0.0,
 ) -> ItemItemPrior:
     """EASE on `known` (every rating alike: ease_blend.py found no gain in reading recency into it), over its
     `max_movies` most-rated movies, at rank `rank`, scaled so that a user's mean-pooled prior scores spread
     by 1 (their standard deviation over the movies, averaged over users): the channel's learned gain then
-    starts where the blend benchmark's alpha of 1 was."""
+    starts where the blend benchmark's alpha of 1 was. With `popularity` p > 0 each target movie's column of
+    weights is divided by its rating count to the power p, so the prior stops favouring what everyone rates
+    (a history of four Disney films otherwise pulls in Star Wars)."""
     counts = np.bincount(known.movie_rows, minlength=num_movies)
     columns = np.sort(np.argsort(-counts, kind="stable")[: min(max_movies, num_movies)])
     columns = columns[counts[columns] > 0]
-    left, right = low_rank(ease_weights(gram_matrix(known, columns), lam), rank, seed)
+    weights = ease_weights(gram_matrix(known, columns), lam)
+    if popularity:
+        weights /= counts[columns].astype(np.float64)[None, :] ** popularity
+    left, right = low_rank(weights, rank, seed)
     query = np.zeros((num_movies, rank), dtype=np.float32)
     candidate = np.zeros((num_movies, rank), dtype=np.float32)
     width = min(rank, left.shape[1])

@@ -173,6 +173,18 @@ def test_a_prior_over_liked_ratings_only_does_not_learn_what_people_disliked() -
     assert cross[0.0] > 0.05 and abs(cross[4.0]) < 1e-6
 
 
+def test_a_popularity_penalty_lets_the_rare_follower_outrank_the_popular_one() -> None:
+    """Movie 2's fans mostly also rate movie 0, which 70 users rate, and a few rate movie 1, which only they
+    rate: plain EASE offers movie 0 first after movie 2, a penalty of count^-0.5 offers movie 1."""
+    known = _ratings([[2, 0]] * 40 + [[2, 1]] * 5 + [[0, 3]] * 30)
+    first = {}
+    for penalty in (0.0, 0.5):
+        prior = item_item_prior(known, 4, rank=4, lam=1.0, max_movies=10, seed=0, popularity=penalty)
+        scores = prior.query[2] @ prior.candidate.T
+        first[penalty] = int(np.argmax(scores))
+    assert first == {0.0: 0, 0.5: 1}
+
+
 def test_a_prior_that_no_rating_reaches_is_zeros() -> None:
     """Every rating under the prior's stars (a small or harsh catalogue): no EASE to fit, the columns stay zeros."""
     known = dataclasses.replace(_ratings([[0, 1], [1, 2]]), values=np.array([1.0, 2.0, 3.0, 2.0], np.float32))
