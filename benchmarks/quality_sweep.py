@@ -33,6 +33,8 @@ BASE: dict[str, Any] = {
     "movie_dropout": 0.0,  # the default until 2026-12-05
     "history_min_rating": 0.0,  # the default until 2026-12-06
     "candidate_genres": False,  # the default until 2026-12-06
+    "item_item_prior": 0,  # the default until the night of 2026-12-06
+    "item_item_prior_min_rating": 0.0,  # likewise: the prior's rows below were measured reading every rating
 }
 # The overrides that won on the morning of 2026-12-01; the item-item rows start from them.
 POSITIONAL_ADAM: dict[str, Any] = {"history_pooling": "positional", "optimizer": "adam", "learning_rate": 0.001}
@@ -185,6 +187,16 @@ CONFIGS: dict[str, dict[str, Any]] = {
             (
                 "_ease_prior_128_gain_0.625",
                 {"item_item_prior": 128, "item_item_prior_gain": 0.625, "item_item_prior_in_training": False},
+            ),
+            # The default since the night of 2026-12-06: that prior read from liked ratings only.
+            (
+                "_ease_prior_128_gain_0.625_liked",
+                {
+                    "item_item_prior": 128,
+                    "item_item_prior_gain": 0.625,
+                    "item_item_prior_in_training": False,
+                    "item_item_prior_min_rating": 4.0,
+                },
             ),
         )
     },
