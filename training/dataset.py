@@ -12,6 +12,11 @@ from contract.user_ratings import NO_VALUE, PAD, UserRatings, known_bound
 from training.data import MovieLens
 from training.item_item_prior import ItemItemPrior
 
+# Batches built at once and kept ready, fixed rather than autotuned: building one (gathers) costs a fraction
+# of a training step, and tf.data's autotuning thread made the end of each fit wait 5-15 s on it (py-spy:
+# `~RootDataset::Iterator` waiting on its thread pool), longer the more epochs it had modelled.
+PARALLEL_BATCHES = 2
+
 
 @dataclass(frozen=True)
 class Split:
@@ -105,12 +110,20 @@ def ratings_dataset(
     shuffle_seed: int | None = None,
     user_dropout: float = 0.0,
     movie_dropout: float = 0.0,
+    passes: int | None = 1,
 ) -> tf.data.Dataset:
-    """Batches of {user_id, timestamp, [history,] movie_id, title, genres, candidate_probability}.
+    """Batches of {user_id, timestamp, [history,] movie_id, title, genres, candidate_probability}, `passes`
+    times over `ratings` (None: without end, for one iterator over a whole fit).
 
     Ids stay integers in memory and become strings one batch at a time (ML-25M as Python strings is
     gigabytes). candidate_probability is each movie's share of the training ratings: the chance that it
     shows up as an in-batch negative, for the logQ correction.
+
+    Each pass is a fresh permutation of the rows (seeded by `shuffle_seed` and the pass number; in order
+    without a seed), cut into batches whose columns are gathered from arrays held once. Not
+    `Dataset.shuffle`: its buffer holds every example as separate small tensors, and freeing a full one took
+    5-14 s at the end of a fit on ML-100K (py-spy: `free` under `~ShuffleDatasetBase`); a buffer of at most a
+    million also shuffled ML-25M only locally.
 
     Histories are gathered one batch at a time too, from each example's span of `known`: the same rows as
     `known.histories`, but an example holds two integers instead of `history_length` (at tens of millions of
@@ -125,6 +138,10 @@ def ratings_dataset(
         movie_dropout: share of examples whose candidate movie_id is blanked (title and sampling probability
             kept), so that the out-of-vocabulary movie (one added to the catalogue since) learns to be placed
             by its title.
+        passes: passes over `ratings`; None repeats them without end (the caller sets the steps per epoch).
+
+    Raises:
+        ValueError: no ratings to pass over without end (that dataset would never yield a batch).
     """
     columns = {
         "user_id": ratings["user_id"].to_numpy(dtype=np.int64),
@@ -142,16 +159,28 @@ def ratings_dataset(
         stars = known.values if known.values is not None else np.full(len(known.movie_rows), NO_VALUE, np.float32)
         known_stars = tf.constant(stars if len(stars) else np.array([NO_VALUE], np.float32), dtype=tf.float32)
         newest_first = tf.range(1, history_length + 1, dtype=tf.int64)
-    dataset = tf.data.Dataset.from_tensor_slices(columns)
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(min(len(ratings), 1_000_000), seed=shuffle_seed, reshuffle_each_iteration=True)
+    if passes is None and not len(ratings):
+        raise ValueError("no training ratings: a dataset repeated without end would never yield a batch")
+    held = {name: tf.constant(values) for name, values in columns.items()}
+    count = tf.constant(len(ratings), dtype=tf.int64)
+
+    def pass_batches(number: tf.Tensor) -> tf.data.Dataset:
+        order = tf.range(count, dtype=tf.int64)
+        if shuffle_seed is not None:
+            seed = tf.stack([tf.constant(shuffle_seed, tf.int64), number])
+            order = tf.random.experimental.stateless_shuffle(order, seed=seed)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    numbers = tf.data.Dataset.counter() if passes is None else tf.data.Dataset.range(passes)
+    dataset = numbers.flat_map(pass_batches)
     movie_ids = tf.constant(vocab.movie_ids)
     padded_ids = tf.constant(np.concatenate([[""], vocab.movie_ids]))  # row + 1; PAD (-1) becomes ""
     titles = tf.constant(vocab.titles)
     genres = tf.constant(vocab.genres.astype(str))
     probabilities = tf.constant(vocab.movie_probability, dtype=tf.float32)
 
-    def to_features(batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    def to_features(rows: tf.Tensor) -> dict[str, tf.Tensor]:
+        batch = {name: tf.gather(values, rows) for name, values in held.items()}
         user_id = tf.strings.as_string(batch["user_id"])
         if user_dropout > 0:
             dropped = tf.random.uniform(tf.shape(user_id), seed=shuffle_seed) < user_dropout
@@ -178,11 +207,12 @@ def ratings_dataset(
                 features["history_rating"] = tf.where(present, tf.gather(known_stars, tf.maximum(index, 0)), NO_VALUE)
         return features
 
-    dataset = dataset.batch(batch_size).map(to_features, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(to_features, num_parallel_calls=PARALLEL_BATCHES)
     # Under a multi-worker strategy each worker keeps its share of every batch (there are no files to shard).
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+    options.autotune.enabled = False
+    return dataset.prefetch(PARALLEL_BATCHES).with_options(options)
 
 
 def candidate_features(vocab: Vocabularies, blank_ids: bool = False) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,7 @@ def fit(
         shuffle_seed=config.seed,
         user_dropout=config.user_dropout,
         movie_dropout=config.movie_dropout,
+        passes=None,
     )
     model, query_tower, candidate_tower = build_model(vocab, config)
     movies_ds = candidates_dataset(vocab, config.eval_batch_size).cache()
@@ -117,7 +119,10 @@ def fit(
         evaluate_at = {*range(config.eval_every, config.epochs + 1, config.eval_every), config.epochs}
     bar = EpochProgress(config.epochs, label or config.label, evaluate_now, evaluate_at, enabled=progress)
     started, cpu_started = time.perf_counter(), time.process_time()
-    model.fit(train_ds, epochs=config.epochs, verbose=0, callbacks=[bar])
+    # One iterator for the whole fit, an epoch being one shuffled pass: Keras otherwise makes a new iterator
+    # every epoch, and tearing the old one down stalled about a second an epoch on 2 cores (py-spy).
+    steps = math.ceil(len(targets) / config.batch_size)
+    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, verbose=0, callbacks=[bar])
     seconds = time.perf_counter() - started
     candidate_embeddings, query_embeddings = embed()
     training_log = dict(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from contract.user_ratings import build_user_ratings, history_movie_ids
 from training.config import TrainConfig
@@ -59,3 +60,30 @@ def test_movie_dropout_blanks_a_share_of_the_candidate_ids_and_keeps_their_title
     titles = [t.decode() for t in fed["title"].tolist()]
     kept = [(m, t) for m, t in zip(fed["movie_id"].astype(str), titles, strict=True) if m]
     assert kept and all(title_of[m] == t for m, t in kept)
+
+
+def test_each_pass_is_a_new_seeded_permutation_of_every_example(tiny_data_dir: Path) -> None:
+    fold = prepare(TrainConfig(evaluate_temporal=False), tiny_data_dir).random
+    vocab = build_vocabularies(fold.data, fold.train)
+    n = len(fold.train)
+    in_order = _fed(ratings_dataset(fold.data, fold.train, vocab, 64))["timestamp"]
+    np.testing.assert_array_equal(in_order, fold.train["timestamp"].to_numpy())  # no seed: the rows in order
+    two = _fed(ratings_dataset(fold.data, fold.train, vocab, 64, shuffle_seed=5, passes=2))["timestamp"]
+    first, second = two[:n], two[n:]
+    assert len(two) == 2 * n
+    for one_pass in (first, second):  # every example once a pass, shuffled
+        np.testing.assert_array_equal(np.sort(one_pass), np.sort(in_order))
+        assert not np.array_equal(one_pass, in_order)
+    assert not np.array_equal(first, second)  # a new order each pass...
+    again = _fed(ratings_dataset(fold.data, fold.train, vocab, 64, shuffle_seed=5, passes=2))["timestamp"]
+    np.testing.assert_array_equal(two, again)  # ...the same for the same seed
+    endless = iter(ratings_dataset(fold.data, fold.train, vocab, 64, shuffle_seed=5, passes=None))
+    fed = np.concatenate([next(endless)["timestamp"].numpy() for _ in range(2 * -(-n // 64))])
+    np.testing.assert_array_equal(fed, two)  # without end: the same passes, one after another
+
+
+def test_an_endless_dataset_of_no_ratings_is_refused(tiny_data_dir: Path) -> None:
+    fold = prepare(TrainConfig(evaluate_temporal=False), tiny_data_dir).random
+    vocab = build_vocabularies(fold.data, fold.train)
+    with pytest.raises(ValueError, match="no training ratings"):
+        ratings_dataset(fold.data, fold.train.iloc[:0], vocab, 64, passes=None)
