@@ -270,8 +270,10 @@ def similar_lists(client: Any, data: MovieLens, held: np.ndarray, served: Any) -
     against what its held-out raters say: the 10 other movies, known or new, most co-rated with it (item-kNN
     over every rating: co-raters / sqrt(raters of one x raters of the other + 1), the measure /similar itself
     uses once a movie has ratings). Also each list's share of other new movies and of movies sharing a genre
-    with it."""
-    from service.similar import unit_rows
+    with it. And as the rule before content rows were centred (served until 2026-12-07): the content embeddings'
+    plain cosine."""
+    from service.live_version import base_of
+    from service.similar import prepare, unit_rows
 
     raters = {str(m): set(group["user_id"]) for m, group in data.ratings.groupby("movie_id")}
     pairs = zip(data.movies["movie_id"], data.movies["genres"], strict=True)
@@ -281,11 +283,16 @@ def similar_lists(client: Any, data: MovieLens, held: np.ndarray, served: Any) -
     known = [m for m in ids if m not in held_ids]
     unit = unit_rows(served.candidate_embeddings)
     columns = unit_rows(served.candidate_embeddings[:, : unit.shape[1] - served.manifest.item_item_dim])
+    known_content = base_of(served).content_embeddings  # new movies: their content columns (similar.extend)
+    uncentred = unit_rows(np.concatenate([known_content, columns[len(known_content) :]]))
+    centred = prepare(served).content
     sources = [m for m in sorted(held_ids, key=int) if len(raters.get(m, ())) >= 5]  # enough raters to say
     lists: dict[str, list[list[str]]] = {
         "served": [],
         "whole_embedding": [],
         "content_columns": [],
+        "content_uncentred": [],
+        "content_centred": [],
         "genre_popularity": [],
     }
     by_raters = sorted(known, key=lambda m: -len(raters.get(m, ())))  # most rated first
@@ -299,7 +306,12 @@ def similar_lists(client: Any, data: MovieLens, held: np.ndarray, served: Any) -
         assert answer.status_code == 200, answer.text
         lists["served"].append([item["movie_id"] for item in answer.json()["items"]])
         row = served.row_of_movie[movie]
-        for name, vectors in (("whole_embedding", unit), ("content_columns", columns)):
+        for name, vectors in (
+            ("whole_embedding", unit),
+            ("content_columns", columns),
+            ("content_uncentred", uncentred),
+            ("content_centred", centred),
+        ):
             cosines = vectors @ vectors[row]
             cosines[row] = -np.inf
             lists[name].append([ids[r] for r in np.argsort(-cosines, kind="stable")[:10]])
@@ -357,7 +369,14 @@ def markdown(result: dict[str, Any]) -> str:
         "| rule | share of the 10 movies most co-rated | share of new movies | share sharing a genre |",
         "| --- | ---: | ---: | ---: |",
     ]
-    for name in ("served", "whole_embedding", "content_columns", "genre_popularity"):
+    for name in (
+        "served",
+        "content_centred",
+        "content_uncentred",
+        "whole_embedding",
+        "content_columns",
+        "genre_popularity",
+    ):
         row = result["similar"][name]
         lines.append(
             f"| {name} | {row['co_rated_at_10']:.3f} | {row['new_movies_share']:.3f} | {row['shares_a_genre']:.3f} |"

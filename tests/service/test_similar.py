@@ -76,8 +76,14 @@ def oracle_scores(embeddings: np.ndarray, seen: dict[str, list[int]]) -> np.ndar
     raters = rated.sum(axis=0)
     knn = rated.T @ rated / np.sqrt(np.outer(raters, raters) + 1.0)
     unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    cosines = unit @ unit.T
+    rated_rows = np.flatnonzero(raters > 0)
+    for row in np.flatnonzero(raters == 0):  # nobody rated it: it borrows its nearest rated movies' kNN rows
+        lenders = rated_rows[np.argsort(-cosines[row, rated_rows], kind="stable")[: similar.LENDERS]]
+        weights = np.maximum(cosines[row, lenders], 0.0)
+        knn[row] = weights @ knn[lenders] / weights.sum()
     w = similar.EMBEDDING_WEIGHT
-    scores = w * unit @ unit.T + (1 - w) * knn
+    scores = w * cosines + (1 - w) * knn
     np.fill_diagonal(scores, -np.inf)
     return scores
 
@@ -154,15 +160,54 @@ def test_co_ratings_link_movies_the_embeddings_do_not(client: TestClient) -> Non
     assert rows_of(client.get(f"/movies/{PAIR[1] + 1}/similar", params={"k": 1}).json()) == [PAIR[0]]
 
 
-def test_a_movie_nobody_rated_is_ranked_by_its_embedding(client: TestClient) -> None:
-    embeddings = planted_embeddings()
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    cosine = unit @ unit[UNRATED]
-    cosine[UNRATED] = -np.inf
-    body = client.get(f"/movies/{UNRATED + 1}/similar", params={"k": 5}).json()
-    assert rows_of(body) == np.argsort(-cosine, kind="stable")[:5].tolist()
-    expected = (similar.EMBEDDING_WEIGHT * cosine[rows_of(body)]).tolist()
-    assert [item["score"] for item in body["items"]] == pytest.approx(expected, abs=1e-5)
+def test_a_movie_nobody_rated_borrows_the_co_ratings_of_the_rated_movies_it_reads_like(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Movie 3 is new and reads like movie 0, which the same users rated with movie 1; movie 2 reads a little
+    like movie 3 too, but nobody rated it with movie 0. By content alone 2 would come before 1; borrowing
+    movie 0's co-ratings puts 1 first, as movie 0's own fans would."""
+    monkeypatch.setattr(similar, "LENDERS", 1)
+    embeddings = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.8, 0.0, 0.6], [1.0, 0.0, 0.1]], dtype=np.float32)
+    ratings = UserRatings(
+        user_ids=np.array(["1", "2", "3"]),
+        indptr=np.array([0, 2, 4, 5], dtype=np.int64),
+        movie_rows=np.array([0, 1, 0, 1, 2], dtype=np.int32),
+        timestamps=np.zeros(5, dtype=np.int64),
+    )
+    index = similar.SimilarIndex.build(embeddings, ratings)
+    cosines = index.cosines(3)
+    assert cosines[2] > cosines[1]  # by content alone, 2 first
+    knn_of_0 = index.knn(0)
+    np.testing.assert_allclose(index.scores(3), 0.5 * cosines + 0.5 * knn_of_0, rtol=1e-6)
+    scores = index.scores(3)
+    assert scores[0] > scores[1] > scores[2]
+    monkeypatch.setattr(similar, "LENDERS", 10)  # more lenders than rated movies: all three lend, by cosine
+    weights = np.maximum(cosines[:3], 0)
+    expected = weights @ np.stack([index.knn(r) for r in range(3)]) / weights.sum()
+    np.testing.assert_allclose(index.borrowed_knn(cosines), expected, rtol=1e-6)
+
+
+def test_content_is_compared_centred_so_a_part_every_movie_shares_does_not_decide() -> None:
+    """Shifting every movie's content by the same vector (here a large one, as the part every title shares in
+    a trained tower) changes neither which movies a new one meets nor their cosines; uncentred, the shift
+    makes every movie read alike."""
+    rng = np.random.default_rng(0)
+    content = rng.normal(size=(6, 4)).astype(np.float32)
+    shift = np.array([20.0, -5.0, 3.0, 9.0], dtype=np.float32)
+    ratings = UserRatings(
+        user_ids=np.array(["1"]),
+        indptr=np.array([0, 5], dtype=np.int64),
+        movie_rows=np.arange(5, dtype=np.int32),  # movie 5 is new
+        timestamps=np.zeros(5, dtype=np.int64),
+    )
+    embeddings = rng.normal(size=(6, 6)).astype(np.float32)
+    plain = similar.SimilarIndex.build(embeddings, ratings, item_item_dim=2, content=content)
+    shifted = similar.SimilarIndex.build(embeddings, ratings, item_item_dim=2, content=content + shift)
+    np.testing.assert_allclose(plain.cosines(5), shifted.cosines(5), atol=1e-5)
+    centred = similar.unit_rows(content - content.mean(axis=0))
+    np.testing.assert_allclose(plain.cosines(5), centred @ centred[5], atol=1e-6)
+    uncentred = similar.unit_rows(content + shift)
+    assert (uncentred @ uncentred[5]).min() > 0.9  # what the shift did to the plain cosine
 
 
 def test_the_default_k_is_10_and_the_movie_itself_is_left_out(client: TestClient) -> None:
@@ -257,7 +302,8 @@ def test_a_movie_nobody_rated_meets_others_by_its_content_columns_not_the_shared
     whole = similar.SimilarIndex.build(embeddings, ratings)
     assert np.argsort(-whole.cosines(2))[1] == 3  # the shared vector decides
     index = similar.SimilarIndex.build(embeddings, ratings, item_item_dim=2)
-    content = similar.unit_rows(embeddings[:, :2])
+    columns = embeddings[:, :2]
+    content = similar.unit_rows(columns - columns.mean(axis=0))  # compared centred
     np.testing.assert_allclose(index.cosines(2), content @ content[2], rtol=1e-6)
     assert np.argsort(-index.cosines(2))[1] == 0 and np.argsort(-index.cosines(3))[1] == 1
     # A rated movie meets a new one by content too, and another rated movie by the whole embedding.
@@ -289,6 +335,6 @@ def test_with_content_embeddings_a_new_movie_meets_known_ones_read_with_the_same
     assert np.argsort(-columns.cosines(2))[1] == 3
     index = similar.SimilarIndex.build(embeddings, ratings, item_item_dim=1, content=blanked)
     assert np.argsort(-index.cosines(2))[1] == 0 and np.argsort(-index.cosines(3))[1] == 1
-    unit = similar.unit_rows(blanked)
+    unit = similar.unit_rows(blanked - blanked.mean(axis=0))  # compared centred
     np.testing.assert_allclose(index.cosines(0)[2:], unit[2:] @ unit[0], rtol=1e-6)
     np.testing.assert_allclose(index.cosines(0)[1], similar.unit_rows(embeddings)[1] @ similar.unit_rows(embeddings)[0])
