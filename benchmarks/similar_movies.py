@@ -50,6 +50,9 @@ K = 10
 MAX_SHARE = 0.05  # the issue's target: no movie in more than 5% of the catalogue's top-10 lists
 BLEND_WEIGHTS = (0.25, 0.5, 0.75)  # share of the embedding cosine in a blend with item-kNN
 BLENDED = ("cosine", "cosine_item_item")
+# Popularity damping of item-kNN: co-ratings / (raters of the movie asked about^(1 - b) x raters of the
+# listed one^b + 1); b = 0.5 is the cosine, a larger b lists popular movies less (2026-12-07).
+DAMPING = (0.65, 0.8)
 NAMED = (
     "Star Wars (1977)", "Godfather, The (1972)", "Alien (1979)", "Terminator, The (1984)",
     "Empire Strikes Back, The (1980)", "Lion King, The (1994)", "Toy Story (1995)", "Scream (1996)",
@@ -65,6 +68,7 @@ DESCRIPTIONS = {
     "data's end)",
     "item_knn": "baseline: cosine of co-ratings among the training users (item-kNN)",
     **{f"blend_{part}_{w:g}": f"{w:g} x {part} + {1 - w:g} x item_knn" for part in BLENDED for w in BLEND_WEIGHTS},
+    **{f"blend_cosine_0.5_damped_{b:g}": f"0.5 x cosine + 0.5 x item-kNN damped, b = {b:g}" for b in DAMPING},
     "service": "service/similar.py on the loaded version, one call per movie",
 }
 
@@ -140,6 +144,32 @@ def top_lists(scores: np.ndarray) -> np.ndarray:
     return lists
 
 
+def damped_knn(version: ModelVersion, fit: pd.DataFrame, data: MovieLens, b: float) -> np.ndarray:
+    """float32 [movies, movies] in version rows: co-ratings / (raters of the row's movie^(1 - b) x raters of the
+    column's^b + 1), zero on the diagonal (DAMPING)."""
+    matrix = interactions(build_user_ratings(fit, catalogue_rows(data, fit)), len(data.movies))
+    counts = matrix.sum(axis=0).astype(np.float64)
+    co = (matrix.T @ matrix).astype(np.float64) / (
+        np.power(counts, 1 - b)[:, None] * np.power(counts, b)[None, :] + 1.0
+    )
+    np.fill_diagonal(co, 0.0)
+    to_version = np.array([version.row_of_movie[str(m)] for m in data.movies["movie_id"]], dtype=np.int64)
+    similarity = np.zeros((version.num_movies, version.num_movies), dtype=np.float32)
+    similarity[np.ix_(to_version, to_version)] = co
+    return similarity
+
+
+def damped_blends(
+    cosine: Callable[[], np.ndarray], version: ModelVersion, fit: pd.DataFrame, data: MovieLens
+) -> dict[str, Callable[[], np.ndarray]]:
+    """The served blend's weights with item-kNN damped by each of DAMPING."""
+
+    def blend(b: float) -> Callable[[], np.ndarray]:
+        return lambda: 0.5 * cosine() + 0.5 * damped_knn(version, fit, data, b)
+
+    return {f"blend_cosine_0.5_damped_{b:g}": blend(b) for b in DAMPING}
+
+
 def score_matrices(version: ModelVersion, fit: pd.DataFrame, data: MovieLens) -> dict[str, Callable[[], np.ndarray]]:
     """Each definition's movies x movies score matrix (in version rows), built on demand."""
     embeddings = version.candidate_embeddings
@@ -197,6 +227,7 @@ def score_matrices(version: ModelVersion, fit: pd.DataFrame, data: MovieLens) ->
     for part in BLENDED:
         for w in BLEND_WEIGHTS:
             matrices[f"blend_{part}_{w:g}"] = lambda p=parts[part], w=w: w * p() + (1 - w) * knn_cached()  # type: ignore[misc]
+    matrices |= damped_blends(parts["cosine"], version, fit, data)
     return matrices
 
 
