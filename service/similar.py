@@ -17,7 +17,7 @@ movie nobody rated is compared on that (benchmarks/item_cold_start.py).
 
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -83,6 +83,13 @@ class SimilarIndex:
     movie_users: np.ndarray  # int32 [pairs]: user positions
     raters: np.ndarray  # float32 [num_movies]: distinct raters of each movie
     content_mean: np.ndarray | None = None  # float32 [d - item_item_dim]: what `content` was centred on (None: not)
+    rated: np.ndarray = field(init=False)  # int64: rows of the movies someone rated, ascending
+    unrated: np.ndarray = field(init=False)  # int64: rows of the movies nobody rated, ascending
+
+    def __post_init__(self) -> None:
+        # Once per index, not per request.
+        object.__setattr__(self, "rated", np.flatnonzero(self.raters > 0))
+        object.__setattr__(self, "unrated", np.flatnonzero(self.raters == 0))
 
     @classmethod
     def build(
@@ -130,9 +137,8 @@ class SimilarIndex:
         if self.raters[row] == 0:
             return self.content @ self.content[row]
         cosines = self.unit @ self.unit[row]
-        unrated = np.flatnonzero(self.raters == 0)
-        if len(unrated):
-            cosines[unrated] = self.content[unrated] @ self.content[row]
+        if len(self.unrated):
+            cosines[self.unrated] = self.content[self.unrated] @ self.content[row]
         return cosines
 
     def knn(self, row: int) -> np.ndarray:
@@ -143,7 +149,7 @@ class SimilarIndex:
         """float32 [num_movies]: for a movie nobody rated, whose content `cosines` with every movie are given, the
         item-kNN rows of the LENDERS rated movies nearest it by content, averaged with their (positive) cosines
         as weights: who watched what it reads like, it is presumed to share."""
-        rated = np.flatnonzero(self.raters > 0)
+        rated = self.rated
         out = np.zeros(len(self.raters), dtype=np.float32)
         if not len(rated):
             return out
