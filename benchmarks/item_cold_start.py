@@ -65,15 +65,20 @@ def write_known(data: MovieLens, held: np.ndarray, out: Path) -> None:
     movies.to_csv(out / "movies.csv", index=False)
 
 
-def new_movie(row: pd.Series, genres: set[str]) -> dict[str, Any]:
-    """A held-out movie as POST /movies takes it: its title, its genres the version knows, its year."""
+def new_movie(row: pd.Series, genres: set[str], shift_years: int = 0) -> dict[str, Any]:
+    """A held-out movie as POST /movies takes it: its title, its genres the version knows, its year (moved
+    `shift_years` later, in the title too: a movie from after the data, with the same raters)."""
     match = YEAR.search(str(row["title"]))
+    title = str(row["title"])
+    if match and shift_years:
+        title = f"{title[: match.start()]}({int(match.group(1)) + shift_years})"
     movie = {
         "movie_id": str(row["movie_id"]),
-        "title": str(row["title"]),
+        "title": title,
         "genres": [g for g in str(row["genres"]).split("|") if g in genres],
     }
-    return {**movie, "year": int(match.group(1))} if match and 1870 <= int(match.group(1)) <= 2100 else movie
+    year = int(match.group(1)) + shift_years if match else 0
+    return {**movie, "year": year} if match and 1870 <= year <= 2100 else movie
 
 
 def ranks_among(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -106,6 +111,12 @@ def main(
     borrowed_prior_neighbours: Annotated[
         int | None, typer.Option(help="Settings.borrowed_prior_neighbours (unset: the default's).")
     ] = None,
+    shift_years: Annotated[
+        int, typer.Option(help="Add the held-out movies this many years later than their own (titles too).")
+    ] = 0,
+    title_year_outside: Annotated[
+        str | None, typer.Option(help="Settings.title_year_outside: keep, clamp or drop (unset: the default's).")
+    ] = None,
     out: Annotated[Path, typer.Option()] = Path("benchmarks/results/item_cold_start.json"),
 ) -> None:
     from fastapi.testclient import TestClient
@@ -135,7 +146,9 @@ def main(
         [trained] = train_versions([config], root / "known", root / "models", promote_version=True, progress=False)
         fit_seconds = time.perf_counter() - fitting
         lent = borrowed_prior_neighbours
-        neighbours = {} if lent is None else {"borrowed_prior_neighbours": lent}
+        neighbours: dict[str, Any] = {} if lent is None else {"borrowed_prior_neighbours": lent}
+        if title_year_outside is not None:
+            neighbours["title_year_outside"] = title_year_outside
         settings = Settings(
             models_dir=root / "models",
             ratings_url=f"sqlite:///{root}/ratings.db",
@@ -149,7 +162,8 @@ def main(
                 time.sleep(0.2)
             version = client.app.state.service.registry.current  # type: ignore[attr-defined]
             genres = set(version.genre_masks)
-            movies = [new_movie(row, genres) for _, row in data.movies[data.movies["movie_id"].isin(held)].iterrows()]
+            held_rows = data.movies[data.movies["movie_id"].isin(held)]
+            movies = [new_movie(row, genres, shift_years) for _, row in held_rows.iterrows()]
             adding = time.perf_counter()
             answer = client.post("/movies", json={"movies": movies}, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
             assert answer.status_code == 201, answer.text
@@ -171,6 +185,8 @@ def main(
             "history_min_rating": config.history_min_rating,
             "item_item_prior": config.item_item_prior,
             "borrowed_prior_neighbours": settings.borrowed_prior_neighbours,
+            "shift_years": shift_years,
+            "title_year_outside": settings.title_year_outside,
             "version": trained.version_dir.name,
         },
         **result,

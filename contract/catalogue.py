@@ -9,13 +9,14 @@ changes after id N" to follow it, and a retraining cut-off means "every change w
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -117,6 +118,31 @@ def title_with_year(title: str, year: int | None) -> str:
     if year is not None and not title.rstrip().endswith(f"({year})"):
         return f"{title} ({year})"
     return title
+
+
+_TITLE_YEAR = re.compile(r"\((\d{4})\)\s*$")  # "Toy Story (1995)" -> 1995
+YearOutside = Literal["keep", "clamp", "drop"]
+
+
+def title_year(title: str) -> int | None:
+    """The year a title ends with in parentheses, None when it names none."""
+    found = _TITLE_YEAR.search(title)
+    return int(found.group(1)) if found else None
+
+
+def title_year_within(title: str, first: int, last: int, outside: YearOutside) -> str:
+    """`title` as a tower whose titles name the years `first` to `last` should read it: a year outside them
+    kept as it is, moved to the nearest one it knows ("Scream 4 (2011)" reads "Scream 4 (1998)"), or dropped.
+
+    Why: a year the training titles never named is a word the tower never saw, read like the rare years of
+    the oldest films (docs/results.md, "A year after the data").
+    """
+    found = _TITLE_YEAR.search(title)
+    if outside == "keep" or found is None or first <= int(found.group(1)) <= last:
+        return title
+    if outside == "drop":
+        return title[: found.start()].rstrip()
+    return f"{title[: found.start()]}({min(max(int(found.group(1)), first), last)})"
 
 
 def fold(entries: dict[str, CatalogueEntry], changes: Iterable[CatalogueChange]) -> dict[str, CatalogueEntry]:

@@ -87,7 +87,9 @@ def create_app(settings: Settings | None = None, requests_in_flight: Callable[[]
         metrics=metrics,
         popularity=RecentPopularity(settings.popular_half_life_days * DAY_SECONDS),
         # The same database as the ratings.
-        catalogue=LiveCatalogue(settings.ratings_url, settings.models_dir, settings.borrowed_prior_neighbours),
+        catalogue=LiveCatalogue(
+            settings.ratings_url, settings.models_dir, settings.borrowed_prior_neighbours, settings.title_year_outside
+        ),
         impressions=ImpressionWriter(
             settings.impression_queue,
             settings.impression_batch,

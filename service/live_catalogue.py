@@ -27,8 +27,11 @@ from contract.catalogue import (
     CatalogueEntry,
     CatalogueStore,
     CatalogueStoreError,
+    YearOutside,
     fold,
     title_with_year,
+    title_year,
+    title_year_within,
 )
 from service import similar
 from service.artifacts import ModelVersion
@@ -40,17 +43,29 @@ log = logging.getLogger(__name__)
 EMBED_CHUNK = 1024  # movies per candidate-tower call
 
 
-def embedding_title(entry: CatalogueEntry) -> str:
-    return title_with_year(entry.title or "", entry.year)
+def embedding_title(entry: CatalogueEntry, years: tuple[int, int] | None = None, outside: YearOutside = "keep") -> str:
+    """The title `entry` is read by in the candidate tower: with its year, read as `outside` says when it is not
+    within `years`, the first and last years the version's titles name (contract.catalogue.title_year_within)."""
+    title = title_with_year(entry.title or "", entry.year)
+    return title if years is None else title_year_within(title, *years, outside)
+
+
+def title_years(version: ModelVersion) -> tuple[int, int] | None:
+    """The first and last release years `version`'s titles name (None: none names one)."""
+    years = [year for movie in version.movies if (year := title_year(str(movie["title"]))) is not None]
+    return (min(years), max(years)) if years else None
 
 
 class LiveCatalogue:
     """The catalogue store's state as this replica last read it, and the served versions built from it."""
 
-    def __init__(self, url: str, models_dir: Path, prior_neighbours: int = 10) -> None:
+    def __init__(
+        self, url: str, models_dir: Path, prior_neighbours: int = 10, year_outside: YearOutside = "keep"
+    ) -> None:
         self.url = url
         self.models_dir = models_dir
         self.prior_neighbours = prior_neighbours  # Settings.borrowed_prior_neighbours
+        self.year_outside = year_outside  # Settings.title_year_outside
         self._store: CatalogueStore | None = None
         self._entries: dict[str, CatalogueEntry] = {}  # replaced whole under _lock, read as one snapshot
         self._last_id = 0
@@ -61,6 +76,7 @@ class LiveCatalogue:
         self._embedded: weakref.WeakKeyDictionary[ModelVersion, dict[tuple[str, str, str], np.ndarray]] = (
             weakref.WeakKeyDictionary()
         )
+        self._years: weakref.WeakKeyDictionary[ModelVersion, tuple[int, int] | None] = weakref.WeakKeyDictionary()
         self._apply_lock = threading.Lock()  # the towers are loaded and called by one thread at a time
 
     @property
@@ -160,7 +176,13 @@ class LiveCatalogue:
         """float32 [len(added), d]: each added movie through `base`'s candidate tower (its title, and its genres
         where the tower reads them), its prior columns borrowed, computed once per title and genres."""
         done = self._embedded.setdefault(base, {})
-        keys = [(entry.movie_id, embedding_title(entry), GENRE_SEPARATOR.join(entry.genres or ())) for entry in added]
+        if base not in self._years:
+            self._years[base] = title_years(base)
+        years, outside = self._years[base], self.year_outside
+        keys = [
+            (entry.movie_id, embedding_title(entry, years, outside), GENRE_SEPARATOR.join(entry.genres or ()))
+            for entry in added
+        ]
         missing = [key for key in dict.fromkeys(keys) if key not in done]
         if missing:
             _, tower = self._tower(base)

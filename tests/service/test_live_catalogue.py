@@ -185,3 +185,28 @@ def test_a_tower_that_reads_genres_places_an_added_movie_by_them(
             own = sum(g == [genre] for g in lists[genre]) / len(lists[genre])
             others = [sum(g == [genre] for g in lists[o]) / len(lists[o]) for o in GENRES if o != genre]
             assert own > max(others), (genre, own, others)
+
+
+def test_a_movie_dated_after_every_title_is_read_without_its_year(
+    tiny_models_dir: Path, tiny_version_dir: Path, tmp_path: Path
+) -> None:
+    """The tiny version's titles name 1990-1999. A movie added from 2011 reaches the candidate tower as its title
+    alone (RECSYS_TITLE_YEAR_OUTSIDE=drop, the default), while answers show the title as stored; one from
+    1996 is read with its year, as trained."""
+    later = {**NEW, "movie_id": "990002", "title": "Chasing Amy Again", "year": 2011}  # words the tower knows
+    with app(tiny_models_dir, f"sqlite:///{tmp_path}/ratings.db") as client:
+        assert client.post("/movies", json={"movies": [NEW, later]}, headers=ADMIN).status_code == 201
+        served = client.app.state.service.registry.current  # type: ignore[attr-defined]
+        prior = served.manifest.item_item_prior
+        for movie_id, read_as, not_as in (
+            ("990002", "Chasing Amy Again", "Chasing Amy Again (2011)"),
+            ("990001", "Zyzzyva Nights (1996)", "Zyzzyva Nights"),
+        ):
+            row = served.candidate_embeddings[served.row_of_movie[movie_id]][:-prior]
+            np.testing.assert_allclose(
+                row, tower_embedding(tiny_version_dir, movie_id, read_as, "Comedy")[:-prior], atol=1e-6
+            )
+            assert not np.allclose(
+                row, tower_embedding(tiny_version_dir, movie_id, not_as, "Comedy")[:-prior], atol=1e-4
+            )
+        assert client.get("/movies", params={"q": "amy again"}).json()[0]["title"] == "Chasing Amy Again"  # as stored
