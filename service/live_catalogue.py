@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 EMBED_CHUNK = 1024  # movies per candidate-tower call
 
 
-def embedding_title(entry: CatalogueEntry, years: tuple[int, int] | None = None, outside: YearOutside = "keep") -> str:
+def embedding_title(entry: CatalogueEntry, years: tuple[int, int] | None, outside: YearOutside) -> str:
     """The title `entry` is read by in the candidate tower: with its year, read as `outside` says when it is not
     within `years`, the first and last years the version's titles name (contract.catalogue.title_year_within)."""
     title = title_with_year(entry.title or "", entry.year)
@@ -60,7 +60,7 @@ class LiveCatalogue:
     """The catalogue store's state as this replica last read it, and the served versions built from it."""
 
     def __init__(
-        self, url: str, models_dir: Path, prior_neighbours: int = 10, year_outside: YearOutside = "keep"
+        self, url: str, models_dir: Path, prior_neighbours: int = 10, year_outside: YearOutside = "drop"
     ) -> None:
         self.url = url
         self.models_dir = models_dir
