@@ -22,7 +22,6 @@ Writes benchmarks/results/item_cold_start.json and prints a markdown table.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import tempfile
 import time
@@ -37,13 +36,14 @@ import pandas as pd
 import typer
 
 from benchmarks.machine import machine
+from contract.catalogue import title_with_year, title_year
 from contract.user_ratings import known_bound
+from service.catalogue_schemas import FIRST_YEAR, LAST_YEAR
 from training.data import MovieLens, load_movielens
 
 KS = (1, 5, 10, 50, 100)
 ADMIN_TOKEN = "benchmark"
 BATCH = 512  # queries per query-tower call
-YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
 def hold_out(data: MovieLens, fraction: float, seed: int) -> np.ndarray:
@@ -68,17 +68,16 @@ def write_known(data: MovieLens, held: np.ndarray, out: Path) -> None:
 def new_movie(row: pd.Series, genres: set[str], shift_years: int = 0) -> dict[str, Any]:
     """A held-out movie as POST /movies takes it: its title, its genres the version knows, its year (moved
     `shift_years` later, in the title too: a movie from after the data, with the same raters)."""
-    match = YEAR.search(str(row["title"]))
-    title = str(row["title"])
-    if match and shift_years:
-        title = f"{title[: match.start()]}({int(match.group(1)) + shift_years})"
+    title, own = str(row["title"]), title_year(str(row["title"]))
+    year = None if own is None else own + shift_years
+    if year is not None and shift_years:
+        title = title_with_year(title[: title.rindex("(")].rstrip(), year)
     movie = {
         "movie_id": str(row["movie_id"]),
         "title": title,
         "genres": [g for g in str(row["genres"]).split("|") if g in genres],
     }
-    year = int(match.group(1)) + shift_years if match else 0
-    return {**movie, "year": year} if match and 1870 <= year <= 2100 else movie
+    return {**movie, "year": year} if year is not None and FIRST_YEAR <= year <= LAST_YEAR else movie
 
 
 def ranks_among(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -146,14 +145,14 @@ def main(
         [trained] = train_versions([config], root / "known", root / "models", promote_version=True, progress=False)
         fit_seconds = time.perf_counter() - fitting
         lent = borrowed_prior_neighbours
-        neighbours: dict[str, Any] = {} if lent is None else {"borrowed_prior_neighbours": lent}
+        overrides: dict[str, Any] = {} if lent is None else {"borrowed_prior_neighbours": lent}
         if title_year_outside is not None:
-            neighbours["title_year_outside"] = title_year_outside
+            overrides["title_year_outside"] = title_year_outside
         settings = Settings(
             models_dir=root / "models",
             ratings_url=f"sqlite:///{root}/ratings.db",
             admin_token=ADMIN_TOKEN,
-            **neighbours,
+            **overrides,
         )
         with TestClient(create_app(settings)) as client:
             deadline = time.monotonic() + 300

@@ -153,9 +153,14 @@ def damped_knn(version: ModelVersion, fit: pd.DataFrame, data: MovieLens, b: flo
         np.power(counts, 1 - b)[:, None] * np.power(counts, b)[None, :] + 1.0
     )
     np.fill_diagonal(co, 0.0)
+    return in_version_rows(version, data, co)
+
+
+def in_version_rows(version: ModelVersion, data: MovieLens, catalogue: np.ndarray) -> np.ndarray:
+    """float32 [movies, movies]: a movies x movies matrix in catalogue order, put in `version`'s rows."""
     to_version = np.array([version.row_of_movie[str(m)] for m in data.movies["movie_id"]], dtype=np.int64)
     similarity = np.zeros((version.num_movies, version.num_movies), dtype=np.float32)
-    similarity[np.ix_(to_version, to_version)] = co
+    similarity[np.ix_(to_version, to_version)] = catalogue
     return similarity
 
 
@@ -195,10 +200,7 @@ def score_matrices(version: ModelVersion, fit: pd.DataFrame, data: MovieLens) ->
 
     def knn() -> np.ndarray:
         known = build_user_ratings(fit, catalogue_rows(data, fit))
-        to_version = np.array([version.row_of_movie[str(m)] for m in data.movies["movie_id"]], dtype=np.int64)
-        similarity = np.zeros((version.num_movies, version.num_movies), dtype=np.float32)
-        similarity[np.ix_(to_version, to_version)] = item_knn(interactions(known, len(data.movies)))
-        return similarity
+        return in_version_rows(version, data, item_knn(interactions(known, len(data.movies))))
 
     cache: dict[str, np.ndarray] = {}
 
