@@ -211,20 +211,23 @@ def score(data: MovieLens, held: np.ndarray, is_held: np.ndarray, served: Any, s
     targets = np.array([column[str(m)] for m in tests["movie_id"].tolist()], dtype=np.int64)
     users = tests["user_id"].to_numpy(np.int64)
     times = tests["timestamp"].to_numpy(np.int64)
-    candidates = served.candidate_embeddings[held_rows]
+    candidates = served.served_candidates[held_rows]
 
-    # The model, as the service asks at t: the user's id, t, and their ratings in the version before t.
+    # The model, as the service asks at t: the user's id, t, and their ratings in the version before t (the
+    # history, and every one of them for the rating term).
     queries = []
     for lo in range(0, len(tests), BATCH):
         hi = min(lo + BATCH, len(tests))
-        histories, stars = [], []
+        histories, stars, parts = [], [], []
         for user, moment in zip(users[lo:hi].tolist(), times[lo:hi].tolist(), strict=True):
             rows, when, values = served.ratings_of(str(user))
-            history, rated = served.history_at(rows, when, values, known_bound(moment, at_now=False))
+            bound = known_bound(moment, at_now=False)
+            history, rated = served.history_at(rows, when, values, bound)
             histories.append(history)
             stars.append(rated)
+            parts.append(served.rating_part(rows, when, values, bound))
         ids = [str(u) for u in users[lo:hi].tolist()]
-        queries.append(served.embed(ids, times[lo:hi].tolist(), histories, stars))
+        queries.append(served.served_queries(served.embed(ids, times[lo:hi].tolist(), histories, stars), parts))
     embedded = np.concatenate(queries)
     model_ranks = ranks_among(embedded @ candidates.T, targets)
     served_ranks = ranks_in_answers(served, users, embedded, held_rows[targets])
@@ -265,9 +268,10 @@ def score(data: MovieLens, held: np.ndarray, is_held: np.ndarray, served: Any, s
 
 def ranks_in_answers(served: Any, users: np.ndarray, queries: np.ndarray, target_rows: np.ndarray) -> np.ndarray:
     """0-based rank of each target row among all the served version's movies, as /recommend ranks them: by the
-    query's dot product, the user's rated movies excluded (their ratings in the version, at any time)."""
+    served query's dot product with the served candidates, the user's rated movies excluded (their ratings in
+    the version, at any time)."""
     ranks = np.empty(len(queries), dtype=np.int64)
-    embeddings = served.candidate_embeddings
+    embeddings = served.served_candidates
     for lo in range(0, len(queries), BATCH):
         scores = queries[lo : lo + BATCH] @ embeddings.T
         for i, user in enumerate(users[lo : lo + BATCH].tolist()):

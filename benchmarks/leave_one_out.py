@@ -30,7 +30,7 @@ from benchmarks.classical_baselines import DECAYS, baselines, weighted_history
 from benchmarks.machine import machine
 from training.config import TrainConfig
 from training.data import load_movielens
-from training.evaluate import baseline_ranks, model_ranks
+from training.evaluate import baseline_ranks, model_ranks, served_vectors
 from training.fit import fit
 from training.folds import Fold, leave_one_out_fold
 
@@ -92,7 +92,10 @@ def main(
     run = fit(config, test, progress=False)
     fit_seconds = time.perf_counter() - fitting
     assert run.test_query_embeddings is not None
-    ranks = model_ranks(run.test_query_embeddings, run.candidate_embeddings, test.popularity, test.held_out, True)
+    queries, candidates = served_vectors(
+        run.rating_model, run.test_query_embeddings, run.candidate_embeddings, test.held_out
+    )
+    ranks = model_ranks(queries, candidates, test.popularity, test.held_out, True)
     rows["model"] = hit_and_ndcg(ranks)
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

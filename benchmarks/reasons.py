@@ -49,8 +49,9 @@ def main(
     for user_id in version.user_rows:
         rows_rated, times, values = version.ratings_of(user_id)
         history, stars = version.history_at(rows_rated, times, values, now + 1)
-        query = version.embed([user_id], [now], [history], [stars])[0]
-        scores = version.candidate_embeddings @ query
+        tower = version.embed([user_id], [now], [history], [stars])
+        query = version.served_queries(tower, [version.rating_part(rows_rated, times, values, now + 1)])[0]
+        scores = version.served_candidates @ query
         scores[rows_rated] = -np.inf
         top = np.argsort(-scores, kind="stable")[:k]
         answered = reasons(version, user_id, now, history, stars, query, top)

@@ -18,12 +18,14 @@ from contract.manifest import (
     CONTENT_EMBEDDINGS,
     MOVIES,
     POPULARITY,
+    RATING_MODEL,
     REQUIRED_ENTRIES,
     SEEN,
     Manifest,
     VersionError,
     read_manifest,
 )
+from contract.rating_model import RatingModel, load_rating_model
 from contract.user_ratings import UserRatings
 
 
@@ -72,6 +74,27 @@ def read_content_embeddings(version_dir: Path, num_movies: int, width: int) -> n
     if not (version_dir / CONTENT_EMBEDDINGS).exists():
         return None
     return _read_matrix(version_dir, CONTENT_EMBEDDINGS, (num_movies, width))
+
+
+def read_rating_model(version_dir: Path, manifest: Manifest, num_movies: int) -> RatingModel | None:
+    """The version's rating term (layout.RATING_MODEL), or None where the manifest says it has none.
+
+    Raises:
+        VersionError: the file is missing, unreadable, or does not fit the version's movies and embeddings.
+    """
+    if not manifest.rating_width:
+        return None
+    if RATING_MODEL not in manifest.files:
+        raise VersionError(f"the manifest says rating_width {manifest.rating_width} but lists no {RATING_MODEL}")
+    try:
+        model = load_rating_model(version_dir / RATING_MODEL, num_movies, manifest.embedding_dim)
+    except (OSError, ValueError, KeyError) as error:
+        raise VersionError(f"{RATING_MODEL} cannot be read: {error}") from None
+    if model.width != manifest.rating_width:
+        raise VersionError(f"{RATING_MODEL} is {model.width} columns wide; the manifest says {manifest.rating_width}")
+    if not all(np.isfinite(a).all() for a in (model.item_bias, model.item_factors, model.tower_covariance)):
+        raise VersionError(f"{RATING_MODEL} holds values that are not finite")
+    return model
 
 
 def _read_matrix(version_dir: Path, name: str, shape: tuple[int, int]) -> np.ndarray:

@@ -18,7 +18,9 @@ MANIFEST = "manifest.json"
 QUERY_MODEL = "query_model"  # SavedModel: user_id, timestamp [, history string [batch, H]] -> embedding
 CANDIDATE_MODEL = "candidate_model"  # SavedModel: movie_id, title (, genres) string [batch] -> embedding
 CANDIDATE_EMBEDDINGS = "candidate_embeddings.npy"  # float32 [num_movies, d], row i = movies.json[i]
-SCANN = "scann"  # ScaNN searcher over candidate_embeddings (dot product), relative asset paths
+# ScaNN searcher (dot product, relative asset paths) over the served candidates: candidate_embeddings, then the
+# rating term's item part where the version has one (contract/rating_model.py served_candidates)
+SCANN = "scann"
 MOVIES = "movies.json"  # [{"movie_id", "title", "genres"}], the catalogue in row order
 SEEN = "seen.npz"  # each known user's ratings, oldest first, CSR: user_ids, indptr, movie_rows, timestamps
 POPULARITY = "popularity.npy"  # int32 movie rows, most rated first (the unknown-user fallback)
@@ -29,11 +31,14 @@ QUERY_WEIGHTS = "query_weights.npz"  # the query tower as arrays, served in NumP
 # columns before the item-to-item channel. A movie nobody rated is placed by its content alone and reads the
 # one unknown id, so /similar compares it with every movie's content read the same way (like with like).
 CONTENT_EMBEDDINGS = "content_embeddings.npy"
+# The rating term (contract/rating_model.py): item biases and factors, the fit's ridge weight and mean, the term's
+# weight and the covariances that scale it; required when the manifest's rating_width is above 0.
+RATING_MODEL = "rating_model.npz"
 # What a server needs to answer; the training history and curve are for people (the page's model card).
 REQUIRED_ENTRIES = (QUERY_MODEL, CANDIDATE_MODEL, CANDIDATE_EMBEDDINGS, SCANN, MOVIES, SEEN, POPULARITY)
 # query_weights.npz is optional: without it (a version from before it existed) the server calls query_model;
 # without content_embeddings.npy /similar reads a movie's content columns from candidate_embeddings.npy.
-OPTIONAL_ENTRIES = (TRAINING_HISTORY, TRAINING_CURVE, QUERY_WEIGHTS, CONTENT_EMBEDDINGS)
+OPTIONAL_ENTRIES = (TRAINING_HISTORY, TRAINING_CURVE, QUERY_WEIGHTS, CONTENT_EMBEDDINGS, RATING_MODEL)
 
 Table = dict[str, float]  # {"top_1": 0.01, ..., "top_100": 0.4}
 
@@ -152,6 +157,12 @@ class Manifest(BaseModel):
         description="the last of the item_item_dim columns that are the EASE prior (training/item_item_prior.py): "
         "a movie nobody rated has zeros there, and the service lends an added movie its content neighbours' rows "
         "(service/borrowed_prior.py); 0: no prior, or an older version",
+    )
+    rating_width: int = Field(
+        0,
+        ge=0,
+        description="columns the rating term (contract/rating_model.py, layout.RATING_MODEL) appends to the served "
+        "query and candidate vectors past embedding_dim, which the index searches; 0: none, or an older version",
     )
     files: dict[str, str] = Field(min_length=1, description="relative POSIX path -> sha256, every file but this")
 

@@ -21,6 +21,7 @@ from contract.contents import (
     read_content_embeddings,
     read_movies,
     read_popularity,
+    read_rating_model,
     read_seen,
     recall_at_k,
     verified_manifest,
@@ -34,6 +35,7 @@ from contract.query_tower import (
     read_query_weights,
     tower_inputs,
 )
+from contract.rating_model import RatingModel, served_candidates, served_queries
 from contract.user_ratings import UserRatings, known_at, newest_first, read_as_taste
 from service.errors import VersionRejectedError
 
@@ -108,11 +110,16 @@ class ModelVersion:
     query_tower: QueryTower | None
     query_model: Any  # kept so its variables outlive the signature below; None with query_tower
     query_fn: Any
+    rating: RatingModel | None = None  # the rating term of every served score (contract/rating_model.py)
     loaded_at: float = field(default_factory=time.time)
+    # float32 [num_movies, d (+ rating width)]: what the searcher indexes, the candidate embeddings followed by
+    # the rating term's item part (an added movie's: 0).
+    served_candidates: np.ndarray = field(init=False, repr=False)
     _all_true: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._all_true = np.ones(len(self.movies), dtype=bool)
+        self.served_candidates = served_candidates(self.candidate_embeddings, self.rating)
 
     @property
     def num_movies(self) -> int:
@@ -155,6 +162,23 @@ class ModelVersion:
         known = known_at(times, bound) & read_as_taste(values, self.manifest.query.history_min_rating)
         return self.history_ids(rows[known]), newest_first(values[known], self.history_length).tolist()
 
+    def rating_part(self, rows: np.ndarray, times: np.ndarray, values: np.ndarray, bound: int) -> np.ndarray | None:
+        """The user's part of the rating term from their ratings (movie rows, times and stars, oldest first)
+        known below `bound`, dislikes included; None for a version without the term."""
+        if self.rating is None:
+            return None
+        known = known_at(times, bound)
+        return self.rating.user_part(rows[known], values[known])
+
+    def served_queries(self, queries: np.ndarray, rating_parts: list[np.ndarray | None]) -> np.ndarray:
+        """float32 [batch, d (+ rating width)]: the tower's queries as the searcher takes them, each followed
+        by its user's rating part (None: a user with no stars known, ranked by the movies' biases)."""
+        if self.rating is None:
+            return queries
+        none = self.rating.user_part(_NO_ROWS, _NO_VALUES)
+        parts = np.stack([none if part is None else part for part in rating_parts]) if rating_parts else None
+        return served_queries(queries, self.rating, parts)
+
     def embed(
         self,
         user_ids: list[str],
@@ -173,7 +197,8 @@ class ModelVersion:
         return saved_model_embed(self.query_fn, self.manifest.query, user_ids, timestamps, histories, ratings)
 
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
-        """One batched ScaNN search: movie rows and dot-product scores [batch, depth], best first.
+        """One batched ScaNN search of served queries (`served_queries`): movie rows and dot-product scores
+        [batch, depth], best first.
 
         Short answers are padded by ScaNN with NaN scores; callers drop non-finite scores.
         """
@@ -262,6 +287,7 @@ def _read(path: Path, manifest: Manifest) -> ModelVersion:
         query_tower=tower,
         query_model=model,
         query_fn=fn,
+        rating=read_rating_model(path, manifest, len(movies)),
     )
 
 
@@ -327,8 +353,9 @@ def warm_up(version: ModelVersion, max_batch: int, min_recall: float) -> None:
         if not np.isfinite(queries).all():
             raise ValueError(f"query_model's embeddings of {size} warm-up queries are not all finite")
         k = min(10, version.num_movies)
-        found, _ = version.search(queries, k)
-        recall = recall_at_k(found, version.candidate_embeddings, queries, k)
+        served = version.served_queries(queries, [None] * size)
+        found, _ = version.search(served, k)
+        recall = recall_at_k(found, version.served_candidates, served, k)
         if recall < min_recall:
             raise ValueError(
                 f"the index finds {recall:.2f} of the exact top-{k} of {size} warm-up queries, under the "

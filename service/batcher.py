@@ -31,6 +31,8 @@ class Searchable(Protocol):
         ratings: list[list[float]] | None = None,
     ) -> np.ndarray: ...
 
+    def served_queries(self, queries: np.ndarray, rating_parts: list[np.ndarray | None]) -> np.ndarray: ...
+
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]: ...
 
 
@@ -38,7 +40,7 @@ class Searchable(Protocol):
 class Neighbours:
     """One request's share of a batch: its query embedding and its search hits, best first."""
 
-    query: np.ndarray  # float32 [d]
+    query: np.ndarray  # float32 [d (+ rating width)], the served query (artifacts.ModelVersion.served_queries)
     rows: np.ndarray  # int64 [depth], movie rows
     scores: np.ndarray  # float32 [depth]; NaN where ScaNN had fewer hits than asked
 
@@ -55,6 +57,7 @@ class _Pending:
     history: list[str]  # movie ids, newest first
     ratings: list[float]  # their stars, NO_VALUE where unknown
     depth: int
+    rating_part: np.ndarray | None  # the user's part of the rating term (None: the version has none)
     future: asyncio.Future[Neighbours] = field(repr=False)
 
 
@@ -88,6 +91,7 @@ def _compute(batch: list[_Pending]) -> list[Neighbours | BaseException]:
                 [p.history for p in group],
                 [p.ratings for p in group],
             )
+            queries = version.served_queries(queries, [p.rating_part for p in group])
             found = _search_by_depth(version, queries, group)
         except Exception as e:  # every caller of the failed group hears about it; the batcher lives on
             log.exception("batch of %d failed on version %s", len(group), version.name)
@@ -146,9 +150,10 @@ class Batcher:
         history: list[str],
         depth: int,
         ratings: list[float] | None = None,
+        rating_part: np.ndarray | None = None,
     ) -> Neighbours:
-        """Queue one query (its history: movie ids, newest first, and their stars) and wait for the batch
-        it lands in.
+        """Queue one query (its history: movie ids, newest first, and their stars; the user's part of the
+        rating term) and wait for the batch it lands in.
 
         Depth 0 asks for the query embedding only (no index search).
         """
@@ -156,7 +161,7 @@ class Batcher:
         if loop is None:
             raise RuntimeError("Batcher.start() was not called")
         future: asyncio.Future[Neighbours] = loop.create_future()
-        pending = _Pending(version, user_id, timestamp, history, ratings or [], depth, future)
+        pending = _Pending(version, user_id, timestamp, history, ratings or [], depth, rating_part, future)
         if self._alone():
             # The only request the server is working on: nothing could join its batch, so it is computed now,
             # without the two turns of the loop (the drain, then the caller's wake-up) a batch costs.

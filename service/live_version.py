@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from contract.catalogue import CatalogueEntry
+from contract.rating_model import served_candidates
 from service.artifacts import ModelVersion
 from service.side_index import searcher_with_added
 
@@ -81,7 +82,8 @@ def live_version(
         parts["candidate_embeddings"] = embeddings
         parts["row_of_movie"] = {**base.row_of_movie, **{e.movie_id: base.num_movies + i for i, e in enumerate(added)}}
         exact = base.manifest.index.kind == "brute_force"
-        parts["searcher"] = searcher_with_added(base.searcher, exact, embeddings, base.num_movies)
+        served = served_candidates(embeddings, base.rating)  # the rating term knows no added movie: 0 there
+        parts["searcher"] = searcher_with_added(base.searcher, exact, served, base.num_movies)
     new_rows = np.arange(base.num_movies, base.num_movies + len(added), dtype=base.popularity.dtype)
     popularity = np.concatenate([base.popularity, new_rows])  # the added movies: nobody rated them in the data
     parts["popularity"] = popularity[available[popularity]]

@@ -37,7 +37,8 @@ def reasons(
 
     Args:
         history: the movie ids the query read, newest first; ratings: their stars.
-        query: float32 [d], the query embedding the answer was ranked by; rows: the answer's movies in order.
+        query: float32 [d (+ rating width)], the served query the answer was ranked by; rows: the answer's
+            movies in order. Only its tower part is read: the rating term's part does not come from the history.
     """
     count = min(len(history), version.history_length)
     if count == 0 or len(rows) == 0:
@@ -46,7 +47,8 @@ def reasons(
     stars = [[*ratings[:p], NO_VALUE, *ratings[p + 1 :]] for p in range(count)]
     queries = version.embed([user_id] * count, [timestamp] * count, without, stars)
     candidates = version.candidate_embeddings[rows]
-    falls = (candidates @ query)[None, :] - queries @ candidates.T  # [history, items]
+    tower_query = query[: candidates.shape[1]]
+    falls = (candidates @ tower_query)[None, :] - queries @ candidates.T  # [history, items]
     known = np.array([movie in version.row_of_movie for movie in history[:count]], dtype=bool)
     falls[~known] = 0.0  # an id the catalogue lacks is no reason a person can read
     order = np.argsort(-falls, axis=0, kind="stable")

@@ -49,6 +49,7 @@ class UserState:
     history: list[str]  # movie ids rated before the query time (and the request's own), newest first
     history_ratings: list[float]  # the stars of each history movie (NO_VALUE for the request's own ids)
     known_user: bool  # the version was trained on this user_id
+    rating_part: np.ndarray | None = None  # the user's part of the rating term (None: the version has none)
 
 
 def _rows(version: ModelVersion, movie_ids: Sequence[str]) -> np.ndarray:
@@ -77,13 +78,14 @@ def user_state(
         rows, times, values = rows[order], times[order], values[order]
     length = version.history_length
     history, history_ratings = version.history_at(rows, times, values, bound)
+    rating_part = version.rating_part(rows, times, values, bound)
     own = _rows(version, request.history)
     if len(own):  # ids a client sends for a user the service has never seen count as their newest ratings
         history = [*(version.movies[row]["movie_id"] for row in own), *history][:length]
         history_ratings = [*[NO_VALUE] * len(own), *history_ratings][:length]
         rows = np.concatenate([rows, own])
     known_user = request.user_id in version.user_rows
-    return UserState(seen=rows, history=history, history_ratings=history_ratings, known_user=known_user)
+    return UserState(rows, history, history_ratings, known_user, rating_part)
 
 
 def _excluded_rows(version: ModelVersion, request: RecommendRequest, seen: np.ndarray) -> np.ndarray:
@@ -117,7 +119,7 @@ def best_allowed(hits: Neighbours, allowed: np.ndarray, k: int) -> tuple[np.ndar
 def exact_top_k(version: ModelVersion, query: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Brute force over the allowed movies only: the fallback when a filtered search came up short."""
     rows = np.flatnonzero(allowed)
-    scores = version.candidate_embeddings[rows] @ query
+    scores = version.served_candidates[rows] @ query
     if len(rows) > k:
         top = np.argpartition(-scores, k - 1)[:k]
         rows, scores = rows[top], scores[top]
@@ -144,6 +146,14 @@ def _allowed(version: ModelVersion, request: RecommendRequest, seen: np.ndarray)
     return allowed, len(excluded), genre_count
 
 
+async def _search(
+    version: ModelVersion, batcher: Batcher, request: RecommendRequest, timestamp: int, state: UserState, depth: int
+) -> Neighbours:
+    return await batcher.search(
+        version, request.user_id, timestamp, state.history, depth, state.history_ratings, state.rating_part
+    )
+
+
 async def _model_top_k(
     version: ModelVersion, batcher: Batcher, request: RecommendRequest, timestamp: int, state: UserState
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -157,9 +167,9 @@ async def _model_top_k(
     if available <= depth:
         # The filters leave fewer movies than the search would have to look at (a rare genre in a large
         # catalogue): scoring just those is exact and cheaper, so the batcher only embeds the query.
-        hits = await batcher.search(version, request.user_id, timestamp, state.history, 0, state.history_ratings)
+        hits = await _search(version, batcher, request, timestamp, state, 0)
         return (*exact_top_k(version, hits.query, allowed, k), hits.query)
-    hits = await batcher.search(version, request.user_id, timestamp, state.history, depth, state.history_ratings)
+    hits = await _search(version, batcher, request, timestamp, state, depth)
     rows, scores = best_allowed(hits, allowed, k)
     if len(rows) < min(k, available):  # the filters left too few hits: search all allowed movies
         rows, scores = exact_top_k(version, hits.query, allowed, k)

@@ -48,12 +48,14 @@ def smoke(version_dir: Path, k: int, users: int) -> dict[str, float | int]:
     recalls = []
     for moment in (version.manifest.data.timestamp_max, int(time.time())):
         bound = known_bound(moment, at_now=False)
-        inputs = [version.history_at(*version.ratings_of(user), bound) for user in picked]
+        rated = [version.ratings_of(user) for user in picked]
+        inputs = [version.history_at(*ratings, bound) for ratings in rated]
         histories, stars = [ids for ids, _ in inputs], [values for _, values in inputs]
-        queries = version.embed(picked, [moment] * len(picked), histories, stars)
+        tower = version.embed(picked, [moment] * len(picked), histories, stars)
+        queries = version.served_queries(tower, [version.rating_part(*ratings, bound) for ratings in rated])
         _check_answers(version, queries, k)
         found, _ = version.search(queries, version.manifest.index.recall_k)
-        recalls.append(recall_at_k(found, version.candidate_embeddings, queries, version.manifest.index.recall_k))
+        recalls.append(recall_at_k(found, version.served_candidates, queries, version.manifest.index.recall_k))
     return {
         "users": len(picked),
         "embedding_dim": int(version.candidate_embeddings.shape[1]),

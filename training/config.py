@@ -29,6 +29,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "history_ratings": False,
         "positive_min_rating": 0.0,
         "history_min_rating": 0.0,
+        "rating_weight": 0.0,
         "candidate_genres": False,
         "user_dropout": 0.0,
         "movie_dropout": 0.0,
@@ -161,6 +162,17 @@ class TrainConfig(BaseModel):
         "scoring, serving), so a 1- or 2-star rating is not read as taste; they stay seen and excluded; 0: every "
         "rating is read (docs/results.md).",
     )
+    rating_weight: float = Field(
+        0.15,
+        ge=0,
+        description="Share of each user's score spread that the rating term may move (contract/rating_model.py: "
+        "a matrix factorisation of the stars, the user folded in from every rating they have, 1-star ones "
+        "included); 0: no term. 0.15 is the largest of 0, 0.1, 0.15, 0.2, 0.3, 0.5 whose T and B top-100 stay "
+        "within 0.01 of 0 on validation, 3 seeds (benchmarks/rating_channel.py). On test, T liked top-10 / "
+        "top-100 0.206 / 0.658 -> 0.212 / 0.671, T disliked top-10 0.133 -> 0.116, B top-100 0.729 -> 0.721.",
+    )
+    rating_factors: int = Field(16, ge=0, description="Factors of the rating term's matrix factorisation.")
+    rating_reg: float = Field(10.0, gt=0, description="Ridge weight of the rating term's fit and fold-in.")
     positive_min_rating: float = Field(
         0.0,
         ge=0,

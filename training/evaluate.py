@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from contract.manifest import Table
+from contract.rating_model import RatingModel, served_candidates, served_queries
 from contract.user_ratings import UserRatings, span_pairs
 
 KS = (1, 5, 10, 50, 100)
@@ -38,6 +39,18 @@ class HeldOutQueries:
 
     def __len__(self) -> int:
         return len(self.targets)
+
+
+def served_vectors(
+    model: RatingModel | None, queries: np.ndarray, candidates: np.ndarray, held_out: HeldOutQueries
+) -> tuple[np.ndarray, np.ndarray]:
+    """The query and candidate vectors the service ranks by (contract/rating_model.py): with a rating term,
+    each query's user part is folded in from every rating it knows (its exclusion span: for T every rating
+    before its time, for A and B the user's training ratings), as the server folds in a user's ratings."""
+    if model is None:
+        return queries, candidates
+    parts = model.user_parts(held_out.known, held_out.exclude_start, held_out.exclude_end)
+    return served_queries(queries, model, parts), served_candidates(candidates, model)
 
 
 def target_ranks(scores: np.ndarray, targets: np.ndarray, excluded: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:

@@ -26,6 +26,7 @@ from contract.checksums import file_checksums
 from contract.manifest import DataInfo, Manifest, Metrics, QueryInfo, write_manifest
 from contract.pointers import TMP_PREFIX, fsync_dir, new_version_name
 from contract.query_tower import write_query_weights
+from contract.rating_model import RatingModel, served_candidates, write_rating_model
 from contract.user_ratings import UserRatings
 from training.config import TrainConfig
 from training.data import MovieLens
@@ -46,7 +47,8 @@ class TrainedArtifacts:
     candidate_tower: tf.keras.Model
     candidate_embeddings: np.ndarray  # float32 [num_movies, d], rows = movies
     content_embeddings: np.ndarray  # float32 [num_movies, d - item_item_dim]: layout.CONTENT_EMBEDDINGS
-    index_queries: np.ndarray  # float32 [q, d], real query embeddings to measure index recall on
+    index_queries: np.ndarray  # float32 [q, d (+ rating width)], real served queries to measure index recall on
+    rating_model: RatingModel | None  # the rating term (layout.RATING_MODEL), None: the version has none
     movies: pd.DataFrame  # movie_id, title, genres ("A|B")
     user_ratings: UserRatings  # the served model's training ratings: seen lists and histories
     popularity: np.ndarray  # int32 movie rows, most rated first
@@ -67,9 +69,8 @@ def export_version(models_dir: Path, artifacts: TrainedArtifacts, now: datetime 
     staging.mkdir()
     try:
         _write_contents(staging, artifacts)
-        index = build_index(
-            artifacts.candidate_embeddings, artifacts.index_queries, artifacts.config, staging / layout.SCANN
-        )
+        served = served_candidates(artifacts.candidate_embeddings, artifacts.rating_model)
+        index = build_index(served, artifacts.index_queries, artifacts.config, staging / layout.SCANN)
         manifest = Manifest(
             version=name,
             created_at=created.isoformat(timespec="seconds"),
@@ -82,6 +83,7 @@ def export_version(models_dir: Path, artifacts: TrainedArtifacts, now: datetime 
             embedding_dim=int(artifacts.candidate_embeddings.shape[1]),
             item_item_dim=artifacts.config.item_item_width,
             item_item_prior=artifacts.config.query_spec.item_item_prior,
+            rating_width=artifacts.rating_model.width if artifacts.rating_model is not None else 0,
             files=file_checksums(staging),
         )
         write_manifest(staging, manifest)
@@ -109,6 +111,8 @@ def _write_contents(staging: Path, artifacts: TrainedArtifacts) -> None:
     _save_tower(artifacts.candidate_tower, staging / layout.CANDIDATE_MODEL, candidate_inputs)
     np.save(staging / layout.CANDIDATE_EMBEDDINGS, artifacts.candidate_embeddings.astype(np.float32))
     np.save(staging / layout.CONTENT_EMBEDDINGS, artifacts.content_embeddings.astype(np.float32))
+    if artifacts.rating_model is not None:
+        write_rating_model(staging / layout.RATING_MODEL, artifacts.rating_model)
     movies = [
         {"movie_id": str(movie_id), "title": title, "genres": [g for g in genres.split("|") if g]}
         for movie_id, title, genres in artifacts.movies[["movie_id", "title", "genres"]].itertuples(index=False)
@@ -168,6 +172,7 @@ def export_trained(
         candidate_embeddings=run.candidate_embeddings,
         content_embeddings=content_embeddings(run),
         index_queries=index_queries(run, prepared),
+        rating_model=run.rating_model,
         movies=data.movies,
         user_ratings=served.known,
         popularity=served.popularity,

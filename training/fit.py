@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from contract.rating_model import RatingModel, served_queries
 from contract.user_ratings import history_movie_ids, known_bound
 from training.config import TrainConfig
 from training.dataset import Vocabularies, build_vocabularies, candidates_dataset, ratings_dataset
@@ -20,6 +21,7 @@ from training.folds import Fold, PreparedData
 from training.item_item_prior import item_item_prior
 from training.model import build_model
 from training.progress import EpochProgress
+from training.rating_model import fit_rating_model
 
 A_AND_B = {"A": False, "B": True}  # protocol name -> whether it excludes the user's known movies
 
@@ -35,6 +37,7 @@ class TrainedRun:
     candidate_embeddings: np.ndarray  # float32 [num_movies, d]
     test_query_embeddings: np.ndarray | None  # float32 [test_size, d]
     training_log: dict[str, Any]  # per-epoch loss, the held-out curve, timings (training_history.json)
+    rating_model: RatingModel | None = None  # the rating term fit on the fold's stars (None: rating_weight 0)
 
 
 def query_inputs(
@@ -125,29 +128,41 @@ def fit(
     model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, verbose=0, callbacks=[bar])
     seconds = time.perf_counter() - started
     candidate_embeddings, query_embeddings = embed()
+    rating_started = time.perf_counter()
+    rating_model = fit_rating_model(
+        fold.known, candidate_embeddings, config.rating_factors, config.rating_reg, config.rating_weight, config.seed
+    )
     training_log = dict(
         bar.training_log,
         train_seconds=seconds,
         train_cpu_seconds=time.process_time() - cpu_started,
         seconds_per_epoch=seconds / config.epochs,
         examples_per_second=len(targets) * config.epochs / seconds,
+        rating_model_seconds=time.perf_counter() - rating_started,
     )
-    return TrainedRun(config, vocab, query_tower, candidate_tower, candidate_embeddings, query_embeddings, training_log)
+    return TrainedRun(
+        config, vocab, query_tower, candidate_tower, candidate_embeddings, query_embeddings, training_log, rating_model
+    )
 
 
 def index_queries(run: TrainedRun, prepared: PreparedData) -> np.ndarray:
-    """Real query embeddings of the served model to measure its index's recall on: the latest ratings' users."""
+    """Real served queries of the served model to measure its index's recall on: the latest ratings' users,
+    with their rating term's user part where the model has one (contract/rating_model.py)."""
     config, serving = run.config, prepared.everything
     frame = serving.train.sort_values("timestamp").tail(config.index_recall_queries)
+    users, times = frame["user_id"].to_numpy(np.int64), frame["timestamp"].to_numpy(np.int64)
+    bounds = known_bound(times, at_now=False)
     histories = ratings = None
     if config.history_length:
-        users, times = frame["user_id"].to_numpy(np.int64), frame["timestamp"].to_numpy(np.int64)
-        bounds = known_bound(times, at_now=False)
         taste = serving.known.read_as_history(config.history_min_rating)
         histories, ratings = taste.rated_histories(users, bounds, config.history_length)
     movie_ids = prepared.data.movies["movie_id"].to_numpy().astype(str)
     inputs = query_inputs(frame, histories, movie_ids, ratings if config.query_spec.history_ratings else None)
-    return embed_batches(run.query_tower, tf.data.Dataset.from_tensor_slices(inputs).batch(config.eval_batch_size))
+    queries = embed_batches(run.query_tower, tf.data.Dataset.from_tensor_slices(inputs).batch(config.eval_batch_size))
+    if run.rating_model is None:
+        return queries
+    starts, ends = serving.known.spans_before(users, bounds)
+    return served_queries(queries, run.rating_model, run.rating_model.user_parts(serving.known, starts, ends))
 
 
 def embed_batches(tower: tf.keras.Model, batches: tf.data.Dataset) -> np.ndarray:

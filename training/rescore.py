@@ -16,10 +16,10 @@ import scann  # noqa: F401  # a SavedModel holding ScaNN ops loads only once the
 import tensorflow as tf
 
 from contract import manifest as layout
-from contract.contents import read_candidate_embeddings, read_movies, read_popularity, read_seen
+from contract.contents import read_candidate_embeddings, read_movies, read_popularity, read_rating_model, read_seen
 from contract.manifest import Table, read_manifest
 from contract.user_ratings import history_movie_ids, known_bound
-from training.evaluate import HeldOutQueries, accuracy_table, model_ranks
+from training.evaluate import HeldOutQueries, accuracy_table, model_ranks, served_vectors
 
 
 def score_exported(
@@ -45,12 +45,15 @@ def score_exported(
     manifest = read_manifest(version_dir)
     movies = read_movies(version_dir)
     candidates = read_candidate_embeddings(version_dir, len(movies), manifest.embedding_dim)
+    rating_model = read_rating_model(version_dir, manifest, len(movies))
     popularity = read_popularity(version_dir, len(movies))
     known = set(read_seen(version_dir, len(movies)).user_ids.tolist())
     unanswerable = None
     if [m["movie_id"] for m in movies] != movie_ids.tolist():
-        placed = _in_catalogue(version_dir.name, movies, candidates, popularity, movie_ids)
-        candidates, popularity, unanswerable = placed
+        rows, candidates, popularity, unanswerable = _in_catalogue(
+            version_dir.name, movies, candidates, popularity, movie_ids
+        )
+        rating_model = rating_model.moved(rows, len(movie_ids)) if rating_model is not None else None
     length = manifest.query.history_length
     taste = held_out.known.read_as_history(manifest.query.history_min_rating)  # what its histories read
     taste_start, taste_end = taste.spans_before(users, known_bound(timestamps, at_now=False))
@@ -73,15 +76,16 @@ def score_exported(
                 inputs["history_rating"] = tf.constant(ratings, tf.float32)
         queries.append(serve(**inputs)["embedding"].numpy())
     embeddings = np.concatenate(queries) if queries else np.zeros((0, candidates.shape[1]), np.float32)
+    embeddings, candidates = served_vectors(rating_model, embeddings, candidates, rescored)
     ranks = model_ranks(embeddings, candidates, popularity, rescored, exclude=True, unanswerable=unanswerable)
     return accuracy_table(ranks)
 
 
 def _in_catalogue(
     name: str, movies: list[dict[str, Any]], candidates: np.ndarray, popularity: np.ndarray, movie_ids: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The version's candidates and popularity as rows of the larger catalogue `movie_ids`, and which rows of
-    it the version cannot answer.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where the version's movies are in the larger catalogue `movie_ids`, its candidates and popularity as
+    rows of it, and which rows of it the version cannot answer.
 
     Raises:
         ValueError: the version has a movie `movie_ids` lacks.
@@ -96,4 +100,4 @@ def _in_catalogue(
     unanswerable = np.ones(len(movie_ids), dtype=bool)
     unanswerable[rows] = False
     ranked = np.concatenate([rows[popularity], np.flatnonzero(unanswerable)])  # the rest after every movie it has
-    return placed, ranked, unanswerable
+    return rows, placed, ranked, unanswerable

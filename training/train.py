@@ -24,7 +24,7 @@ from contract.ratings import RatingsStore
 from training.catalogue import catalogue_last_id
 from training.config import TrainConfig
 from training.distribute import agreed_minimum, cluster_from_env, make_strategy
-from training.evaluate import protocol_tables
+from training.evaluate import protocol_tables, served_vectors
 from training.export import export_trained
 from training.fit import A_AND_B, TrainedRun, fit
 from training.folds import Fold, PreparedData, prepare
@@ -169,5 +169,8 @@ def _tables(
     """The model's and most-popular's tables on `fold`'s held-out ratings, for each protocol."""
     assert fold.held_out is not None and run.test_query_embeddings is not None
     chunk, popularity, held_out = config.eval_score_chunk, fold.popularity, fold.held_out
-    model = protocol_tables(run.test_query_embeddings, run.candidate_embeddings, popularity, held_out, protocols, chunk)
-    return model, protocol_tables(None, run.candidate_embeddings, popularity, held_out, protocols, chunk)
+    queries, candidates = served_vectors(
+        run.rating_model, run.test_query_embeddings, run.candidate_embeddings, held_out
+    )
+    model = protocol_tables(queries, candidates, popularity, held_out, protocols, chunk)
+    return model, protocol_tables(None, candidates, popularity, held_out, protocols, chunk)

@@ -39,6 +39,13 @@ class FakeVersion:
         rows = zip(user_ids, timestamps, histories, strict=True)
         return np.array([[float(u), float(t), float(len(h))] for u, t, h in rows], np.float32)
 
+    def served_queries(self, queries: np.ndarray, rating_parts: list[np.ndarray | None]) -> np.ndarray:
+        """Appends each request's rating part (none: nothing), so a test sees that each got its own."""
+        if all(part is None for part in rating_parts):
+            return queries
+        parts = np.array([[np.nan] if part is None else part for part in rating_parts], np.float32)
+        return np.hstack([queries, parts])
+
     def search(self, queries: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
         self.searches.append(depth)
         rows = np.tile(np.arange(depth), (len(queries), 1)) + queries[:, :1].astype(np.int64)
@@ -47,6 +54,22 @@ class FakeVersion:
 
 async def _gather(batcher: Batcher, version: Any, users: list[int]) -> list[Any]:
     return await asyncio.gather(*(batcher.search(version, str(u), 1000 + u, ["50"] * (u % 3), 3) for u in users))
+
+
+def test_each_caller_gets_the_query_served_with_its_own_rating_part() -> None:
+    async def scenario() -> list[Any]:
+        batcher = Batcher(max_batch=256, in_thread=False, observe=lambda size: None)
+        batcher.start()
+        version = FakeVersion()
+        calls = [
+            batcher.search(version, str(u), 1000 + u, [], 3, [], np.array([10.0 * u], np.float32)) for u in range(6)
+        ]
+        results = await asyncio.gather(*calls)
+        await batcher.stop()
+        return results
+
+    for user, hits in enumerate(asyncio.run(scenario())):
+        assert hits.query.tolist() == [user, 1000 + user, 0, 10 * user]
 
 
 def test_concurrent_callers_share_one_call_and_get_their_own_rows() -> None:

@@ -18,6 +18,7 @@ from contract.manifest import read_manifest, write_manifest
 from contract.query_tower import max_difference, probe_queries
 from service.artifacts import load_version
 from service.errors import VersionRejectedError
+from tests.rating_term import load_term, rating_term
 from tests.service.conftest import TS, serving
 from tests.towers import candidate_tower_embeddings
 
@@ -32,6 +33,7 @@ def test_served_answers_match_brute_force_over_the_exported_towers(
     seen = np.load(tiny_version_dir / "seen.npz")
     query_info = json.loads((tiny_version_dir / "manifest.json").read_text())["query"]
     length, min_rating = query_info["history_length"], query_info["history_min_rating"]
+    term = load_term(tiny_version_dir)  # every rating known before TS counts there, dislikes too
     users = seen["user_ids"].tolist()[:5]
     with serving(tiny_models_dir) as client:
         for user in users:
@@ -47,7 +49,9 @@ def test_served_answers_match_brute_force_over_the_exported_towers(
                 timestamp=tf.constant([TS], tf.int64),
                 history=tf.constant([history + [""] * (length - len(history))]),
             )["embedding"]
-            scores = embeddings @ query.numpy()[0]
+            scores = embeddings @ query.numpy()[0] + rating_term(
+                term, query.numpy()[0], rated[times < TS], stars[times < TS]
+            )
             scores[rated] = -np.inf
             best = np.argsort(-scores, kind="stable")[:5]
             assert [item["movie_id"] for item in body["items"]] == [movies[row]["movie_id"] for row in best]

@@ -11,12 +11,13 @@ import scann
 import tensorflow as tf
 
 from contract.checksums import file_checksums
-from contract.manifest import IndexParams
+from contract.contents import read_rating_model
+from contract.manifest import IndexParams, read_manifest
 from contract.pointers import new_version_name, promote
 from tests.towers import candidate_tower_embeddings
 from training import export as export_module
 from training.config import TrainConfig
-from training.evaluate import accuracy_table, model_ranks
+from training.evaluate import accuracy_table, model_ranks, served_vectors
 from training.export import export_trained
 from training.fit import fit, query_inputs
 from training.folds import prepare
@@ -81,6 +82,10 @@ def test_reloaded_towers_reproduce_the_metrics(tiny_data_dir: Path, tmp_path: Pa
     assert not np.allclose(blanked, candidates, atol=1e-3)  # the id does matter to the tower
     inputs = query_inputs(fold.test, fold.test_histories, np.array([m["movie_id"] for m in movies]))
     queries = query_model(**{name: tf.constant(value) for name, value in inputs.items()})["embedding"].numpy()
+    # The rating term the version holds, folded in from each query's known ratings as training scored it.
+    rating_model = read_rating_model(version_dir, read_manifest(version_dir), len(movies))
+    assert rating_model is not None and manifest["rating_width"] == rating_model.width
+    queries, candidates = served_vectors(rating_model, queries, candidates, fold.held_out)
     for protocol, exclude in (("A", False), ("B", True)):
         table = accuracy_table(model_ranks(queries, candidates, fold.popularity, fold.held_out, exclude))
         assert table == manifest["metrics"]["model"][protocol]
@@ -88,7 +93,10 @@ def test_reloaded_towers_reproduce_the_metrics(tiny_data_dir: Path, tmp_path: Pa
 
 def test_exported_index_matches_numpy_brute_force(tiny_version_dir: Path) -> None:
     searcher = scann.scann_ops_pybind.load_searcher(str(tiny_version_dir / "scann"))
-    embeddings = np.load(tiny_version_dir / "candidate_embeddings.npy")
+    term = np.load(tiny_version_dir / "rating_model.npz")  # the index searches the rating term's columns too
+    embeddings = np.hstack(
+        [np.load(tiny_version_dir / "candidate_embeddings.npy"), term["item_bias"][:, None], term["item_factors"]]
+    )
     queries = np.random.default_rng(0).normal(size=(20, embeddings.shape[1])).astype(np.float32)
     found, _ = searcher.search_batched(queries, final_num_neighbors=10)
     exact = np.argsort(-(queries @ embeddings.T), axis=1, kind="stable")[:, :10]

@@ -1,0 +1,189 @@
+"""The rating term of a served score: what the user is predicted to think of a movie, in stars.
+
+The towers learn which movie a user rates next, not how much they will like it. On protocol T the default
+ranked a movie the user would rate 1-2 stars nearly as high as one they would rate 4-5 (issue 19). A small
+biased matrix factorisation fit on the stars adds that second signal:
+
+    served score(u, i) = tower score + s_u * (b_i + p_u . v_i)
+
+- `b_i` and `v_i` are each movie's bias and factors, fit on the training stars (training/rating_model.py).
+- `p_u` is folded in from every rating the user has at the asked time, a 1-star one as much as a 5-star one.
+  A rating stored a second ago counts at once, with no retrain. The tower's history leaves dislikes out.
+- `s_u = weight * sd(user's tower scores over the movies) / sd(their rating term over the movies)`: the term
+  moves each user's scores by `weight` of that user's own spread. The scale needs no calibration against the
+  tower, and a user whose tower scores are sharp keeps them.
+
+The term is a dot product of [1, p_u] with [b_i, v_i], so it folds into the two embeddings: the served query is
+[tower query, s_u * (1, p_u)] and the served candidate is [candidate embedding, b_i, v_i]. The ScaNN index is
+built over the served candidates, and the offline ranks score the served vectors. Training's evaluation, the
+gate's rescoring and the server compute them with the functions below and no other.
+
+A movie the rating model never saw (added to the catalogue since) has bias and factors 0, an average movie's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from contract.user_ratings import NO_VALUE, UserRatings
+
+BIAS_PENALTY = 1e-3  # a bias column is barely regularised: a user's shifts every movie alike and ranks nothing
+_EPSILON = 1e-12
+
+
+def ridge_solve(x: np.ndarray, y: np.ndarray, reg: float) -> np.ndarray:
+    """argmin_w |x w - y|^2 + reg |w|^2, x's last column a bias weighed BIAS_PENALTY * reg: the fit of each
+    row of the matrix factorisation (training/rating_model.py) and the fold-in of a user here."""
+    penalty = np.full(x.shape[1], reg)
+    penalty[-1] = BIAS_PENALTY * reg
+    gram = x.T @ x
+    gram[np.diag_indices_from(gram)] += penalty
+    return np.linalg.solve(gram, x.T @ y)
+
+
+@dataclass(frozen=True, eq=False)
+class RatingModel:
+    """The rating term's arrays, fit on a version's training stars."""
+
+    mean: float  # the training stars' mean
+    item_bias: np.ndarray  # float32 [M]: each movie's bias, in stars
+    item_factors: np.ndarray  # float32 [M, f]
+    reg: float  # the ridge weight of the fit, used again to fold a user in
+    weight: float  # share of a user's tower-score spread that the term may move
+    tower_covariance: np.ndarray  # float32 [d, d]: covariance over the version's movies of its candidate embeddings
+    item_covariance: np.ndarray  # float32 [1 + f, 1 + f]: the same of [b_i, v_i]
+
+    @property
+    def width(self) -> int:
+        """Columns the term adds to the served vectors: 1 + f."""
+        return 1 + int(self.item_factors.shape[1])
+
+    def item_part(self, num_movies: int) -> np.ndarray:
+        """float32 [num_movies, 1 + f]: [b_i, v_i] per movie row; rows past the model's (added movies) are 0."""
+        part = np.zeros((num_movies, self.width), dtype=np.float32)
+        known = min(num_movies, len(self.item_bias))
+        part[:known, 0] = self.item_bias[:known]
+        part[:known, 1:] = self.item_factors[:known]
+        return part
+
+    def moved(self, rows: np.ndarray, num_movies: int) -> RatingModel:
+        """The same term in a larger catalogue: the model's movie i at row rows[i], the other rows 0."""
+        bias = np.zeros(num_movies, dtype=np.float32)
+        factors = np.zeros((num_movies, self.width - 1), dtype=np.float32)
+        bias[rows], factors[rows] = self.item_bias, self.item_factors
+        return dataclasses.replace(self, item_bias=bias, item_factors=factors)
+
+    def user_part(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """float64 [1 + f]: [1, p_u], p_u the ridge fit of the user's ratings (movie rows and their stars).
+
+        Ratings whose value is unknown (NO_VALUE) and movies the model does not have are left out; with none
+        left, p_u is 0 and only the movies' biases rank.
+        """
+        rows, values = np.asarray(rows, dtype=np.int64), np.asarray(values, dtype=np.float64)
+        keep = (values != NO_VALUE) & (rows >= 0) & (rows < len(self.item_bias))
+        part = np.zeros(self.width)
+        part[0] = 1.0
+        if not keep.any():
+            return part
+        rows, values = rows[keep], values[keep]
+        x = np.empty((len(rows), self.width))
+        x[:, :-1] = self.item_factors[rows]
+        x[:, -1] = 1.0  # the user's bias, solved with p_u and dropped: it ranks nothing
+        part[1:] = ridge_solve(x, values - self.mean - self.item_bias[rows], self.reg)[:-1]
+        return part
+
+    def user_parts(self, ratings: UserRatings, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """float64 [n, 1 + f]: `user_part` of ratings[starts[j]:ends[j]] for each query j (offline scoring)."""
+        if ratings.values is None:
+            raise ValueError("the rating term needs the ratings' stars; these ratings keep none")
+        rows, values = ratings.movie_rows, ratings.values
+        return np.array(
+            [self.user_part(rows[a:b], values[a:b]) for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+        ).reshape(len(starts), self.width)
+
+    def served_queries(self, queries: np.ndarray, user_parts: np.ndarray) -> np.ndarray:
+        """float32 [n, d + 1 + f]: each tower query followed by its user part, scaled to `weight` of its spread."""
+        queries = np.asarray(queries, dtype=np.float64)
+        tower_sd = np.sqrt(np.maximum(np.einsum("nd,de,ne->n", queries, self.tower_covariance, queries), 0.0))
+        term_sd = np.sqrt(np.maximum(np.einsum("nd,de,ne->n", user_parts, self.item_covariance, user_parts), 0.0))
+        scale = self.weight * tower_sd / np.maximum(term_sd, _EPSILON)
+        return np.hstack([queries, user_parts * scale[:, None]]).astype(np.float32)
+
+
+def new_rating_model(
+    mean: float, item_bias: np.ndarray, item_factors: np.ndarray, reg: float, weight: float, candidates: np.ndarray
+) -> RatingModel:
+    """A RatingModel whose covariances are those of `candidates` (the version's candidate embeddings) and of
+    the fitted item part."""
+    item = np.hstack([item_bias[:, None], item_factors])
+    return RatingModel(
+        mean=float(mean),
+        item_bias=item_bias.astype(np.float32),
+        item_factors=item_factors.astype(np.float32),
+        reg=float(reg),
+        weight=float(weight),
+        tower_covariance=np.atleast_2d(np.cov(candidates.T, bias=True)).astype(np.float32),
+        item_covariance=np.atleast_2d(np.cov(item.T, bias=True)).astype(np.float32),
+    )
+
+
+def served_candidates(candidates: np.ndarray, model: RatingModel | None) -> np.ndarray:
+    """float32 [n, d (+ 1 + f)]: what the index searches: the candidate embeddings, then the rating term's item
+    part when the version has one."""
+    if model is None:
+        return candidates
+    return np.hstack([candidates, model.item_part(len(candidates))]).astype(np.float32)
+
+
+def served_queries(queries: np.ndarray, model: RatingModel | None, user_parts: np.ndarray | None) -> np.ndarray:
+    """The queries the index is searched with: `queries` themselves, or extended by `model` with `user_parts`."""
+    if model is None:
+        return queries
+    assert user_parts is not None, "a version with a rating term needs each query's user part"
+    return model.served_queries(queries, user_parts)
+
+
+def write_rating_model(path: Path, model: RatingModel) -> None:
+    np.savez(
+        path,
+        mean=np.float64(model.mean),
+        item_bias=model.item_bias,
+        item_factors=model.item_factors,
+        reg=np.float64(model.reg),
+        weight=np.float64(model.weight),
+        tower_covariance=model.tower_covariance,
+        item_covariance=model.item_covariance,
+    )
+
+
+def load_rating_model(path: Path, num_movies: int, embedding_dim: int) -> RatingModel:
+    """The rating term in `path`, its shapes checked (contract.contents.read_rating_model reads a version's).
+
+    Raises:
+        ValueError: the arrays do not fit the version (another version's file, or a truncated one).
+    """
+    with np.load(path, allow_pickle=False) as f:
+        model = RatingModel(
+            mean=float(f["mean"]),
+            item_bias=f["item_bias"].astype(np.float32),
+            item_factors=f["item_factors"].astype(np.float32),
+            reg=float(f["reg"]),
+            weight=float(f["weight"]),
+            tower_covariance=f["tower_covariance"].astype(np.float32),
+            item_covariance=f["item_covariance"].astype(np.float32),
+        )
+    width = model.width
+    expected = {
+        "item_bias": ((num_movies,), model.item_bias.shape),
+        "item_factors": ((num_movies, width - 1), model.item_factors.shape),
+        "tower_covariance": ((embedding_dim, embedding_dim), model.tower_covariance.shape),
+        "item_covariance": ((width, width), model.item_covariance.shape),
+    }
+    for name, (want, got) in expected.items():
+        if want != got:
+            raise ValueError(f"{path.name}: {name} is {got}, the version needs {want}")
+    return model

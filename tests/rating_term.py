@@ -1,0 +1,35 @@
+"""An oracle of the rating term (contract/rating_model.py) from its documented formula and the version's
+rating_model.npz alone, for tests that check what the server answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def load_term(version_dir: Path) -> dict[str, Any]:
+    with np.load(version_dir / "rating_model.npz") as term:
+        return {name: term[name] for name in term.files}
+
+
+def user_part(term: dict[str, Any], rows: np.ndarray, stars: np.ndarray) -> np.ndarray:
+    """[1, p_u]: p_u by ridge regression of the user's stars on the movies' factors, with a user bias."""
+    bias, factors, reg = term["item_bias"], term["item_factors"], float(term["reg"])
+    x = np.hstack([factors[rows], np.ones((len(rows), 1))])
+    penalty = np.diag([reg] * factors.shape[1] + [reg * 1e-3])
+    solved = np.linalg.solve(x.T @ x + penalty, x.T @ (stars - float(term["mean"]) - bias[rows]))
+    return np.concatenate([[1.0], solved[:-1]])
+
+
+def unit_term(term: dict[str, Any], user: np.ndarray) -> np.ndarray:
+    """Each movie's predicted stars less the user's constant, divided by their spread over the movies."""
+    spread = np.sqrt(user @ term["item_covariance"] @ user)
+    return np.hstack([term["item_bias"][:, None], term["item_factors"]]) @ user / spread
+
+
+def rating_term(term: dict[str, Any], query: np.ndarray, rows: np.ndarray, stars: np.ndarray) -> np.ndarray:
+    """What the term adds to each movie's score: `weight` of the user's tower-score spread, times unit_term."""
+    tower_spread = np.sqrt(query @ term["tower_covariance"] @ query)
+    return float(term["weight"]) * tower_spread * unit_term(term, user_part(term, rows, stars))
