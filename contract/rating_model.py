@@ -24,7 +24,7 @@ A movie the rating model never saw (added to the catalogue since) has bias and f
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,9 @@ class RatingModel:
     weight: float  # share of a user's tower-score spread that the term may move
     tower_covariance: np.ndarray  # float32 [d, d]: covariance over the version's movies of its candidate embeddings
     item_covariance: np.ndarray  # float32 [1 + f, 1 + f]: the same of [b_i, v_i]
+    _design: np.ndarray = field(init=False, repr=False)  # float64 [M, 1 + f]: each movie's [v_i, 1]
+    _expected: np.ndarray = field(init=False, repr=False)  # float64 [M]: mean + b_i
+    _penalty: np.ndarray = field(init=False, repr=False)  # the ridge's diagonal, the bias column's barely there
 
     @property
     def width(self) -> int:
@@ -77,23 +80,33 @@ class RatingModel:
         bias[rows], factors[rows] = self.item_bias, self.item_factors
         return dataclasses.replace(self, item_bias=bias, item_factors=factors)
 
+    def __post_init__(self) -> None:
+        # Per request the fold-in costs a gather, a [1 + f]^2 Gram matrix and one solve, so what does not
+        # depend on the user is made once: each movie's [v_i, 1] row, its mean + b_i, the ridge penalty.
+        rows = np.hstack([self.item_factors, np.ones((len(self.item_bias), 1), np.float32)]).astype(np.float64)
+        object.__setattr__(self, "_design", rows)
+        object.__setattr__(self, "_expected", (self.mean + self.item_bias).astype(np.float64))
+        penalty = np.full(self.width, self.reg)
+        penalty[-1] = BIAS_PENALTY * self.reg
+        object.__setattr__(self, "_penalty", np.diag(penalty))
+
     def user_part(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
         """float64 [1 + f]: [1, p_u], p_u the ridge fit of the user's ratings (movie rows and their stars).
 
         Ratings whose value is unknown (NO_VALUE) and movies the model does not have are left out; with none
-        left, p_u is 0 and only the movies' biases rank.
+        left, p_u is 0 and only the movies' biases rank. The same fit as `ridge_solve` with a bias column.
         """
         rows, values = np.asarray(rows, dtype=np.int64), np.asarray(values, dtype=np.float64)
         keep = (values != NO_VALUE) & (rows >= 0) & (rows < len(self.item_bias))
         part = np.zeros(self.width)
         part[0] = 1.0
-        if not keep.any():
+        if not keep.all():
+            rows, values = rows[keep], values[keep]
+        if not len(rows):
             return part
-        rows, values = rows[keep], values[keep]
-        x = np.empty((len(rows), self.width))
-        x[:, :-1] = self.item_factors[rows]
-        x[:, -1] = 1.0  # the user's bias, solved with p_u and dropped: it ranks nothing
-        part[1:] = ridge_solve(x, values - self.mean - self.item_bias[rows], self.reg)[:-1]
+        x = self._design[rows]  # the last column, 1, is the user's bias: solved with p_u and dropped
+        residual = values - self._expected[rows]
+        part[1:] = np.linalg.solve(x.T @ x + self._penalty, x.T @ residual)[:-1]
         return part
 
     def user_parts(self, ratings: UserRatings, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -107,11 +120,12 @@ class RatingModel:
 
     def served_queries(self, queries: np.ndarray, user_parts: np.ndarray) -> np.ndarray:
         """float32 [n, d + 1 + f]: each tower query followed by its user part, scaled to `weight` of its spread."""
-        queries = np.asarray(queries, dtype=np.float64)
-        tower_sd = np.sqrt(np.maximum(np.einsum("nd,de,ne->n", queries, self.tower_covariance, queries), 0.0))
-        term_sd = np.sqrt(np.maximum(np.einsum("nd,de,ne->n", user_parts, self.item_covariance, user_parts), 0.0))
-        scale = self.weight * tower_sd / np.maximum(term_sd, _EPSILON)
-        return np.hstack([queries, user_parts * scale[:, None]]).astype(np.float32)
+        queries = np.asarray(queries, dtype=np.float32)
+        parts = np.asarray(user_parts, dtype=np.float32)
+        tower_var = np.sum((queries @ self.tower_covariance) * queries, axis=1)
+        term_var = np.sum((parts @ self.item_covariance) * parts, axis=1)
+        scale = self.weight * np.sqrt(np.maximum(tower_var, 0.0) / np.maximum(term_var, _EPSILON))
+        return np.hstack([queries, parts * scale[:, None].astype(np.float32)])
 
 
 def new_rating_model(

@@ -16,7 +16,7 @@ def _planted() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     users, movies, stars = [], [], []
     for user in range(40):
-        for movie in rng.choice(18, 12, replace=False).tolist() + [18, 19]:
+        for movie in [*rng.choice(18, 12, replace=False).tolist(), 18, 19]:
             users.append(user)
             movies.append(movie)
             stars.append(5.0 if movie == 18 else 1.0 if movie == 19 else 5.0 if KINDS[movie] == user % 2 else 2.0)
