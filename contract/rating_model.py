@@ -59,6 +59,7 @@ class RatingModel:
     _design: np.ndarray = field(init=False, repr=False)  # float64 [M, 1 + f]: each movie's [v_i, 1]
     _expected: np.ndarray = field(init=False, repr=False)  # float64 [M]: mean + b_i
     _penalty: np.ndarray = field(init=False, repr=False)  # the ridge's diagonal, the bias column's barely there
+    no_ratings: np.ndarray = field(init=False, repr=False)  # float64 [1 + f]: [1, 0, ...], a user without stars
 
     @property
     def width(self) -> int:
@@ -89,6 +90,7 @@ class RatingModel:
         penalty = np.full(self.width, self.reg)
         penalty[-1] = BIAS_PENALTY * self.reg
         object.__setattr__(self, "_penalty", np.diag(penalty))
+        object.__setattr__(self, "no_ratings", np.eye(1, self.width)[0])
 
     def user_part(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
         """float64 [1 + f]: [1, p_u], p_u the ridge fit of the user's ratings (movie rows and their stars).
@@ -98,10 +100,9 @@ class RatingModel:
         """
         rows, values = np.asarray(rows, dtype=np.int64), np.asarray(values, dtype=np.float64)
         keep = (values != NO_VALUE) & (rows >= 0) & (rows < len(self.item_bias))
-        part = np.zeros(self.width)
-        part[0] = 1.0
         if not keep.all():
             rows, values = rows[keep], values[keep]
+        part = self.no_ratings.copy()
         if not len(rows):
             return part
         x = self._design[rows]  # the last column, 1, is the user's bias: solved with p_u and dropped
@@ -122,8 +123,8 @@ class RatingModel:
         """float32 [n, d + 1 + f]: each tower query followed by its user part, scaled to `weight` of its spread."""
         queries = np.asarray(queries, dtype=np.float32)
         parts = np.asarray(user_parts, dtype=np.float32)
-        tower_var = np.sum((queries @ self.tower_covariance) * queries, axis=1)
-        term_var = np.sum((parts @ self.item_covariance) * parts, axis=1)
+        tower_var = np.einsum("nd,nd->n", queries @ self.tower_covariance, queries)
+        term_var = np.einsum("nd,nd->n", parts @ self.item_covariance, parts)
         scale = self.weight * np.sqrt(np.maximum(tower_var, 0.0) / np.maximum(term_var, _EPSILON))
         return np.hstack([queries, parts * scale[:, None].astype(np.float32)])
 

@@ -111,6 +111,9 @@ class ModelVersion:
     query_model: Any  # kept so its variables outlive the signature below; None with query_tower
     query_fn: Any
     rating: RatingModel | None = None  # the rating term of every served score (contract/rating_model.py)
+    # float64 [num_users, 1 + f]: each known user's rating part from all their ratings in the version, folded
+    # in once at load: a request at now with nothing stored since reads it instead of solving again.
+    rating_parts: np.ndarray | None = None
     loaded_at: float = field(default_factory=time.time)
     # float32 [num_movies, d (+ rating width)]: what the searcher indexes, the candidate embeddings followed by
     # the rating term's item part (an added movie's: 0).
@@ -162,12 +165,20 @@ class ModelVersion:
         known = known_at(times, bound) & read_as_taste(values, self.manifest.query.history_min_rating)
         return self.history_ids(rows[known]), newest_first(values[known], self.history_length).tolist()
 
-    def rating_part(self, rows: np.ndarray, times: np.ndarray, values: np.ndarray, bound: int) -> np.ndarray | None:
+    def rating_part(
+        self, rows: np.ndarray, times: np.ndarray, values: np.ndarray, bound: int, user_row: int | None = None
+    ) -> np.ndarray | None:
         """The user's part of the rating term from their ratings (movie rows, times and stars, oldest first)
-        known below `bound`, dislikes included; None for a version without the term."""
+        known below `bound`, dislikes included; None for a version without the term.
+
+        `user_row`: the user's position in `ratings` when these are exactly their ratings in the version
+        (nothing stored since). Once all of them are known, the part folded in at load is returned.
+        """
         if self.rating is None:
             return None
         known = known_at(times, bound)
+        if user_row is not None and self.rating_parts is not None and known.all():
+            return self.rating_parts[user_row]
         return self.rating.user_part(rows[known], values[known])
 
     def served_queries(self, queries: np.ndarray, rating_parts: list[np.ndarray | None]) -> np.ndarray:
@@ -175,7 +186,7 @@ class ModelVersion:
         by its user's rating part (None: a user with no stars known, ranked by the movies' biases)."""
         if self.rating is None:
             return queries
-        none = self.rating.user_part(_NO_ROWS, _NO_VALUES)
+        none = self.rating.no_ratings
         parts = np.stack([none if part is None else part for part in rating_parts]) if rating_parts else None
         return served_queries(queries, self.rating, parts)
 
@@ -262,6 +273,7 @@ def _read(path: Path, manifest: Manifest) -> ModelVersion:
         raise VersionError(f"the index covers {manifest.index.num_movies} movies, the catalogue {len(movies)}")
     # load_searcher's compatibility shim would write into the version directory; the contract has the file.
     searcher = scann_ops_pybind.load_searcher(str(path / layout.SCANN), assets_backcompat_shim=False)
+    rating = read_rating_model(path, manifest, len(movies))
     tower = read_query_weights(path)
     model = fn = None
     if tower is None:
@@ -287,7 +299,8 @@ def _read(path: Path, manifest: Manifest) -> ModelVersion:
         query_tower=tower,
         query_model=model,
         query_fn=fn,
-        rating=read_rating_model(path, manifest, len(movies)),
+        rating=rating,
+        rating_parts=None if rating is None else rating.user_parts(seen, seen.indptr[:-1], seen.indptr[1:]),
     )
 
 

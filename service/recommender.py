@@ -78,7 +78,9 @@ def user_state(
         rows, times, values = rows[order], times[order], values[order]
     length = version.history_length
     history, history_ratings = version.history_at(rows, times, values, bound)
-    rating_part = version.rating_part(rows, times, values, bound)
+    # Nothing stored since the version: these are the user's ratings in it, whose part was folded in at load.
+    user_row = None if stored else version.user_rows.get(request.user_id)
+    rating_part = version.rating_part(rows, times, values, bound, user_row)
     own = _rows(version, request.history)
     if len(own):  # ids a client sends for a user the service has never seen count as their newest ratings
         history = [*(version.movies[row]["movie_id"] for row in own), *history][:length]

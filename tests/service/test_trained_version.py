@@ -139,6 +139,21 @@ def test_the_served_query_tower_is_numpy_and_equals_the_saved_model(tiny_version
     assert max_difference(expected, version.embed(users, timestamps, histories, ratings)) < 1e-5
 
 
+def test_the_rating_parts_folded_in_at_load_are_the_ones_a_request_would_fold_in(tiny_version_dir: Path) -> None:
+    """A known user asking at now with nothing stored reads their part from the load; asking inside the data,
+    only the ratings before that moment count, so it is folded in again, and differs."""
+    version = load_version(tiny_version_dir, max_batch=8, min_recall=0.8)
+    now = int(time.time())
+    for user, row in list(version.user_rows.items())[:10]:
+        rows, times, values = version.ratings_of(user)
+        read = version.rating_part(rows, times, values, now, row)
+        assert read is not None and np.shares_memory(read, version.rating_parts)  # read, not solved again
+        np.testing.assert_array_equal(read, version.rating_part(rows, times, values, now))
+        middle = int(times[len(times) // 2])
+        earlier = version.rating_part(rows, times, values, middle, row)
+        assert earlier is not None and not np.array_equal(earlier, read)
+
+
 def test_query_weights_that_disagree_with_the_saved_model_are_refused(tiny_version_dir: Path, tmp_path: Path) -> None:
     version_dir = Path(shutil.copytree(tiny_version_dir, tmp_path / tiny_version_dir.name))
     members = dict(np.load(version_dir / "query_weights.npz"))
