@@ -75,7 +75,7 @@ def test_two_workers_train_one_version_that_serves(tiny_data_dir: Path, tiny_ver
     version = load_version(versions[0], max_batch=8, min_recall=0.8)
     known = version.movies[0]["movie_id"]
     for when in (885_000_000, int(time.time())):  # a 1998-era query and one at now
-        embedding = version.embed(["1"], [when], [[known]])
+        embedding = version.served_queries(version.embed(["1"], [when], [[known]]), [None])
         rows, _ = version.search(embedding, 10)
         assert np.isfinite(embedding).all() and len(set(rows[0].tolist())) == 10
 
