@@ -35,14 +35,18 @@ BIAS_PENALTY = 1e-3  # a bias column is barely regularised: a user's shifts ever
 _EPSILON = 1e-12
 
 
-def ridge_solve(x: np.ndarray, y: np.ndarray, reg: float) -> np.ndarray:
-    """argmin_w |x w - y|^2 + reg |w|^2, x's last column a bias weighed BIAS_PENALTY * reg: the fit of each
-    row of the matrix factorisation (training/rating_model.py) and the fold-in of a user here."""
-    penalty = np.full(x.shape[1], reg)
+def ridge_penalty(width: int, reg: float) -> np.ndarray:
+    """float64 [width, width]: the ridge's diagonal, reg for every column but the last, a bias, weighed
+    BIAS_PENALTY * reg."""
+    penalty = np.full(width, reg)
     penalty[-1] = BIAS_PENALTY * reg
-    gram = x.T @ x
-    gram[np.diag_indices_from(gram)] += penalty
-    return np.linalg.solve(gram, x.T @ y)
+    return np.diag(penalty)
+
+
+def ridge_solve(x: np.ndarray, y: np.ndarray, reg: float) -> np.ndarray:
+    """argmin_w |x w - y|^2 + w' P w with P = ridge_penalty: the fit of each row of the matrix factorisation
+    (training/rating_model.py); a user's fold-in here solves the same with P made once."""
+    return np.linalg.solve(x.T @ x + ridge_penalty(x.shape[1], reg), x.T @ y)
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,9 +91,7 @@ class RatingModel:
         rows = np.hstack([self.item_factors, np.ones((len(self.item_bias), 1), np.float32)]).astype(np.float64)
         object.__setattr__(self, "_design", rows)
         object.__setattr__(self, "_expected", (self.mean + self.item_bias).astype(np.float64))
-        penalty = np.full(self.width, self.reg)
-        penalty[-1] = BIAS_PENALTY * self.reg
-        object.__setattr__(self, "_penalty", np.diag(penalty))
+        object.__setattr__(self, "_penalty", ridge_penalty(self.width, self.reg))
         object.__setattr__(self, "no_ratings", np.eye(1, self.width)[0])
 
     def user_part(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:

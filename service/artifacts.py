@@ -35,7 +35,7 @@ from contract.query_tower import (
     read_query_weights,
     tower_inputs,
 )
-from contract.rating_model import RatingModel, served_candidates, served_queries
+from contract.rating_model import RatingModel, served_candidates
 from contract.user_ratings import UserRatings, known_at, newest_first, read_as_taste
 from service.errors import VersionRejectedError
 
@@ -187,8 +187,8 @@ class ModelVersion:
         if self.rating is None:
             return queries
         none = self.rating.no_ratings
-        parts = np.stack([none if part is None else part for part in rating_parts]) if rating_parts else None
-        return served_queries(queries, self.rating, parts)
+        parts = np.array([none if part is None else part for part in rating_parts], dtype=np.float64)
+        return self.rating.served_queries(queries, parts.reshape(len(rating_parts), self.rating.width))
 
     def embed(
         self,
