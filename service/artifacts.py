@@ -119,6 +119,10 @@ class ModelVersion:
     # the rating term's item part (an added movie's: 0).
     served_candidates: np.ndarray = field(init=False, repr=False)
     _all_true: np.ndarray = field(init=False, repr=False)
+    # A known user's served query at now, with nothing stored since the version and nothing in the request,
+    # filled as users ask: every input is fixed then (the timestamp past the clamp range, every rating
+    # known), and most traffic asks at now. At most one row per known user (ML-100K: 943 x 241 floats).
+    _now_queries: dict[int, np.ndarray] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._all_true = np.ones(len(self.movies), dtype=bool)
@@ -189,6 +193,24 @@ class ModelVersion:
         none = self.rating.no_ratings
         parts = np.array([none if part is None else part for part in rating_parts], dtype=np.float64)
         return self.rating.served_queries(queries, parts.reshape(len(rating_parts), self.rating.width))
+
+    def now_key(self, user_row: int | None, timestamp: int, rating_times: np.ndarray, bound: int) -> int | None:
+        """The key under which this request's served query is the same at every moment from now on: the known
+        user's row when `timestamp` is past the model's clamp range and every one of their ratings in the
+        version (`rating_times`, oldest first) is known below `bound`; else None. The caller says that nothing
+        else changes the query (no rating stored since the version, no history in the request)."""
+        if user_row is None or timestamp < self.manifest.query.timestamp_max:
+            return None
+        return user_row if len(rating_times) == 0 or rating_times[-1] < bound else None
+
+    def query_at_now(self, key: int | None) -> np.ndarray | None:
+        """The served query kept under `key` (`now_key`), if any."""
+        return None if key is None else self._now_queries.get(key)
+
+    def keep_query_at_now(self, key: int | None, query: np.ndarray) -> None:
+        """Keep a served query computed for `key` (`now_key`; None keeps nothing)."""
+        if key is not None:
+            self._now_queries[key] = query
 
     def embed(
         self,

@@ -59,6 +59,7 @@ class _Pending:
     depth: int
     rating_part: np.ndarray | None  # the user's part of the rating term (None: the version has none)
     future: asyncio.Future[Neighbours] = field(repr=False)
+    query: np.ndarray | None = None  # the served query when the caller has it already (nothing to embed)
 
 
 def _search_by_depth(version: Searchable, queries: np.ndarray, group: list[_Pending]) -> list[Neighbours]:
@@ -77,6 +78,24 @@ def _search_by_depth(version: Searchable, queries: np.ndarray, group: list[_Pend
     return [found[i] for i in range(len(group))]
 
 
+def _served_queries(version: Searchable, group: list[_Pending]) -> np.ndarray:
+    """float32 [len(group), D]: each pending's served query, given or computed (one tower call for the rest)."""
+    given = {i: p.query for i, p in enumerate(group) if p.query is not None}
+    todo = [p for p in group if p.query is None]
+    if not todo:
+        return np.stack(list(given.values()))
+    embedded = version.embed(
+        [p.user_id for p in todo], [p.timestamp for p in todo], [p.history for p in todo], [p.ratings for p in todo]
+    )
+    computed = version.served_queries(embedded, [p.rating_part for p in todo])
+    if not given:
+        return computed
+    queries = np.empty((len(group), computed.shape[1]), dtype=np.float32)
+    queries[list(given)] = np.stack(list(given.values()))
+    queries[[i for i in range(len(group)) if i not in given]] = computed
+    return queries
+
+
 def _compute(batch: list[_Pending]) -> list[Neighbours | BaseException]:
     """Answer a batch: one model call per version in it (two only during a hot swap), few searches."""
     results: dict[int, Neighbours | BaseException] = {}
@@ -85,14 +104,7 @@ def _compute(batch: list[_Pending]) -> list[Neighbours | BaseException]:
         by_version.setdefault(pending.version, []).append(pending)
     for version, group in by_version.items():
         try:
-            queries = version.embed(
-                [p.user_id for p in group],
-                [p.timestamp for p in group],
-                [p.history for p in group],
-                [p.ratings for p in group],
-            )
-            queries = version.served_queries(queries, [p.rating_part for p in group])
-            found = _search_by_depth(version, queries, group)
+            found = _search_by_depth(version, _served_queries(version, group), group)
         except Exception as e:  # every caller of the failed group hears about it; the batcher lives on
             log.exception("batch of %d failed on version %s", len(group), version.name)
             results.update((id(p), e) for p in group)
@@ -151,17 +163,19 @@ class Batcher:
         depth: int,
         ratings: list[float] | None = None,
         rating_part: np.ndarray | None = None,
+        query: np.ndarray | None = None,
     ) -> Neighbours:
         """Queue one query (its history: movie ids, newest first, and their stars; the user's part of the
         rating term) and wait for the batch it lands in.
 
-        Depth 0 asks for the query embedding only (no index search).
+        Depth 0 asks for the query embedding only (no index search). `query`: the served query, when the caller
+        has it already (the batch then only searches with it).
         """
         loop = self._loop
         if loop is None:
             raise RuntimeError("Batcher.start() was not called")
         future: asyncio.Future[Neighbours] = loop.create_future()
-        pending = _Pending(version, user_id, timestamp, history, ratings or [], depth, rating_part, future)
+        pending = _Pending(version, user_id, timestamp, history, ratings or [], depth, rating_part, future, query)
         if self._alone():
             # The only request the server is working on: nothing could join its batch, so it is computed now,
             # without the two turns of the loop (the drain, then the caller's wake-up) a batch costs.

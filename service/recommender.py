@@ -50,6 +50,7 @@ class UserState:
     history_ratings: list[float]  # the stars of each history movie (NO_VALUE for the request's own ids)
     known_user: bool  # the version was trained on this user_id
     rating_part: np.ndarray | None = None  # the user's part of the rating term (None: the version has none)
+    now_key: int | None = None  # the version keeps this user's served query under it (ModelVersion.now_key)
 
 
 def _rows(version: ModelVersion, movie_ids: Sequence[str]) -> np.ndarray:
@@ -58,7 +59,7 @@ def _rows(version: ModelVersion, movie_ids: Sequence[str]) -> np.ndarray:
 
 
 def user_state(
-    version: ModelVersion, request: RecommendRequest, bound: int, stored: Sequence[StoredRating]
+    version: ModelVersion, request: RecommendRequest, bound: int, stored: Sequence[StoredRating], timestamp: int
 ) -> UserState:
     """The user's seen movies and history (their ratings below `bound`, contract.user_ratings.known_bound) from
     the version's ratings, the ratings stored since and the request.
@@ -67,6 +68,9 @@ def user_state(
     rating counts the moment it is stored, on every replica, and again once a retrain has learnt from it.
     """
     rows, times, values = version.ratings_of(request.user_id)
+    now_key = None
+    if request.timestamp is None and not stored and not request.history:
+        now_key = version.now_key(version.user_rows.get(request.user_id), timestamp, times, bound)
     if stored:
         stored_rows = np.array([version.row_of_movie.get(r.movie_id, -1) for r in stored], dtype=np.int64)
         keep = stored_rows >= 0
@@ -87,7 +91,7 @@ def user_state(
         history_ratings = [*[NO_VALUE] * len(own), *history_ratings][:length]
         rows = np.concatenate([rows, own])
     known_user = request.user_id in version.user_rows
-    return UserState(rows, history, history_ratings, known_user, rating_part)
+    return UserState(rows, history, history_ratings, known_user, rating_part, now_key)
 
 
 def _excluded_rows(version: ModelVersion, request: RecommendRequest, seen: np.ndarray) -> np.ndarray:
@@ -151,9 +155,13 @@ def _allowed(version: ModelVersion, request: RecommendRequest, seen: np.ndarray)
 async def _search(
     version: ModelVersion, batcher: Batcher, request: RecommendRequest, timestamp: int, state: UserState, depth: int
 ) -> Neighbours:
-    return await batcher.search(
-        version, request.user_id, timestamp, state.history, depth, state.history_ratings, state.rating_part
+    kept = version.query_at_now(state.now_key)
+    hits = await batcher.search(
+        version, request.user_id, timestamp, state.history, depth, state.history_ratings, state.rating_part, kept
     )
+    if kept is None:
+        version.keep_query_at_now(state.now_key, hits.query)
+    return hits
 
 
 async def _model_top_k(
@@ -201,7 +209,7 @@ async def recommend(
     """
     check_k(request.k, settings.max_k)
     timestamp = request.timestamp if request.timestamp is not None else int(time.time())
-    state = user_state(version, request, known_bound(timestamp, at_now=request.timestamp is None), stored)
+    state = user_state(version, request, known_bound(timestamp, at_now=request.timestamp is None), stored, timestamp)
     personalised = state.known_user or bool(state.history)
     because = None
     if personalised:

@@ -92,3 +92,38 @@ def test_after_the_data_every_moment_is_its_end(
         body = client.get("/recommend", params=params).json()
     assert body["effective_timestamp"] == end and body["timestamp"] > end
     assert_same_ranking(body, oracle.top_k("2", end + 1, 5, oracle.seen_rows("2")))
+
+
+def test_a_known_users_query_at_now_is_kept_until_they_rate(
+    shared_models_dir: Path, oracles: dict[str, Oracle], tmp_path: Path
+) -> None:
+    """At now every input of a known user's query is fixed, so the version keeps it: asking again runs no
+    tower. A rating stored since changes the inputs: the tower runs again and the answer moves at once."""
+    oracle = oracles[V1]
+    end = 890_000_000  # the factory's training range ends here
+    with serving(shared_models_dir, ratings_url=f"sqlite:///{tmp_path}/ratings.db") as client:
+        version = client.app.state.service.registry.require()  # type: ignore[attr-defined]
+        embedded: list[list[str]] = []
+        tower = version.embed
+
+        def counting(user_ids: list[str], *args: object) -> object:
+            embedded.append(list(user_ids))
+            return tower(user_ids, *args)  # type: ignore[arg-type]
+
+        version.embed = counting
+        first = client.get("/recommend", params={"user_id": "2", "k": 5}).json()
+        again = client.get("/recommend", params={"user_id": "2", "k": 5}).json()
+        past = client.get("/recommend", params={"user_id": "2", "k": 5, "timestamp": TS}).json()
+        assert embedded == [["2"], ["2"]]  # the first at now and the one at an explicit moment
+        top = first["items"][0]["movie_id"]
+        _rate(client, "2", top, end + 5)
+        rated = client.get("/recommend", params={"user_id": "2", "k": 5}).json()
+    assert first["items"] == again["items"] and past["effective_timestamp"] == TS
+    assert_same_ranking(again, oracle.top_k("2", end + 1, 5, oracle.seen_rows("2")))
+    assert len(embedded) == 3 and top not in [item["movie_id"] for item in rated["items"]]
+    assert_same_ranking(
+        rated,
+        oracle.top_k(
+            "2", end + 1, 5, oracle.seen_rows("2") | {int(top) - 1}, history=[top, *oracle.history("2", end + 1)]
+        ),
+    )
