@@ -95,7 +95,7 @@ def main(
     queries, candidates = served_vectors(
         run.rating_model, run.test_query_embeddings, run.candidate_embeddings, test.held_out
     )
-    ranks = model_ranks(queries, candidates, test.popularity, test.held_out, True)
+    ranks = model_ranks(queries, candidates, test.popularity, test.held_out, True, rating=run.rating_model)
     rows["model"] = hit_and_ndcg(ranks)
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -18,6 +18,14 @@ The term is a dot product of [1, p_u] with [b_i, v_i], so it folds into the two 
 built over the served candidates, and the offline ranks score the served vectors. Training's evaluation, the
 gate's rescoring and the server compute them with the functions below and no other.
 
+A linear term moves a movie the user will dislike only as far as it moves every other: pushing dislikes out of
+the top 10 that way cost the whole ranking (a weight of 0.5 took B top-100 down by 0.077). So the best
+`demote_pool` movies are then re-ordered among themselves: a movie predicted `demote_margin` stars or more below
+the user's own average loses `demote_penalty * s_u` per star past that margin (`demotions`). The pool is the
+same set as before, so the ranking below it, and every top-k with k >= the pool, keep their movies; within it
+the movies the user is predicted to like come first. Not a dot product, so the server applies it to its
+search's best hits (`rerank`) and training's ranks to the same pool (training.evaluate.target_ranks).
+
 A movie the rating model never saw (added to the catalogue since) has bias and factors 0, an average movie's.
 """
 
@@ -60,6 +68,9 @@ class RatingModel:
     weight: float  # share of a user's tower-score spread that the term may move
     tower_covariance: np.ndarray  # float32 [d, d]: covariance over the version's movies of its candidate embeddings
     item_covariance: np.ndarray  # float32 [1 + f, 1 + f]: the same of [b_i, v_i]
+    demote_pool: int = 0  # the best movies re-ordered by `demotions` (0: none)
+    demote_margin: float = 0.0  # stars below the user's predicted average a movie may be before it is pushed down
+    demote_penalty: float = 0.0  # score lost per predicted star past the margin, in units of the term's scale s_u
     _design: np.ndarray = field(init=False, repr=False)  # float64 [M, 1 + f]: each movie's [v_i, 1]
     _expected: np.ndarray = field(init=False, repr=False)  # float64 [M]: mean + b_i
     _penalty: np.ndarray = field(init=False, repr=False)  # the ridge's diagonal, the bias column's barely there
@@ -130,12 +141,45 @@ class RatingModel:
         scale = self.weight * np.sqrt(np.maximum(tower_var, 0.0) / np.maximum(term_var, _EPSILON))
         return np.hstack([queries, parts * scale[:, None].astype(np.float32)])
 
+    def demotions(self, served_queries: np.ndarray, served_candidates: np.ndarray) -> np.ndarray:
+        """float32 [n, m]: how far each of `served_candidates` [m, D] falls in the ranking of each of
+        `served_queries` [n, D] (the served vectors, the term's columns last) when it is in the demote pool.
+
+        The query's last columns are s_u (1, p_u), so `term` below is s_u (b_i + p_u . v_i): s_u times the stars
+        the user is predicted to give the movie above their own average. A movie predicted more than
+        demote_margin stars below it loses demote_penalty * s_u per star past the margin.
+        """
+        width = self.width
+        tail = np.asarray(served_queries, dtype=np.float32)[:, -width:]
+        term = tail @ np.asarray(served_candidates, dtype=np.float32)[:, -width:].T
+        floor = -self.demote_margin * tail[:, :1]  # s_u * -margin
+        return (self.demote_penalty * np.maximum(floor - term, 0.0)).astype(np.float32, copy=False)
+
+    def rerank(
+        self, served_query: np.ndarray, rows: np.ndarray, scores: np.ndarray, served_candidates: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One query's best hits (movie rows and scores, best first, every one allowed) with the first
+        demote_pool re-scored by `demotions` and re-ordered among themselves (ties keep their order); the
+        rest follow unchanged."""
+        pool = min(self.demote_pool, len(rows))
+        if pool == 0 or self.demote_penalty <= 0:
+            return rows, scores
+        head = scores[:pool] - self.demotions(served_query[None, :], served_candidates[rows[:pool]])[0]
+        order = np.argsort(-head, kind="stable")
+        return np.concatenate([rows[:pool][order], rows[pool:]]), np.concatenate([head[order], scores[pool:]])
+
 
 def new_rating_model(
-    mean: float, item_bias: np.ndarray, item_factors: np.ndarray, reg: float, weight: float, candidates: np.ndarray
+    mean: float,
+    item_bias: np.ndarray,
+    item_factors: np.ndarray,
+    reg: float,
+    weight: float,
+    candidates: np.ndarray,
+    demote: tuple[int, float, float] = (0, 0.0, 0.0),
 ) -> RatingModel:
     """A RatingModel whose covariances are those of `candidates` (the version's candidate embeddings) and of
-    the fitted item part."""
+    the fitted item part; `demote` is (demote_pool, demote_margin, demote_penalty)."""
     item = np.hstack([item_bias[:, None], item_factors])
     return RatingModel(
         mean=float(mean),
@@ -145,6 +189,9 @@ def new_rating_model(
         weight=float(weight),
         tower_covariance=np.atleast_2d(np.cov(candidates.T, bias=True)).astype(np.float32),
         item_covariance=np.atleast_2d(np.cov(item.T, bias=True)).astype(np.float32),
+        demote_pool=int(demote[0]),
+        demote_margin=float(demote[1]),
+        demote_penalty=float(demote[2]),
     )
 
 
@@ -174,6 +221,9 @@ def write_rating_model(path: Path, model: RatingModel) -> None:
         weight=np.float64(model.weight),
         tower_covariance=model.tower_covariance,
         item_covariance=model.item_covariance,
+        demote_pool=np.int64(model.demote_pool),
+        demote_margin=np.float64(model.demote_margin),
+        demote_penalty=np.float64(model.demote_penalty),
     )
 
 
@@ -192,6 +242,10 @@ def load_rating_model(path: Path, num_movies: int, embedding_dim: int) -> Rating
             weight=float(f["weight"]),
             tower_covariance=f["tower_covariance"].astype(np.float32),
             item_covariance=f["item_covariance"].astype(np.float32),
+            # Versions exported before the demotion have none.
+            demote_pool=int(f["demote_pool"]) if "demote_pool" in f.files else 0,
+            demote_margin=float(f["demote_margin"]) if "demote_margin" in f.files else 0.0,
+            demote_penalty=float(f["demote_penalty"]) if "demote_penalty" in f.files else 0.0,
         )
     width = model.width
     expected = {

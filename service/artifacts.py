@@ -212,6 +212,18 @@ class ModelVersion:
         if key is not None:
             self._now_queries[key] = query
 
+    @property
+    def rerank_pool(self) -> int:
+        """How many of a query's best allowed movies `rerank` re-orders (0: none)."""
+        rating = self.rating
+        return rating.demote_pool if rating is not None and rating.demote_penalty > 0 else 0
+
+    def rerank(self, served_query: np.ndarray, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A query's best allowed movies (rows and scores, best first) as the rating term re-orders them."""
+        if self.rating is None:
+            return rows, scores
+        return self.rating.rerank(served_query, rows, scores, self.served_candidates)
+
     def embed(
         self,
         user_ids: list[str],

@@ -167,23 +167,30 @@ async def _search(
 async def _model_top_k(
     version: ModelVersion, batcher: Batcher, request: RecommendRequest, timestamp: int, state: UserState
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """The answer's movie rows and scores, and the query embedding they were ranked by."""
+    """The answer's movie rows and scores, and the query embedding they were ranked by.
+
+    The best `version.rerank_pool` allowed movies (at least k) are found first, then re-ordered by the rating
+    term (contract/rating_model.py: those the user is predicted to dislike go last among them).
+    """
     allowed, num_excluded, genre_count = _allowed(version, request, state.seen)
     available = int(np.count_nonzero(allowed))
     if available == 0:
         return _NO_ROWS, None, None
     k = request.k
-    depth = search_depth(k, version.num_movies, genre_count, num_excluded)
+    wanted = max(k, version.rerank_pool)
+    depth = search_depth(wanted, version.num_movies, genre_count, num_excluded)
     if available <= depth:
         # The filters leave fewer movies than the search would have to look at (a rare genre in a large
         # catalogue): scoring just those is exact and cheaper, so the batcher only embeds the query.
         hits = await _search(version, batcher, request, timestamp, state, 0)
-        return (*exact_top_k(version, hits.query, allowed, k), hits.query)
-    hits = await _search(version, batcher, request, timestamp, state, depth)
-    rows, scores = best_allowed(hits, allowed, k)
-    if len(rows) < min(k, available):  # the filters left too few hits: search all allowed movies
-        rows, scores = exact_top_k(version, hits.query, allowed, k)
-    return rows, scores, hits.query
+        rows, scores = exact_top_k(version, hits.query, allowed, wanted)
+    else:
+        hits = await _search(version, batcher, request, timestamp, state, depth)
+        rows, scores = best_allowed(hits, allowed, wanted)
+        if len(rows) < min(wanted, available):  # the filters left too few hits: search all allowed movies
+            rows, scores = exact_top_k(version, hits.query, allowed, wanted)
+    rows, scores = version.rerank(hits.query, rows, scores)
+    return rows[:k], scores[:k], hits.query
 
 
 async def recommend(

@@ -16,8 +16,10 @@ from tests.synth import Synth, make_synth, write_layout
 
 # Few timestamp buckets: 1,000 buckets over ~1,000 training ratings would leave each bucket one example.
 TINY_TRAINING = dict(
-    layers=(16, 8), embedding_dim=8, epochs=8, batch_size=64, eval_every=4, learning_rate=0.01, timestamp_buckets=20
-)
+    layers=(16, 8), embedding_dim=8, epochs=8, batch_size=64, eval_every=4, learning_rate=0.01, timestamp_buckets=20,
+    # A strong re-ordering of each answer's best 8, whatever the default's: the oracles check it is served.
+    rating_demote_pool=8, rating_demote_margin=0.0, rating_demote_penalty=10.0,
+)  # fmt: skip
 
 
 @pytest.fixture(scope="session", autouse=True)

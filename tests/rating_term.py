@@ -33,3 +33,27 @@ def rating_term(term: dict[str, Any], query: np.ndarray, rows: np.ndarray, stars
     """What the term adds to each movie's score: `weight` of the user's tower-score spread, times unit_term."""
     tower_spread = np.sqrt(query @ term["tower_covariance"] @ query)
     return float(term["weight"]) * tower_spread * unit_term(term, user_part(term, rows, stars))
+
+
+def scale(term: dict[str, Any], query: np.ndarray, user: np.ndarray) -> float:
+    """s_u: what one predicted star above the user's own average adds to a score."""
+    tower_spread = np.sqrt(query @ term["tower_covariance"] @ query)
+    return float(term["weight"]) * float(tower_spread) / float(np.sqrt(user @ term["item_covariance"] @ user))
+
+
+def answer(
+    term: dict[str, Any], scores: np.ndarray, added: np.ndarray, s_u: float, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The server's top k from every movie's score (-inf: excluded): the best `demote_pool` re-ordered by score
+    less `demote_penalty` per predicted star (`added` / s_u) past `demote_margin` below the user's average."""
+    order = np.argsort(-scores, kind="stable")
+    order = order[np.isfinite(scores[order])]
+    rescored = scores[order].astype(np.float64)
+    pool = int(term["demote_pool"]) if "demote_pool" in term and float(term["demote_penalty"]) > 0 else 0
+    if pool:
+        head = order[:pool]
+        below = np.maximum(-float(term["demote_margin"]) * s_u - added[head], 0.0)
+        rescored[: len(head)] -= float(term["demote_penalty"]) * below
+        again = np.argsort(-rescored[: len(head)], kind="stable")
+        order[: len(head)], rescored[: len(head)] = head[again], rescored[: len(head)][again]
+    return order[:k], rescored[:k]

@@ -173,6 +173,22 @@ class TrainConfig(BaseModel):
     )
     rating_factors: int = Field(16, ge=0, description="Factors of the rating term's matrix factorisation.")
     rating_reg: float = Field(10.0, gt=0, description="Ridge weight of the rating term's fit and fold-in.")
+    rating_demote_pool: int = Field(
+        100,
+        ge=0,
+        description="The best movies of each answer re-ordered so that those the user is predicted to dislike "
+        "come last among them (contract/rating_model.py); 0: none. Every top-k with k >= the pool keeps its movies, "
+        "so top-100 cannot move. Pool 100, margin 0, penalty 10: the lowest T disliked top-10 of 49 settings whose "
+        "T and B liked top-10 stay within 0.01 of none on validation, 3 seeds (benchmarks/rating_demotion.py). On "
+        "test, T liked / disliked top-10 0.211 / 0.117 -> 0.206 / 0.071; T and B over all ratings top-10 0.183 / "
+        "0.240 -> 0.164 / 0.207 (a dislike is a rating too), top-100 unchanged.",
+    )
+    rating_demote_margin: float = Field(
+        0.0, ge=0, description="Predicted stars below the user's own average a movie may be before it is pushed down."
+    )
+    rating_demote_penalty: float = Field(
+        10.0, ge=0, description="Score a pushed-down movie loses per predicted star past the margin, in units of s_u."
+    )
     positive_min_rating: float = Field(
         0.0,
         ge=0,
@@ -294,6 +310,11 @@ class TrainConfig(BaseModel):
         if self.item_item_prior and not self.item_item_prior_in_training and self.item_item_prior_gain is None:
             raise ValueError("item_item_prior_in_training=False cannot learn the prior's gain: set its gain")
         return self
+
+    @property
+    def rating_demote(self) -> tuple[int, float, float]:
+        """(pool, margin, penalty) of the rating term's re-ordering of each answer's best movies."""
+        return self.rating_demote_pool, self.rating_demote_margin, self.rating_demote_penalty
 
     @property
     def item_item_width(self) -> int:

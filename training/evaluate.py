@@ -41,6 +41,15 @@ class HeldOutQueries:
         return len(self.targets)
 
 
+@dataclass(frozen=True)
+class Demotion:
+    """The server's re-ordering of its best hits (contract.rating_model.RatingModel.rerank) for one chunk of
+    queries: its pool size, and each movie's demotion for the chunk's rows asked."""
+
+    pool: int
+    of_rows: Callable[[np.ndarray], np.ndarray]  # int [r] rows of the chunk -> float32 [r, num_movies]
+
+
 def served_vectors(
     model: RatingModel | None, queries: np.ndarray, candidates: np.ndarray, held_out: HeldOutQueries
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +62,12 @@ def served_vectors(
     return served_queries(queries, model, parts), served_candidates(candidates, model)
 
 
-def target_ranks(scores: np.ndarray, targets: np.ndarray, excluded: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+def target_ranks(
+    scores: np.ndarray,
+    targets: np.ndarray,
+    excluded: tuple[np.ndarray, np.ndarray] | None,
+    demote: Demotion | None = None,
+) -> np.ndarray:
     """Number of movies ranked above each row's target movie: scoring strictly above it, or the same with a
     lower row, as the service breaks ties (a degenerate query that scores every movie alike is no hit; with
     ties counted for the target it would be a hit at every k).
@@ -62,6 +76,8 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, excluded: tuple[np.nda
         scores: float [batch, num_movies], modified in place when `excluded` is given.
         targets: int [batch], the held-out movie's row per query.
         excluded: (query row, movie row) pairs removed from the ranking first.
+        demote: the best `demote.pool` movies of each row are re-ordered by score less their demotion, as the
+            server re-ranks its best hits (contract.rating_model.RatingModel.rerank); the rest keep their ranks.
     Returns:
         int [batch] ranks (0 = the target is the best-scoring movie).
     """
@@ -70,10 +86,46 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, excluded: tuple[np.nda
     if excluded is not None:
         scores[excluded] = -np.inf
         scores[batch, targets] = positive  # a re-rated movie is still a valid target
-    ranks = (scores > positive[:, None]).sum(axis=1)
+    ranks = _ranks_above(scores, targets, positive)
+    if demote is not None:
+        ranks = _demoted_ranks(scores, targets, ranks, demote)
+    return ranks
+
+
+def _ranks_above(
+    scores: np.ndarray, targets: np.ndarray, positive: np.ndarray, among: np.ndarray | None = None
+) -> np.ndarray:
+    """Movies scoring above each row's target (the same with a lower row counts as above); only those in
+    `among` (bool, like scores) when given."""
+    above = scores > positive[:, None]
     tied = scores == positive[:, None]
+    if among is not None:
+        above &= among
+        tied &= among
+    ranks = above.sum(axis=1)
     for row in np.flatnonzero(tied.sum(axis=1) > 1).tolist():  # rare: only these need the rows counted
         ranks[row] += int(np.count_nonzero(tied[row, : targets[row]]))
+    return ranks
+
+
+def _demoted_ranks(
+    scores: np.ndarray,
+    targets: np.ndarray,
+    ranks: np.ndarray,
+    demote: Demotion,
+) -> np.ndarray:
+    """`ranks` after the demote pool's re-ordering: a target outside the pool keeps its rank."""
+    pool = demote.pool
+    inside = np.flatnonzero(ranks < pool)
+    if len(inside) == 0:
+        return ranks
+    demotions = demote.of_rows(inside)
+    chunk = scores[inside]
+    floor = -np.partition(-chunk, pool - 1, axis=1)[:, pool - 1 : pool]  # the pool: the best `pool` scores
+    rescored = chunk - demotions
+    positive = rescored[np.arange(len(inside)), targets[inside]]
+    ranks = ranks.copy()
+    ranks[inside] = _ranks_above(rescored, targets[inside], positive, among=chunk >= floor)
     return ranks
 
 
@@ -103,11 +155,13 @@ def model_ranks(
     exclude: bool,
     chunk: int = 2048,
     unanswerable: np.ndarray | None = None,
+    rating: RatingModel | None = None,
 ) -> np.ndarray:
     """Ranks of the held-out movies under the model as served (popularity for fallback queries).
 
     Args:
         queries: float32 [n, d] query embeddings, one per held-out rating; candidates: float32 [num_movies, d].
+            With `rating`, the served vectors (`served_vectors`), whose best hits it re-orders as the server does.
         unanswerable: bool [num_movies], movies the scored model cannot answer (an older version that lacks
             movies added to the catalogue since): never ranked.
     """
@@ -120,7 +174,18 @@ def model_ranks(
             scores[:, unanswerable] = -np.inf
         return scores
 
-    return _ranks(score, held_out, exclude, chunk, len(candidates))
+    def demote(lo: int, hi: int) -> Demotion | None:
+        if rating is None or rating.demote_pool == 0 or rating.demote_penalty <= 0:
+            return None
+
+        def of_rows(rows: np.ndarray) -> np.ndarray:
+            demotions = rating.demotions(queries[lo + rows], candidates)
+            demotions[held_out.fallback[lo + rows]] = 0.0  # the popularity answer is not re-ordered
+            return demotions
+
+        return Demotion(rating.demote_pool, of_rows)
+
+    return _ranks(score, held_out, exclude, chunk, len(candidates), demote)
 
 
 def baseline_ranks(popularity: np.ndarray, held_out: HeldOutQueries, exclude: bool, chunk: int = 2048) -> np.ndarray:
@@ -130,7 +195,12 @@ def baseline_ranks(popularity: np.ndarray, held_out: HeldOutQueries, exclude: bo
 
 
 def _ranks(
-    score: Callable[[int, int], np.ndarray], held_out: HeldOutQueries, exclude: bool, chunk: int, num_movies: int
+    score: Callable[[int, int], np.ndarray],
+    held_out: HeldOutQueries,
+    exclude: bool,
+    chunk: int,
+    num_movies: int,
+    demote: Callable[[int, int], Demotion | None] | None = None,
 ) -> np.ndarray:
     # A chunk of queries x every movie is one float32 matrix: fewer queries per chunk in a large catalogue.
     chunk = max(1, min(chunk, MAX_CHUNK_CELLS // max(num_movies, 1)))
@@ -141,7 +211,9 @@ def _ranks(
         if exclude:
             start, end = held_out.exclude_start[lo:hi], held_out.exclude_end[lo:hi]
             excluded = span_pairs(held_out.known.movie_rows, start, end)
-        ranks.append(target_ranks(np.asarray(score(lo, hi), dtype=np.float32), held_out.targets[lo:hi], excluded))
+        demotion = demote(lo, hi) if demote is not None else None
+        scores = np.asarray(score(lo, hi), dtype=np.float32)
+        ranks.append(target_ranks(scores, held_out.targets[lo:hi], excluded, demotion))
     return np.concatenate(ranks)
 
 
@@ -152,16 +224,18 @@ def protocol_tables(
     held_out: HeldOutQueries,
     protocols: Mapping[str, bool],
     chunk: int = 2048,
+    rating: RatingModel | None = None,
 ) -> dict[str, Table]:
     """{protocol: accuracy table} for each protocol name -> whether it excludes known movies: the model's
-    (`queries` [n, d] against `candidates`), or with `queries` None the most-popular baseline's. A protocol
-    that excludes (B, T) is also split by what the held-out rating said: `B_liked`, `B_disliked`, ..."""
+    (`queries` [n, d] against `candidates`, served vectors re-ordered by `rating` as `model_ranks` does), or
+    with `queries` None the most-popular baseline's. A protocol that excludes (B, T) is also split by what the
+    held-out rating said: `B_liked`, `B_disliked`, ..."""
     tables = {}
     for name, exclude in protocols.items():
         if queries is None:
             ranks = baseline_ranks(popularity, held_out, exclude, chunk)
         else:
-            ranks = model_ranks(queries, candidates, popularity, held_out, exclude, chunk)
+            ranks = model_ranks(queries, candidates, popularity, held_out, exclude, chunk, rating=rating)
         tables.update(split_tables(name, ranks, held_out.stars if exclude else None))
     return tables
 

@@ -130,7 +130,13 @@ def fit(
     candidate_embeddings, query_embeddings = embed()
     rating_started = time.perf_counter()
     rating_model = fit_rating_model(
-        fold.known, candidate_embeddings, config.rating_factors, config.rating_reg, config.rating_weight, config.seed
+        fold.known,
+        candidate_embeddings,
+        config.rating_factors,
+        config.rating_reg,
+        config.rating_weight,
+        config.seed,
+        config.rating_demote,
     )
     training_log = dict(
         bar.training_log,

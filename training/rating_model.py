@@ -16,9 +16,16 @@ ROUNDS = 10
 
 
 def fit_rating_model(
-    known: UserRatings, candidates: np.ndarray, factors: int, reg: float, weight: float, seed: int
+    known: UserRatings,
+    candidates: np.ndarray,
+    factors: int,
+    reg: float,
+    weight: float,
+    seed: int,
+    demote: tuple[int, float, float] = (0, 0.0, 0.0),
 ) -> RatingModel | None:
     """The rating term for a fold's training ratings and its candidate embeddings; None when `weight` is 0.
+    `demote`: (demote_pool, demote_margin, demote_penalty) of the served re-ordering (contract/rating_model.py).
 
     Raises:
         ValueError: the ratings keep no stars.
@@ -42,7 +49,7 @@ def fit_rating_model(
         user_factors, user_bias = solved[:, :-1], solved[:, -1]
         solved = _ridge(by_movie, np.hstack([user_factors[users], ones]), residual - user_bias[users], reg)
         item_factors, item_bias = solved[:, :-1], solved[:, -1]
-    return new_rating_model(mean, item_bias, item_factors, reg, weight, candidates)
+    return new_rating_model(mean, item_bias, item_factors, reg, weight, candidates, demote)
 
 
 def _groups(keys: np.ndarray, count: int) -> list[np.ndarray]:

@@ -77,7 +77,9 @@ def score_exported(
         queries.append(serve(**inputs)["embedding"].numpy())
     embeddings = np.concatenate(queries) if queries else np.zeros((0, candidates.shape[1]), np.float32)
     embeddings, candidates = served_vectors(rating_model, embeddings, candidates, rescored)
-    ranks = model_ranks(embeddings, candidates, popularity, rescored, exclude=True, unanswerable=unanswerable)
+    ranks = model_ranks(
+        embeddings, candidates, popularity, rescored, exclude=True, unanswerable=unanswerable, rating=rating_model
+    )
     return accuracy_table(ranks)
 
 

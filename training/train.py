@@ -172,5 +172,5 @@ def _tables(
     queries, candidates = served_vectors(
         run.rating_model, run.test_query_embeddings, run.candidate_embeddings, held_out
     )
-    model = protocol_tables(queries, candidates, popularity, held_out, protocols, chunk)
+    model = protocol_tables(queries, candidates, popularity, held_out, protocols, chunk, run.rating_model)
     return model, protocol_tables(None, candidates, popularity, held_out, protocols, chunk)

@@ -3,6 +3,7 @@ films along the other, so what a user's stars say about each kind is known."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,51 @@ def test_a_written_term_reads_back_and_a_wrong_shape_is_refused(planted, tmp_pat
         load_rating_model(path, 11, 4)
     with pytest.raises(ValueError, match="tower_covariance"):
         load_rating_model(path, 10, 5)
+
+
+def _demoting(model, pool: int, margin: float, penalty: float):  # type: ignore[no-untyped-def]
+    return dataclasses.replace(model, demote_pool=pool, demote_margin=margin, demote_penalty=penalty)
+
+
+def test_a_movie_the_user_will_dislike_goes_last_within_the_pool_and_the_rest_stay(planted) -> None:  # type: ignore[no-untyped-def]
+    model, candidates = planted
+    model = _demoting(model, pool=4, margin=0.25, penalty=1e3)
+    # Loves comedies, hates action films.
+    part = model.user_part(np.r_[COMEDIES[:2], ACTION[:2]], np.r_[np.full(2, 5.0), np.full(2, 1.0)])
+    query = served_queries(np.ones((1, 4), np.float32), model, part[None, :])[0]
+    served = served_candidates(candidates, model)
+    rows = np.array([ACTION[3], COMEDIES[3], ACTION[4], COMEDIES[4], ACTION[2], COMEDIES[2]])  # best first
+    scores = np.array([6.0, 5.0, 4.0, 3.0, 2.0, 1.0], np.float32)
+    reranked, rescored = model.rerank(query, rows, scores, served)
+    assert reranked[:2].tolist() == [COMEDIES[3], COMEDIES[4]]  # the pool: comedies first, in their order
+    assert set(reranked[2:4].tolist()) == {ACTION[3], ACTION[4]}  # then its action films, still in it
+    assert reranked[4:].tolist() == [ACTION[2], COMEDIES[2]]  # below the pool nothing moves
+    assert rescored[:2].tolist() == [5.0, 3.0]  # a movie not predicted below the margin keeps its score
+    assert (rescored[2:4] < 3.0).all() and rescored[4:].tolist() == [2.0, 1.0]
+    # No pool: the search's order is the answer.
+    same, _ = _demoting(model, 0, 0.25, 1e3).rerank(query, rows, scores, served)
+    assert same.tolist() == rows.tolist()
+
+
+def test_demotions_are_the_penalty_per_predicted_star_past_the_margin(planted) -> None:  # type: ignore[no-untyped-def]
+    model, candidates = planted
+    model = _demoting(model, pool=10, margin=0.5, penalty=2.0)
+    part = model.user_part(np.r_[COMEDIES[:2], ACTION[:2]], np.r_[np.full(2, 5.0), np.full(2, 1.0)])
+    query = served_queries(np.random.default_rng(3).normal(size=(1, 4)).astype(np.float32), model, part[None, :])
+    scale = float(query[0, 4])  # s_u: the first of the term's columns is s_u * 1
+    predicted = model.item_part(10).astype(np.float64) @ part  # stars above the user's own average
+    expected = 2.0 * scale * np.maximum(-0.5 - predicted, 0.0)
+    np.testing.assert_allclose(model.demotions(query, served_candidates(candidates, model))[0], expected, atol=1e-5)
+    assert (expected[ACTION] > 0).all() and (expected[COMEDIES] == 0).all()  # only the hated kind is demoted
+
+
+def test_the_demotion_is_written_and_a_term_written_before_it_reads_as_none(planted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, _ = planted
+    path = tmp_path / "rating_model.npz"
+    write_rating_model(path, _demoting(model, 30, 0.25, 10.0))
+    back = load_rating_model(path, 10, 4)
+    assert (back.demote_pool, back.demote_margin, back.demote_penalty) == (30, 0.25, 10.0)
+    with np.load(path) as f:
+        older = {name: f[name] for name in f.files if not name.startswith("demote_")}
+    np.savez(path, **older)
+    assert load_rating_model(path, 10, 4).demote_pool == 0

@@ -18,7 +18,7 @@ from contract.manifest import read_manifest, write_manifest
 from contract.query_tower import max_difference, probe_queries
 from service.artifacts import load_version
 from service.errors import VersionRejectedError
-from tests.rating_term import load_term, rating_term
+from tests.rating_term import answer, load_term, rating_term, scale, user_part
 from tests.service.conftest import TS, serving
 from tests.towers import candidate_tower_embeddings
 
@@ -35,6 +35,7 @@ def test_served_answers_match_brute_force_over_the_exported_towers(
     length, min_rating = query_info["history_length"], query_info["history_min_rating"]
     term = load_term(tiny_version_dir)  # every rating known before TS counts there, dislikes too
     users = seen["user_ids"].tolist()[:5]
+    reordered = 0
     with serving(tiny_models_dir) as client:
         for user in users:
             body = client.get("/recommend", params={"user_id": user, "timestamp": TS, "k": 5}).json()
@@ -49,16 +50,19 @@ def test_served_answers_match_brute_force_over_the_exported_towers(
                 timestamp=tf.constant([TS], tf.int64),
                 history=tf.constant([history + [""] * (length - len(history))]),
             )["embedding"]
-            scores = embeddings @ query.numpy()[0] + rating_term(
-                term, query.numpy()[0], rated[times < TS], stars[times < TS]
-            )
+            tower = query.numpy()[0]
+            added = rating_term(term, tower, rated[times < TS], stars[times < TS])
+            scores = embeddings @ tower + added
             scores[rated] = -np.inf
-            best = np.argsort(-scores, kind="stable")[:5]
+            s_u = scale(term, tower, user_part(term, rated[times < TS], stars[times < TS]))
+            best, best_scores = answer(term, scores, added, s_u, 5)
+            reordered += best.tolist() != np.argsort(-scores, kind="stable")[:5].tolist()
             assert [item["movie_id"] for item in body["items"]] == [movies[row]["movie_id"] for row in best]
             # A score near zero is compared absolutely: float32 sums in another order differ in the last bits.
-            np.testing.assert_allclose([item["score"] for item in body["items"]], scores[best], rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose([item["score"] for item in body["items"]], best_scores, rtol=1e-4, atol=1e-5)
         info = client.get("/model").json()
     assert info["version"] == tiny_version_dir.name and info["index"]["recall"] == 1.0
+    assert reordered > 0  # the demotion moved some answers (tests/conftest.py's TINY_TRAINING asks for one)
 
 
 def test_exported_candidate_embeddings_are_the_candidate_tower(tiny_version_dir: Path) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from contract.rating_model import new_rating_model
 from contract.user_ratings import PAD, UserRatings, build_user_ratings, span_pairs
 from training import evaluate as evaluate_module
 from training.dataset import split_ratings
@@ -15,6 +18,7 @@ from training.evaluate import (
     baseline_ranks,
     model_ranks,
     popularity_ranking,
+    served_vectors,
     target_ranks,
 )
 
@@ -161,3 +165,30 @@ def test_user_ratings_group_by_user_in_time_order() -> None:
     assert known.movie_rows[known.indptr[0] : known.indptr[1]].tolist() == [1, 0]
     assert known.movie_rows[known.indptr[1] : known.indptr[2]].tolist() == [0, 2]
     assert known.positions(np.array([5, 4, 3])).tolist() == [1, -1, 0]
+
+
+def test_ranks_with_a_demotion_are_the_targets_places_in_the_servers_reordered_answer() -> None:
+    rng = np.random.default_rng(4)
+    num_movies, pool = 40, 12
+    tower_queries, movies = rng.normal(size=(60, 3)).astype(np.float32), rng.normal(size=(num_movies, 3))
+    term = new_rating_model(3.5, rng.normal(0, 0.5, num_movies), rng.normal(0, 1, (num_movies, 2)), 1.0, 0.5, movies)
+    term = dataclasses.replace(term, demote_pool=pool, demote_margin=0.25, demote_penalty=3.0)
+    columns = {"user_id": np.repeat(np.arange(6), 5), "timestamp": np.tile(np.arange(5), 6)}
+    known = build_user_ratings({**columns, "rating": rng.integers(1, 6, 30)}, rng.integers(0, num_movies, 30))
+    users = np.repeat(np.arange(6), 10)
+    start, end = known.spans(users)
+    targets = rng.integers(0, num_movies, 60)
+    held_out = HeldOutQueries(targets, known, start, end, fallback=np.zeros(60, dtype=bool))
+    queries, candidates = served_vectors(term, tower_queries, movies.astype(np.float32), held_out)
+    popularity = popularity_ranking(known.movie_rows, num_movies)
+    ranks = model_ranks(queries, candidates, popularity, held_out, True, rating=term)
+    moved = 0
+    for j in range(60):
+        seen = set(known.movie_rows[start[j] : end[j]].tolist()) - {int(targets[j])}  # a re-rated target stays
+        allowed = np.array([m for m in range(num_movies) if m not in seen])
+        scores = candidates[allowed] @ queries[j]
+        order = np.argsort(-scores, kind="stable")
+        answer, _ = term.rerank(queries[j], allowed[order], scores[order], candidates)  # what the server returns
+        assert ranks[j] == answer.tolist().index(int(targets[j]))
+        moved += int(ranks[j] != int(np.flatnonzero(allowed[order] == targets[j])[0]))
+    assert moved > 0  # the demotion changed some targets' places, so the comparison above tests it
