@@ -160,7 +160,11 @@ class RatingModel:
     ) -> tuple[np.ndarray, np.ndarray]:
         """One query's best hits (movie rows and scores, best first, every one allowed) with the first
         demote_pool re-scored by `demotions` and re-ordered among themselves (ties keep their order); the
-        rest follow unchanged."""
+        rest follow unchanged.
+
+        `served_candidates` may be only their last `width` columns, the term's: the server keeps those apart,
+        so that a request gathers 17 floats a movie rather than the whole served row.
+        """
         pool = min(self.demote_pool, len(rows))
         if pool == 0 or self.demote_penalty <= 0:
             return rows, scores

@@ -119,6 +119,7 @@ class ModelVersion:
     # the rating term's item part (an added movie's: 0).
     served_candidates: np.ndarray = field(init=False, repr=False)
     _all_true: np.ndarray = field(init=False, repr=False)
+    _term_columns: np.ndarray = field(init=False, repr=False)  # served_candidates' rating-term columns (rerank)
     # A known user's served query at now, with nothing stored since the version and nothing in the request,
     # filled as users ask: every input is fixed then (the timestamp past the clamp range, every rating
     # known), and most traffic asks at now. At most one row per known user (ML-100K: 943 x 241 floats).
@@ -127,6 +128,8 @@ class ModelVersion:
     def __post_init__(self) -> None:
         self._all_true = np.ones(len(self.movies), dtype=bool)
         self.served_candidates = served_candidates(self.candidate_embeddings, self.rating)
+        width = 0 if self.rating is None else self.rating.width
+        self._term_columns = np.ascontiguousarray(self.served_candidates[:, self.served_candidates.shape[1] - width :])
 
     @property
     def num_movies(self) -> int:
@@ -222,7 +225,7 @@ class ModelVersion:
         """A query's best allowed movies (rows and scores, best first) as the rating term re-orders them."""
         if self.rating is None:
             return rows, scores
-        return self.rating.rerank(served_query, rows, scores, self.served_candidates)
+        return self.rating.rerank(served_query, rows, scores, self._term_columns)
 
     def embed(
         self,
