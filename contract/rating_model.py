@@ -162,15 +162,18 @@ class RatingModel:
         demote_pool re-scored by `demotions` and re-ordered among themselves (ties keep their order); the
         rest follow unchanged.
 
-        `served_candidates` may be only their last `width` columns, the term's: the server keeps those apart,
-        so that a request gathers 17 floats a movie rather than the whole served row.
+        A demoted movie's score is floored at the best score after the pool: it is ranked by its own, but an
+        answer longer than the pool never shows scores rising down the list. `served_candidates` may be only
+        their last `width` columns, the term's: the server keeps those apart, so that a request gathers 17
+        floats a movie rather than the whole served row.
         """
         pool = min(self.demote_pool, len(rows))
         if pool == 0 or self.demote_penalty <= 0:
             return rows, scores
         head = scores[:pool] - self.demotions(served_query[None, :], served_candidates[rows[:pool]])[0]
         order = np.argsort(-head, kind="stable")
-        return np.concatenate([rows[:pool][order], rows[pool:]]), np.concatenate([head[order], scores[pool:]])
+        shown = head[order] if pool == len(rows) else np.maximum(head[order], scores[pool])
+        return np.concatenate([rows[:pool][order], rows[pool:]]), np.concatenate([shown, scores[pool:]])
 
 
 def new_rating_model(

@@ -66,8 +66,10 @@ class RecommendedMovie(BaseModel):
     title: str
     genres: list[str]
     score: float | None = Field(
-        description="Dot product of the user and movie embeddings; null when the "
-        "answer comes from the popularity ranking (unknown user)."
+        description="The score the movie is ranked by: the dot product of the served query and movie vectors "
+        "(the towers' score plus the user's predicted stars, scaled), less a demotion when the movie is predicted "
+        "below the user's own average and among the answer's best 100 (shown no lower than the first score after "
+        "those 100); null when the answer comes from the popularity ranking (unknown user)."
     )
     because: list[MovieRef] | None = Field(
         default=None,

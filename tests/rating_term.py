@@ -45,7 +45,8 @@ def answer(
     term: dict[str, Any], scores: np.ndarray, added: np.ndarray, s_u: float, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The server's top k from every movie's score (-inf: excluded): the best `demote_pool` re-ordered by score
-    less `demote_penalty` per predicted star (`added` / s_u) past `demote_margin` below the user's average."""
+    less `demote_penalty` per predicted star (`added` / s_u) past `demote_margin` below the user's average, the
+    scores shown no lower than the first after the pool."""
     order = np.argsort(-scores, kind="stable")
     order = order[np.isfinite(scores[order])]
     rescored = scores[order].astype(np.float64)
@@ -56,4 +57,6 @@ def answer(
         rescored[: len(head)] -= float(term["demote_penalty"]) * below
         again = np.argsort(-rescored[: len(head)], kind="stable")
         order[: len(head)], rescored[: len(head)] = head[again], rescored[: len(head)][again]
+        if len(order) > len(head):  # shown no lower than the first score after the pool
+            rescored[: len(head)] = np.maximum(rescored[: len(head)], rescored[len(head)])
     return order[:k], rescored[:k]

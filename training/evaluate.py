@@ -115,7 +115,7 @@ def _demoted_ranks(
     demote: Demotion,
 ) -> np.ndarray:
     """`ranks` after the demote pool's re-ordering: a target outside the pool keeps its rank."""
-    pool = demote.pool
+    pool = min(demote.pool, scores.shape[1])  # a catalogue smaller than the pool is re-ordered whole
     inside = np.flatnonzero(ranks < pool)
     if len(inside) == 0:
         return ranks

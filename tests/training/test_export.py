@@ -82,12 +82,14 @@ def test_reloaded_towers_reproduce_the_metrics(tiny_data_dir: Path, tmp_path: Pa
     assert not np.allclose(blanked, candidates, atol=1e-3)  # the id does matter to the tower
     inputs = query_inputs(fold.test, fold.test_histories, np.array([m["movie_id"] for m in movies]))
     queries = query_model(**{name: tf.constant(value) for name, value in inputs.items()})["embedding"].numpy()
-    # The rating term the version holds, folded in from each query's known ratings as training scored it.
+    # The rating term the version holds, folded in from each query's known ratings as training scored it, and
+    # its re-ordering of each answer's best movies.
     rating_model = read_rating_model(version_dir, read_manifest(version_dir), len(movies))
     assert rating_model is not None and manifest["rating_width"] == rating_model.width
     queries, candidates = served_vectors(rating_model, queries, candidates, fold.held_out)
     for protocol, exclude in (("A", False), ("B", True)):
-        table = accuracy_table(model_ranks(queries, candidates, fold.popularity, fold.held_out, exclude))
+        ranks = model_ranks(queries, candidates, fold.popularity, fold.held_out, exclude, rating=rating_model)
+        table = accuracy_table(ranks)
         assert table == manifest["metrics"]["model"][protocol]
 
 
