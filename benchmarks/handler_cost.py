@@ -11,7 +11,6 @@ event loop's thread, so the impression writer's thread is not counted; the media
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.machine import machine
+from benchmarks.results_file import write_results
 
 TIMESTAMP = 879024327  # inside ML-100K's rating period, as benchmarks/load_recommend.py asks
 
@@ -81,10 +81,7 @@ def main(
     result: dict[str, Any] = {"machine": machine(), "version": version, "kinds": figures}
     for kind, row in figures.items():
         print(f"{kind}: median {row['median_us']:.0f} µs, mean {row['mean_us']:.0f} µs ({row['requests']} requests)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".tmp")
-    tmp_out.write_text(json.dumps(result, indent=1))
-    tmp_out.replace(out)
+    write_results(out, result)
     print(f"wrote {out}")
 
 

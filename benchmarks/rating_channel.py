@@ -28,15 +28,16 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.machine import machine
+from benchmarks.results_file import write_results
+from benchmarks.seed_study import mean_over_seeds, per_split
 from training.config import TrainConfig
 from training.evaluate import protocol_tables, served_vectors
 from training.fit import fit
-from training.folds import Fold, prepare
+from training.folds import Fold
 from training.rating_model import fit_rating_model
 
 BETAS = (0.0, 0.1, 0.15, 0.2, 0.3, 0.5)
@@ -78,25 +79,6 @@ def chosen_beta(validation: dict[str, dict[str, Any]], variant: str, tolerance: 
     return max(ok)
 
 
-def mean_over_seeds(results: dict[str, Any], split: str) -> dict[str, Any]:
-    """{protocol: {variant: {beta: {part: table}}}}: each figure averaged over the seeds run."""
-    seeds = list(results["seeds"].values())
-    first = seeds[0][split]
-    return {
-        p: {
-            v: {
-                b: {
-                    part: {k: float(np.mean([s[split][p][v][b][part][k] for s in seeds])) for k in table}
-                    for part, table in parts.items()
-                }
-                for b, parts in betas.items()
-            }
-            for v, betas in variants.items()
-        }
-        for p, variants in first.items()
-    }
-
-
 def summary(results: dict[str, Any], tolerance: float) -> dict[str, Any]:
     """beta chosen by the rule on the seeds' mean validation figures, per variant, and the mean test tables."""
     validation, test = mean_over_seeds(results, "validation"), mean_over_seeds(results, "test")
@@ -126,20 +108,12 @@ def main(
     if summarise:
         earlier = json.loads(out.read_text())
         earlier["summary"] = summary(earlier, tolerance)
-        _write(out, earlier)
+        write_results(out, earlier)
         return
     started = time.time()
     results: dict[str, Any] = {"machine": machine(), "betas": BETAS, "variants": VARIANTS, "seeds": {}}
     for s in seed:
-        per_seed: dict[str, Any] = {}
-        for split in ("validation", "test"):
-            config = TrainConfig(seed=s, refit=False, evaluate_on=split)
-            prepared = prepare(config, data_dir)
-            folds = {"B": prepared.random, "T": prepared.temporal}
-            per_seed[split] = {}
-            for protocol, fold in folds.items():
-                assert fold is not None
-                per_seed[split][protocol] = study_fold(fold, config, protocol)
+        per_seed: dict[str, Any] = dict(per_split(s, data_dir, study_fold))
         per_seed["chosen"] = {v: chosen_beta(per_seed["validation"], v, tolerance) for v in VARIANTS}
         results["seeds"][str(s)] = per_seed
         for variant, beta in per_seed["chosen"].items():
@@ -155,15 +129,8 @@ def main(
                 print(" | ".join(row), flush=True)
     results["seconds"] = round(time.time() - started, 1)
     results["summary"] = summary(results, tolerance)
-    _write(out, results)
+    write_results(out, results)
     print(f"wrote {out} ({results['seconds']} s)")
-
-
-def _write(out: Path, results: dict[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out)
 
 
 if __name__ == "__main__":

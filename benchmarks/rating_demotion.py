@@ -21,21 +21,21 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.machine import machine
+from benchmarks.results_file import write_results
+from benchmarks.seed_study import mean_over_seeds, per_split
 from training.config import TrainConfig
 from training.evaluate import protocol_tables, served_vectors
 from training.fit import fit
-from training.folds import Fold, prepare
+from training.folds import Fold
 
 POOLS = (20, 30, 50, 100)
 MARGINS = (0.0, 0.25, 0.5)
@@ -77,22 +77,6 @@ def chosen(validation: dict[str, dict[str, Any]], tolerance: float) -> str:
     return min(keep, key=lambda n: (validation["T"][n]["_disliked"]["top_10"], settings[n][0], settings[n][2]))
 
 
-def mean_over_seeds(results: dict[str, Any], split: str) -> dict[str, Any]:
-    """{protocol: {setting: {part: table}}}, each figure averaged over the seeds run."""
-    seeds = list(results["seeds"].values())
-    first = seeds[0][split]
-    return {
-        p: {
-            n: {
-                part: {k: float(np.mean([s[split][p][n][part][k] for s in seeds])) for k in table}
-                for part, table in parts.items()
-            }
-            for n, parts in names.items()
-        }
-        for p, names in first.items()
-    }
-
-
 def row(label: str, tables: dict[str, dict[str, Any]], name: str) -> str:
     cells = [label]
     for protocol in PROTOCOLS:
@@ -126,25 +110,14 @@ def main(
     started = time.time()
     results: dict[str, Any] = {"machine": machine(), "settings": setting_names(), "seeds": {}}
     for s in seed:
-        per_seed: dict[str, Any] = {}
-        for split in ("validation", "test"):
-            config = TrainConfig(seed=s, refit=False, evaluate_on=split)
-            prepared = prepare(config, data_dir)
-            folds = {"B": prepared.random, "T": prepared.temporal}
-            per_seed[split] = {}
-            for protocol, fold in folds.items():
-                assert fold is not None
-                per_seed[split][protocol] = study_fold(fold, config, protocol)
+        per_seed: dict[str, Any] = dict(per_split(s, data_dir, study_fold))
         per_seed["chosen"] = chosen(per_seed["validation"], tolerance)
         results["seeds"][str(s)] = per_seed
         for name in (NONE, per_seed["chosen"]):
             print(row(f"seed {s}, test, {name}", per_seed["test"], name), flush=True)
     results["seconds"] = round(time.time() - started, 1)
     results["summary"] = summary(results, tolerance)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    tmp.replace(out)
+    write_results(out, results)
     print(f"wrote {out} ({results['seconds']} s)")
 
 
