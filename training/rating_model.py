@@ -1,8 +1,9 @@
 """Fits the rating term (contract/rating_model.py): a biased matrix factorisation of the training stars.
 
 Alternating least squares in NumPy: each user's factors and bias, then each movie's, by ridge regression on
-the residual stars. On ML-100K ten rounds take about a second. One solve per user and per movie and round:
-at ML-25M size that is 2 million small solves a round, not measured.
+the residual stars. On ML-100K ten rounds take about a second; at ML-25M's shape 248 s and 8.0 GB peak
+(benchmarks/rating_term_scale.py, docs/scale.md), the per-round gathers of every rating's row in float64
+being most of the memory.
 """
 
 from __future__ import annotations
