@@ -1,9 +1,8 @@
 """Fits the rating term (contract/rating_model.py): a biased matrix factorisation of the training stars.
 
 Alternating least squares in NumPy: each user's factors and bias, then each movie's, by ridge regression on
-the residual stars. On ML-100K ten rounds take about a second; at ML-25M's shape 248 s and 8.0 GB peak
-(benchmarks/rating_term_scale.py, docs/scale.md), the per-round gathers of every rating's row in float64
-being most of the memory.
+the residual stars. On ML-100K ten rounds take about a second; at ML-25M's shape 137 s, 0.4 GB over the
+ratings themselves (benchmarks/rating_term_scale.py, docs/scale.md).
 """
 
 from __future__ import annotations
@@ -44,11 +43,10 @@ def fit_rating_model(
     rng = np.random.default_rng(seed)
     item_factors, item_bias = rng.normal(0.0, 0.1, (num_movies, factors)), np.zeros(num_movies)
     by_user, by_movie = _groups(users, len(known.user_ids)), _groups(movies, num_movies)
-    ones = np.ones((len(stars), 1))
     for _ in range(ROUNDS):
-        solved = _ridge(by_user, np.hstack([item_factors[movies], ones]), residual - item_bias[movies], reg)
+        solved = _ridge(by_user, item_factors, movies, residual - item_bias[movies], reg)
         user_factors, user_bias = solved[:, :-1], solved[:, -1]
-        solved = _ridge(by_movie, np.hstack([user_factors[users], ones]), residual - user_bias[users], reg)
+        solved = _ridge(by_movie, user_factors, users, residual - user_bias[users], reg)
         item_factors, item_bias = solved[:, :-1], solved[:, -1]
     return new_rating_model(mean, item_bias, item_factors, reg, weight, candidates, demote)
 
@@ -59,10 +57,13 @@ def _groups(keys: np.ndarray, count: int) -> list[np.ndarray]:
     return np.split(order, np.cumsum(np.bincount(keys, minlength=count))[:-1])
 
 
-def _ridge(groups: list[np.ndarray], x: np.ndarray, y: np.ndarray, reg: float) -> np.ndarray:
-    """One ridge solution of (x, y) per group of rows; x's last column is a bias. A group without rows is 0."""
-    out = np.zeros((len(groups), x.shape[1]))
+def _ridge(groups: list[np.ndarray], factors: np.ndarray, other: np.ndarray, y: np.ndarray, reg: float) -> np.ndarray:
+    """One ridge solution per group of rows of y on [factors[other[rows]], 1] (the last column a bias); a group
+    without rows is 0. Each group's design is gathered alone: the whole one, every rating's row in float64, was
+    3.4 GB at ML-25M size, twice a round."""
+    out = np.zeros((len(groups), factors.shape[1] + 1))
     for k, rows in enumerate(groups):
         if len(rows):
-            out[k] = ridge_solve(x[rows], y[rows], reg)
+            x = np.hstack([factors[other[rows]], np.ones((len(rows), 1))])
+            out[k] = ridge_solve(x, y[rows], reg)
     return out
