@@ -89,7 +89,8 @@ class SearchPlan:
 
 @dataclass(eq=False)
 class ModelVersion:
-    """Everything one version serves from, held in memory; immutable once loaded."""
+    """Everything one version serves from, held in memory; immutable once loaded, but for the served queries it
+    keeps for known users at now (`now_key`), which only a request fills."""
 
     name: str
     manifest: Manifest
