@@ -81,6 +81,11 @@ class RatingModel:
         """Columns the term adds to the served vectors: 1 + f."""
         return 1 + int(self.item_factors.shape[1])
 
+    @property
+    def rerank_pool(self) -> int:
+        """How many of an answer's best movies `rerank` re-orders: demote_pool, or 0 without a penalty."""
+        return self.demote_pool if self.demote_penalty > 0 else 0
+
     def item_part(self, num_movies: int) -> np.ndarray:
         """float32 [num_movies, 1 + f]: [b_i, v_i] per movie row; rows past the model's (added movies) are 0."""
         part = np.zeros((num_movies, self.width), dtype=np.float32)
@@ -167,8 +172,8 @@ class RatingModel:
         their last `width` columns, the term's: the server keeps those apart, so that a request gathers 17
         floats a movie rather than the whole served row.
         """
-        pool = min(self.demote_pool, len(rows))
-        if pool == 0 or self.demote_penalty <= 0:
+        pool = min(self.rerank_pool, len(rows))
+        if pool == 0:
             return rows, scores
         head = scores[:pool] - self.demotions(served_query[None, :], served_candidates[rows[:pool]])[0]
         order = np.argsort(-head, kind="stable")

@@ -219,8 +219,7 @@ class ModelVersion:
     @property
     def rerank_pool(self) -> int:
         """How many of a query's best allowed movies `rerank` re-orders (0: none)."""
-        rating = self.rating
-        return rating.demote_pool if rating is not None and rating.demote_penalty > 0 else 0
+        return 0 if self.rating is None else self.rating.rerank_pool
 
     def rerank(self, served_query: np.ndarray, rows: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A query's best allowed movies (rows and scores, best first) as the rating term re-orders them."""

@@ -175,7 +175,7 @@ def model_ranks(
         return scores
 
     def demote(lo: int, hi: int) -> Demotion | None:
-        if rating is None or rating.demote_pool == 0 or rating.demote_penalty <= 0:
+        if rating is None or rating.rerank_pool == 0:
             return None
 
         def of_rows(rows: np.ndarray) -> np.ndarray:
@@ -183,7 +183,7 @@ def model_ranks(
             demotions[held_out.fallback[lo + rows]] = 0.0  # the popularity answer is not re-ordered
             return demotions
 
-        return Demotion(rating.demote_pool, of_rows)
+        return Demotion(rating.rerank_pool, of_rows)
 
     return _ranks(score, held_out, exclude, chunk, len(candidates), demote)
 
