@@ -67,10 +67,11 @@ def user_state(
     `stored` holds the user's ratings that reached the ratings store after the version's data was taken, so a
     rating counts the moment it is stored, on every replica, and again once a retrain has learnt from it.
     """
+    user_row = version.user_rows.get(request.user_id)  # None: a user the version was not trained on
     rows, times, values = version.ratings_of(request.user_id)
     now_key = None
     if request.timestamp is None and not stored and not request.history:
-        now_key = version.now_key(version.user_rows.get(request.user_id), timestamp, times, bound)
+        now_key = version.now_key(user_row, timestamp, times, bound)
     if stored:
         stored_rows = np.array([version.row_of_movie.get(r.movie_id, -1) for r in stored], dtype=np.int64)
         keep = stored_rows >= 0
@@ -83,15 +84,13 @@ def user_state(
     length = version.history_length
     history, history_ratings = version.history_at(rows, times, values, bound)
     # Nothing stored since the version: these are the user's ratings in it, whose part was folded in at load.
-    user_row = None if stored else version.user_rows.get(request.user_id)
-    rating_part = version.rating_part(rows, times, values, bound, user_row)
+    rating_part = version.rating_part(rows, times, values, bound, None if stored else user_row)
     own = _rows(version, request.history)
     if len(own):  # ids a client sends for a user the service has never seen count as their newest ratings
         history = [*(version.movies[row]["movie_id"] for row in own), *history][:length]
         history_ratings = [*[NO_VALUE] * len(own), *history_ratings][:length]
         rows = np.concatenate([rows, own])
-    known_user = request.user_id in version.user_rows
-    return UserState(rows, history, history_ratings, known_user, rating_part, now_key)
+    return UserState(rows, history, history_ratings, user_row is not None, rating_part, now_key)
 
 
 def _excluded_rows(version: ModelVersion, request: RecommendRequest, seen: np.ndarray) -> np.ndarray:
