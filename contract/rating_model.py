@@ -43,11 +43,11 @@ BIAS_PENALTY = 1e-3  # a bias column is barely regularised: a user's shifts ever
 _EPSILON = 1e-12
 
 
-def ridge_penalty(width: int, reg: float) -> np.ndarray:
+def ridge_penalty(width: int, reg: float, bias_penalty: float = BIAS_PENALTY) -> np.ndarray:
     """float64 [width, width]: the ridge's diagonal, reg for every column but the last, a bias, weighed
-    BIAS_PENALTY * reg."""
+    bias_penalty * reg."""
     penalty = np.full(width, reg)
-    penalty[-1] = BIAS_PENALTY * reg
+    penalty[-1] = bias_penalty * reg
     return np.diag(penalty)
 
 
@@ -71,6 +71,10 @@ class RatingModel:
     demote_pool: int = 0  # the best movies re-ordered by `demotions` (0: none)
     demote_margin: float = 0.0  # stars below the user's predicted average a movie may be before it is pushed down
     demote_penalty: float = 0.0  # score lost per predicted star past the margin, in units of the term's scale s_u
+    # The ridge weight of the user's own bias in the fold-in, as a multiple of reg (the fit's is BIAS_PENALTY).
+    # Barely there, a user whose ratings are all alike (five horror films at 1 star) is fit by the bias alone:
+    # p_u = 0, and their dislike says nothing about which movies. Weighed like p_u, part of it goes to p_u.
+    user_bias_penalty: float = BIAS_PENALTY
     _design: np.ndarray = field(init=False, repr=False)  # float64 [M, 1 + f]: each movie's [v_i, 1]
     _expected: np.ndarray = field(init=False, repr=False)  # float64 [M]: mean + b_i
     _penalty: np.ndarray = field(init=False, repr=False)  # the ridge's diagonal, the bias column's barely there
@@ -107,7 +111,7 @@ class RatingModel:
         rows = np.hstack([self.item_factors, np.ones((len(self.item_bias), 1), np.float32)]).astype(np.float64)
         object.__setattr__(self, "_design", rows)
         object.__setattr__(self, "_expected", (self.mean + self.item_bias).astype(np.float64))
-        object.__setattr__(self, "_penalty", ridge_penalty(self.width, self.reg))
+        object.__setattr__(self, "_penalty", ridge_penalty(self.width, self.reg, self.user_bias_penalty))
         object.__setattr__(self, "no_ratings", np.eye(1, self.width)[0])
 
     def user_part(self, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -146,19 +150,44 @@ class RatingModel:
         scale = self.weight * np.sqrt(np.maximum(tower_var, 0.0) / np.maximum(term_var, _EPSILON))
         return np.hstack([queries, parts * scale[:, None].astype(np.float32)])
 
-    def demotions(self, served_queries: np.ndarray, served_candidates: np.ndarray) -> np.ndarray:
-        """float32 [n, m]: how far each of `served_candidates` [m, D] falls in the ranking of each of
-        `served_queries` [n, D] (the served vectors, the term's columns last) when it is in the demote pool.
+    def shortfalls(self, served_queries: np.ndarray, served_candidates: np.ndarray) -> np.ndarray:
+        """float32 [n, m]: how far below the margin each of `served_candidates` [m, D] is predicted for each of
+        `served_queries` [n, D] (the served vectors, the term's columns last), in units of s_u: 0 for a movie
+        the user is not predicted to dislike.
 
         The query's last columns are s_u (1, p_u), so `term` below is s_u (b_i + p_u . v_i): s_u times the stars
-        the user is predicted to give the movie above their own average. A movie predicted more than
-        demote_margin stars below it loses demote_penalty * s_u per star past the margin.
+        the user is predicted to give the movie above their own average; the margin is demote_margin stars.
         """
         width = self.width
         tail = np.asarray(served_queries, dtype=np.float32)[:, -width:]
         term = tail @ np.asarray(served_candidates, dtype=np.float32)[:, -width:].T
         floor = -self.demote_margin * tail[:, :1]  # s_u * -margin
-        return (self.demote_penalty * np.maximum(floor - term, 0.0)).astype(np.float32, copy=False)
+        return np.maximum(floor - term, 0.0).astype(np.float32, copy=False)
+
+    def demotions(self, served_queries: np.ndarray, served_candidates: np.ndarray) -> np.ndarray:
+        """float32 [n, m]: how far each of `served_candidates` falls in the ranking of each of `served_queries`
+        when it is in the demote pool: demote_penalty * s_u per predicted star past the margin (`shortfalls`)."""
+        return self.demote_penalty * self.shortfalls(served_queries, served_candidates)
+
+    def popular_demotions(self, served_queries: np.ndarray, served_candidates: np.ndarray) -> np.ndarray:
+        """float32 [n, m]: the demotions of a popularity answer (a user with ratings but no history: only
+        dislikes), whose scores are minus the rank: every movie the user is predicted to dislike falls behind
+        all the others of the pool, popularity ordering each group. A user without stars (p_u = 0) is predicted
+        nothing beyond the movies' biases, which the popularity already reflects: no demotion."""
+        tail = np.asarray(served_queries, dtype=np.float32)[:, -self.width :]
+        with_stars = np.any(tail[:, 1:] != 0, axis=1, keepdims=True)
+        disliked = (self.shortfalls(served_queries, served_candidates) > 0) & with_stars
+        return disliked.astype(np.float32) * np.float32(len(served_candidates) + 1)
+
+    def popular_rerank(self, user_part: np.ndarray, rows: np.ndarray, served_candidates: np.ndarray) -> np.ndarray:
+        """A popularity answer's movie rows (most popular first) as `popular_demotions` re-orders its first
+        demote_pool for the user part `user_part` ([1, p_u]: s_u does not change who is demoted)."""
+        pool = min(self.rerank_pool, len(rows))
+        if pool == 0 or not user_part[1:].any():  # no stars: nothing to re-order by (popular_demotions)
+            return rows
+        ranks = -np.arange(pool, dtype=np.float32)
+        head = ranks - self.popular_demotions(user_part[None, :], served_candidates[rows[:pool]])[0]
+        return np.concatenate([rows[:pool][np.argsort(-head, kind="stable")], rows[pool:]])
 
     def rerank(
         self, served_query: np.ndarray, rows: np.ndarray, scores: np.ndarray, served_candidates: np.ndarray
@@ -189,6 +218,7 @@ def new_rating_model(
     weight: float,
     candidates: np.ndarray,
     demote: tuple[int, float, float] = (0, 0.0, 0.0),
+    user_bias_penalty: float = BIAS_PENALTY,
 ) -> RatingModel:
     """A RatingModel whose covariances are those of `candidates` (the version's candidate embeddings) and of
     the fitted item part; `demote` is (demote_pool, demote_margin, demote_penalty)."""
@@ -204,6 +234,7 @@ def new_rating_model(
         demote_pool=int(demote[0]),
         demote_margin=float(demote[1]),
         demote_penalty=float(demote[2]),
+        user_bias_penalty=float(user_bias_penalty),
     )
 
 
@@ -236,6 +267,7 @@ def write_rating_model(path: Path, model: RatingModel) -> None:
         demote_pool=np.int64(model.demote_pool),
         demote_margin=np.float64(model.demote_margin),
         demote_penalty=np.float64(model.demote_penalty),
+        user_bias_penalty=np.float64(model.user_bias_penalty),
     )
 
 
@@ -258,6 +290,8 @@ def load_rating_model(path: Path, num_movies: int, embedding_dim: int) -> Rating
             demote_pool=int(f["demote_pool"]) if "demote_pool" in f.files else 0,
             demote_margin=float(f["demote_margin"]) if "demote_margin" in f.files else 0.0,
             demote_penalty=float(f["demote_penalty"]) if "demote_penalty" in f.files else 0.0,
+            # Versions exported before it folded users in with the fit's own, BIAS_PENALTY.
+            user_bias_penalty=float(f["user_bias_penalty"]) if "user_bias_penalty" in f.files else BIAS_PENALTY,
         )
     width = model.width
     expected = {

@@ -227,6 +227,13 @@ class ModelVersion:
             return rows, scores
         return self.rating.rerank(served_query, rows, scores, self._term_columns)
 
+    def popular_rerank(self, rating_part: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+        """A popularity answer's movie rows (most popular first) as the rating term re-orders them for a user
+        with ratings but no history (only dislikes): those they are predicted to dislike come last in the pool."""
+        if self.rating is None or rating_part is None:
+            return rows
+        return self.rating.popular_rerank(rating_part, rows, self._term_columns)
+
     def embed(
         self,
         user_ids: list[str],

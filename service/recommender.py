@@ -205,7 +205,8 @@ async def recommend(
     A user the version does not know and with nothing read as history (no ratings, none stored, no `history`
     in the request, or only ratings below the version's history_min_rating: a dislike says what not to show,
     not what to) gets the popularity ranking: at now `popular` (what is rated recently,
-    service/popularity.py) when given, at an explicit moment the version's all-time one; everyone else the
+    service/popularity.py) when given, at an explicit moment the version's all-time one, with what their
+    ratings predict they will dislike last among its best (RatingModel.popular_rerank); everyone else the
     model, with their history.
 
     Raises:
@@ -225,7 +226,8 @@ async def recommend(
     elif settings.unknown_user == "popular":
         allowed, _, _ = _allowed(version, request, state.seen)
         ranking = popular if popular is not None and request.timestamp is None else version.popularity
-        rows, scores = ranking[allowed[ranking]][: request.k], None
+        shown = ranking[allowed[ranking]][: max(request.k, version.rerank_pool)]
+        rows, scores = version.popular_rerank(state.rating_part, shown)[: request.k], None
     else:
         raise UnknownUserError(
             f"user_id {request.user_id!r} has no ratings in version {version.name}, none stored and no history "

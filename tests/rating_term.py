@@ -18,7 +18,8 @@ def user_part(term: dict[str, Any], rows: np.ndarray, stars: np.ndarray) -> np.n
     """[1, p_u]: p_u by ridge regression of the user's stars on the movies' factors, with a user bias."""
     bias, factors, reg = term["item_bias"], term["item_factors"], float(term["reg"])
     x = np.hstack([factors[rows], np.ones((len(rows), 1))])
-    penalty = np.diag([reg] * factors.shape[1] + [reg * 1e-3])
+    bias_weight = float(term["user_bias_penalty"]) if "user_bias_penalty" in term else 1e-3  # older versions: 1e-3
+    penalty = np.diag([reg] * factors.shape[1] + [reg * bias_weight])
     solved = np.linalg.solve(x.T @ x + penalty, x.T @ (stars - float(term["mean"]) - bias[rows]))
     return np.concatenate([[1.0], solved[:-1]])
 

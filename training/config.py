@@ -189,6 +189,12 @@ class TrainConfig(BaseModel):
     rating_demote_penalty: float = Field(
         10.0, ge=0, description="Score a pushed-down movie loses per predicted star past the margin, in units of s_u."
     )
+    rating_user_bias_penalty: float = Field(
+        1e-3,
+        gt=0,
+        description="Ridge weight of a user's own bias when their ratings are folded into the rating term, as a "
+        "multiple of rating_reg (contract/rating_model.py: RatingModel.user_bias_penalty); the fit's is 1e-3.",
+    )
     positive_min_rating: float = Field(
         0.0,
         ge=0,

@@ -156,6 +156,7 @@ def model_ranks(
     chunk: int = 2048,
     unanswerable: np.ndarray | None = None,
     rating: RatingModel | None = None,
+    popular_rerank: bool = True,
 ) -> np.ndarray:
     """Ranks of the held-out movies under the model as served (popularity for fallback queries).
 
@@ -164,6 +165,8 @@ def model_ranks(
             With `rating`, the served vectors (`served_vectors`), whose best hits it re-orders as the server does.
         unanswerable: bool [num_movies], movies the scored model cannot answer (an older version that lacks
             movies added to the catalogue since): never ranked.
+        popular_rerank: with `rating`, a fallback query's popularity answer is re-ordered as the server does
+            for a user with only dislikes (RatingModel.popular_rerank); False leaves it as it is (a study).
     """
     fallback_scores = popularity_scores(popularity)
 
@@ -180,7 +183,10 @@ def model_ranks(
 
         def of_rows(rows: np.ndarray) -> np.ndarray:
             demotions = rating.demotions(queries[lo + rows], candidates)
-            demotions[held_out.fallback[lo + rows]] = 0.0  # the popularity answer is not re-ordered
+            fallback = held_out.fallback[lo + rows]
+            if fallback.any():  # a popularity answer: re-ordered as the server does, or (a study) not at all
+                popular = queries[lo + rows[fallback]]
+                demotions[fallback] = rating.popular_demotions(popular, candidates) if popular_rerank else 0.0
             return demotions
 
         return Demotion(rating.rerank_pool, of_rows)

@@ -137,6 +137,7 @@ def fit(
         config.rating_weight,
         config.seed,
         config.rating_demote,
+        config.rating_user_bias_penalty,
     )
     training_log = dict(
         bar.training_log,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from contract.rating_model import RatingModel, new_rating_model, ridge_solve
+from contract.rating_model import BIAS_PENALTY, RatingModel, new_rating_model, ridge_solve
 from contract.user_ratings import UserRatings
 
 ROUNDS = 10
@@ -23,9 +23,11 @@ def fit_rating_model(
     weight: float,
     seed: int,
     demote: tuple[int, float, float] = (0, 0.0, 0.0),
+    user_bias_penalty: float = BIAS_PENALTY,
 ) -> RatingModel | None:
     """The rating term for a fold's training ratings and its candidate embeddings; None when `weight` is 0.
-    `demote`: (demote_pool, demote_margin, demote_penalty) of the served re-ordering (contract/rating_model.py).
+    `demote`: (demote_pool, demote_margin, demote_penalty) of the served re-ordering (contract/rating_model.py);
+    `user_bias_penalty`: the weight of a user's bias when they are folded in (RatingModel.user_bias_penalty).
 
     Raises:
         ValueError: the ratings keep no stars.
@@ -48,7 +50,7 @@ def fit_rating_model(
         user_factors, user_bias = solved[:, :-1], solved[:, -1]
         solved = _ridge(by_movie, user_factors, users, residual - user_bias[users], reg)
         item_factors, item_bias = solved[:, :-1], solved[:, -1]
-    return new_rating_model(mean, item_bias, item_factors, reg, weight, candidates, demote)
+    return new_rating_model(mean, item_bias, item_factors, reg, weight, candidates, demote, user_bias_penalty)
 
 
 def _groups(keys: np.ndarray, count: int) -> list[np.ndarray]:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from contract.rating_model import (
+    BIAS_PENALTY,
     load_rating_model,
     new_rating_model,
     served_candidates,
@@ -145,3 +146,43 @@ def test_the_demotion_is_written_and_a_term_written_before_it_reads_as_none(plan
         older = {name: f[name] for name in f.files if not name.startswith("demote_")}
     np.savez(path, **older)
     assert load_rating_model(path, 10, 4).demote_pool == 0
+
+
+def test_stars_all_alike_say_which_movies_only_when_the_users_bias_is_weighed(planted) -> None:  # type: ignore[no-untyped-def]
+    """Three action films at 1 star: with the bias barely weighed (the fit's) it takes the whole shortfall and
+    the other action films are predicted like the comedies; weighed like p_u, they are predicted below them,
+    and the same films at 5 stars above them."""
+    model, _ = planted
+    items = model.item_part(10)
+    hated, loved = np.full(3, 1.0), np.full(3, 5.0)
+    free = model.user_part(ACTION[:3], hated)
+    assert np.abs(free[1:]).max() < 0.05
+    weighed = dataclasses.replace(model, user_bias_penalty=1.0)
+    for stars, sign in ((hated, -1.0), (loved, 1.0)):
+        part = weighed.user_part(ACTION[:3], stars)
+        gap = items[ACTION[3:]] @ part - (items[COMEDIES] @ part).max()
+        assert (sign * gap > 0.2).all()
+
+
+def test_a_popularity_answer_puts_what_the_user_will_dislike_last_within_the_pool(planted) -> None:  # type: ignore[no-untyped-def]
+    model, candidates = planted
+    model = dataclasses.replace(_demoting(model, pool=4, margin=0.25, penalty=10.0), user_bias_penalty=1.0)
+    served = served_candidates(candidates, model)
+    popular = np.array([ACTION[3], COMEDIES[3], ACTION[4], COMEDIES[4], ACTION[2], COMEDIES[2]])  # most rated first
+    part = model.user_part(ACTION[:2], np.full(2, 1.0))  # hates action films, nothing else said
+    answer = model.popular_rerank(part, popular, served)
+    assert answer.tolist() == [COMEDIES[3], COMEDIES[4], ACTION[3], ACTION[4], ACTION[2], COMEDIES[2]]
+    # No stars: nothing is predicted about the user beyond the movies' biases, which popularity reflects.
+    assert model.popular_rerank(model.no_ratings, popular, served).tolist() == popular.tolist()
+    assert _demoting(model, 0, 0.0, 10.0).popular_rerank(part, popular, served).tolist() == popular.tolist()
+
+
+def test_the_user_bias_penalty_is_written_and_a_term_written_before_it_reads_as_the_fits(planted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, _ = planted
+    path = tmp_path / "rating_model.npz"
+    write_rating_model(path, dataclasses.replace(model, user_bias_penalty=0.3))
+    assert load_rating_model(path, 10, 4).user_bias_penalty == 0.3
+    with np.load(path) as f:
+        older = {name: f[name] for name in f.files if name != "user_bias_penalty"}
+    np.savez(path, **older)
+    assert load_rating_model(path, 10, 4).user_bias_penalty == BIAS_PENALTY

@@ -104,3 +104,28 @@ def test_a_new_user_who_only_disliked_is_answered_from_popularity_without_those_
     body = _answer(client, "7005")
     assert not body["personalised"] and body["history_used"] == 0
     assert not set(_ids(body)) & set(ACTION)
+
+
+def test_a_user_who_only_disliked_gets_what_they_will_dislike_last_in_the_popularity_answer(
+    client: TestClient, tiny_version_dir: Path
+) -> None:
+    """The popularity answer of a user with only dislikes, as the oracle (tests/rating_term.py) re-orders it:
+    the movies predicted below their average, margin included, follow the others within the demote pool."""
+    rated_at, asked_at = 1_700_000_000, 1_700_001_000  # explicit moments: the version's all-time popularity
+    body = {"ratings": [{"user_id": "7008", "movie_id": m, "rating": 1.0, "timestamp": rated_at} for m in ACTION]}
+    assert client.post("/ratings", json=body).status_code == 201
+    plain = _ids(_answer(client, "7009", k=30, timestamp=asked_at))  # no ratings: the ranking itself
+    served = _answer(client, "7008", k=20, timestamp=asked_at)
+    assert not served["personalised"]
+    term = load_term(tiny_version_dir)
+    movies = [m["movie_id"] for m in json.loads((tiny_version_dir / "movies.json").read_text())]
+    row = {movie_id: i for i, movie_id in enumerate(movies)}
+    part = user_part(term, np.array([row[m] for m in ACTION]), np.full(len(ACTION), 1.0))
+    items = np.hstack([term["item_bias"][:, None], term["item_factors"]])
+    shown = [m for m in plain if m not in ACTION]
+    head, pool = shown[: int(term["demote_pool"])], int(term["demote_pool"])
+    disliked = [bool(items[row[m]] @ part < -float(term["demote_margin"])) for m in head]
+    expected = [m for m, d in zip(head, disliked, strict=True) if not d]
+    expected += [m for m, d in zip(head, disliked, strict=True) if d] + shown[pool:]
+    assert _ids(served) == expected[:20]
+    assert any(disliked) and not all(disliked)  # the answer was re-ordered, so the comparison tests it

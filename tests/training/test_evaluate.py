@@ -192,3 +192,34 @@ def test_ranks_with_a_demotion_are_the_targets_places_in_the_servers_reordered_a
         assert ranks[j] == answer.tolist().index(int(targets[j]))
         moved += int(ranks[j] != int(np.flatnonzero(allowed[order] == targets[j])[0]))
     assert moved > 0  # the demotion changed some targets' places, so the comparison above tests it
+
+
+def test_a_fallback_querys_ranks_are_its_targets_places_in_the_servers_reordered_popularity_answer() -> None:
+    """A user with ratings but no history (only dislikes) gets popularity, re-ordered by the rating term
+    (RatingModel.popular_rerank): protocol T scores the same answer. A user without ratings is not re-ordered."""
+    rng = np.random.default_rng(5)
+    num_movies, pool = 40, 12
+    tower_queries, movies = rng.normal(size=(60, 3)).astype(np.float32), rng.normal(size=(num_movies, 3))
+    term = new_rating_model(3.5, rng.normal(0, 0.5, num_movies), rng.normal(0, 1, (num_movies, 2)), 1.0, 0.5, movies)
+    term = dataclasses.replace(term, demote_pool=pool, demote_margin=0.0, demote_penalty=3.0, user_bias_penalty=1.0)
+    columns = {"user_id": np.repeat(np.arange(6), 5), "timestamp": np.tile(np.arange(5), 6)}
+    values = rng.integers(1, 3, 30)  # dislikes only
+    known = build_user_ratings({**columns, "rating": values}, rng.integers(0, num_movies, 30))
+    users = np.repeat(np.arange(6), 10)
+    start, end = known.spans(users)
+    end[users == 5] = start[users == 5]  # user 5 asks before any rating: nothing to re-order by
+    targets = rng.integers(0, num_movies, 60)
+    held_out = HeldOutQueries(targets, known, start, end, fallback=np.ones(60, dtype=bool))
+    queries, candidates = served_vectors(term, tower_queries, movies.astype(np.float32), held_out)
+    popularity = popularity_ranking(known.movie_rows, num_movies)
+    ranks = model_ranks(queries, candidates, popularity, held_out, True, rating=term)
+    plain = model_ranks(queries, candidates, popularity, held_out, True, rating=term, popular_rerank=False)
+    assert (ranks[users == 5] == plain[users == 5]).all()
+    assert (ranks != plain).any()  # the re-ordering moved some targets, so the comparison below tests it
+    for j in range(60):
+        rated = known.movie_rows[start[j] : end[j]]
+        seen = set(rated.tolist()) - {int(targets[j])}
+        shown = np.array([m for m in popularity.tolist() if m not in seen])
+        part = term.user_part(rated, known.values[start[j] : end[j]])  # type: ignore[index]
+        answer = term.popular_rerank(part, shown, candidates)  # what the server returns
+        assert ranks[j] == answer.tolist().index(int(targets[j]))
