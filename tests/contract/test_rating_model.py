@@ -177,7 +177,7 @@ def test_a_popularity_answer_puts_what_the_user_will_dislike_last_within_the_poo
     assert _demoting(model, 0, 0.0, 10.0).popular_rerank(part, popular, served).tolist() == popular.tolist()
 
 
-def test_the_user_bias_penalty_is_written_and_a_term_written_before_it_reads_as_the_fits(planted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_user_bias_weight_is_written_and_one_written_before_it_reads_as_the_fits(planted, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     model, _ = planted
     path = tmp_path / "rating_model.npz"
     write_rating_model(path, dataclasses.replace(model, user_bias_penalty=0.3))
