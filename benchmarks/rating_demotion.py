@@ -31,7 +31,7 @@ import typer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.machine import machine
 from benchmarks.results_file import write_results
-from benchmarks.seed_study import mean_over_seeds, per_split
+from benchmarks.seed_study import mean_over_seeds, per_split, split_cell
 from training.config import TrainConfig
 from training.evaluate import protocol_tables, served_vectors
 from training.fit import fit
@@ -80,12 +80,7 @@ def chosen(validation: dict[str, dict[str, Any]], tolerance: float) -> str:
 def row(label: str, tables: dict[str, dict[str, Any]], name: str) -> str:
     cells = [label]
     for protocol in PROTOCOLS:
-        t = tables[protocol][name]
-        cells.append(
-            f"{protocol} all {t['_all']['top_10']:.3f}/{t['_all']['top_100']:.3f} "
-            f"liked {t['_liked']['top_10']:.3f}/{t['_liked']['top_100']:.3f} "
-            f"disliked {t['_disliked']['top_10']:.3f}/{t['_disliked']['top_100']:.3f}"
-        )
+        cells.append(split_cell(protocol, tables[protocol][name]))
     return " | ".join(cells)
 
 

@@ -35,7 +35,7 @@ import typer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.machine import machine
 from benchmarks.results_file import write_results
-from benchmarks.seed_study import mean_over_seeds, per_split
+from benchmarks.seed_study import mean_over_seeds, per_split, split_cell
 from training.config import TrainConfig
 from training.evaluate import accuracy_table, model_ranks, served_vectors, split_tables
 from training.fit import fit
@@ -95,11 +95,8 @@ def row(label: str, tables: dict[str, dict[str, Any]], name: str) -> str:
     for protocol in PROTOCOLS:
         t = tables[protocol][name]
         cells.append(
-            f"{protocol} all {t['_all']['top_10']:.3f}/{t['_all']['top_100']:.3f} "
-            f"liked {t['_liked']['top_10']:.3f}/{t['_liked']['top_100']:.3f} "
-            f"disliked {t['_disliked']['top_10']:.3f}/{t['_disliked']['top_100']:.3f} "
-            f"fallback ({t['_fallback_count']['queries']:.0f}) liked {t['_fallback_liked']['top_10']:.3f} "
-            f"disliked {t['_fallback_disliked']['top_10']:.3f}"
+            f"{split_cell(protocol, t)} fallback ({t['_fallback_count']['queries']:.0f}) "
+            f"liked {t['_fallback_liked']['top_10']:.3f} disliked {t['_fallback_disliked']['top_10']:.3f}"
         )
     return " | ".join(cells)
 

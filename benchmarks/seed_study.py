@@ -1,5 +1,5 @@
-"""What the rating benchmarks share (rating_channel.py, rating_demotion.py): the default fitted on each split and
-protocol fold of a seed, and figures averaged over seeds."""
+"""What the rating benchmarks share (rating_channel.py, rating_demotion.py, rating_fold_in.py): the default
+fitted on each split and protocol fold of a seed, figures averaged over seeds, and a printed row's cells."""
 
 from __future__ import annotations
 
@@ -40,3 +40,12 @@ def _mean(trees: list[Any]) -> Any:
     if isinstance(trees[0], dict):
         return {key: _mean([tree[key] for tree in trees]) for key in trees[0]}
     return float(np.mean(trees))
+
+
+def split_cell(protocol: str, tables: dict[str, Any]) -> str:
+    """One protocol's top-10 / top-100 over all, liked and disliked held-out ratings, for a printed row;
+    `tables` holds them under "_all", "_liked" and "_disliked"."""
+    return " ".join(
+        f"{label} {tables[key]['top_10']:.3f}/{tables[key]['top_100']:.3f}"
+        for label, key in ((f"{protocol} all", "_all"), ("liked", "_liked"), ("disliked", "_disliked"))
+    )
