@@ -16,16 +16,18 @@ that those the term predicts they will dislike come last (RatingModel.popular_re
   rule: the largest T liked top-10 minus T disliked top-10 among the settings whose T and B top-100 over all
   ratings stay within `--tolerance` of the current setting (bias 0.001, popular answer not re-ordered).
 
-    python benchmarks/rating_fold_in.py --seed 42 --seed 7 --seed 1 [--data-dir data]
+    python benchmarks/rating_fold_in.py --seed 42 --seed 7 --seed 1 [--data-dir data] [--weight 30 --weight 100]
         [--out benchmarks/results/rating_fold_in.json]
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,19 +44,23 @@ from training.fit import fit
 from training.folds import Fold
 
 BIAS_PENALTIES = (0.001, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
-CURRENT = "bias 0.001, popular as is"
+CURRENT_WEIGHT = 0.001
+CURRENT = f"bias {CURRENT_WEIGHT}, popular as is"
 PROTOCOLS = {"B": "random", "T": "temporal"}
 
 
-def setting_names() -> dict[str, tuple[float, bool]]:
-    """{name: (user_bias_penalty, popular answer re-ordered)}."""
+def setting_names(weights: Sequence[float] = BIAS_PENALTIES) -> dict[str, tuple[float, bool]]:
+    """{name: (user_bias_penalty, popular answer re-ordered)}; the current setting is always among them."""
+    weights = sorted({CURRENT_WEIGHT, *weights})
     return {
         f"bias {b}, popular {'re-ordered' if p else 'as is'}": (b, p)
-        for b, p in itertools.product(BIAS_PENALTIES, (False, True))
+        for b, p in itertools.product(weights, (False, True))
     }
 
 
-def study_fold(fold: Fold, config: TrainConfig, protocol: str) -> dict[str, dict[str, Any]]:
+def study_fold(
+    fold: Fold, config: TrainConfig, protocol: str, weights: Sequence[float] = BIAS_PENALTIES
+) -> dict[str, dict[str, Any]]:
     """{setting: {"_all" | "_liked" | "_disliked" | "_fallback": table}} for one fitted fold."""
     held_out = fold.held_out
     assert held_out is not None and held_out.stars is not None
@@ -63,7 +69,7 @@ def study_fold(fold: Fold, config: TrainConfig, protocol: str) -> dict[str, dict
     with_stars = held_out.exclude_end > held_out.exclude_start
     fallback = held_out.fallback & with_stars
     out: dict[str, dict[str, Any]] = {}
-    for name, (bias, popular) in setting_names().items():
+    for name, (bias, popular) in setting_names(weights).items():
         rating = dataclasses.replace(run.rating_model, user_bias_penalty=bias)
         queries, candidates = served_vectors(rating, run.test_query_embeddings, run.candidate_embeddings, held_out)
         ranks = model_ranks(queries, candidates, fold.popularity, held_out, True, rating=rating, popular_rerank=popular)
@@ -86,7 +92,7 @@ def chosen(validation: dict[str, dict[str, Any]], tolerance: float) -> str:
     def close(name: str) -> bool:
         return all(top(p, CURRENT, "_all", 100) - top(p, name, "_all", 100) <= tolerance for p in PROTOCOLS)
 
-    keep = [name for name in setting_names() if close(name)]
+    keep = [name for name in validation["T"] if close(name)]
     return max(keep, key=lambda n: top("T", n, "_liked", 10) - top("T", n, "_disliked", 10))
 
 
@@ -106,11 +112,11 @@ def summary(results: dict[str, Any], tolerance: float) -> dict[str, Any]:
     validation, test = mean_over_seeds(results, "validation"), mean_over_seeds(results, "test")
     best = chosen(validation, tolerance)
     seeds = len(results["seeds"])
-    for name in setting_names():
+    for name in validation["T"]:
         print(row(f"mean of {seeds} seeds, validation, {name}", validation, name), flush=True)
     for name in dict.fromkeys((CURRENT, best)):
         print(row(f"mean of {seeds} seeds, test, {name}", test, name), flush=True)
-    return {"chosen_on_mean_validation": best, "setting": setting_names()[best], "mean_validation": validation,
+    return {"chosen_on_mean_validation": best, "setting": results["settings"][best], "mean_validation": validation,
             "mean_test": test}  # fmt: skip
 
 
@@ -119,12 +125,15 @@ def main(
     data_dir: Annotated[Path, typer.Option()] = Path("data"),
     tolerance: Annotated[float, typer.Option(help="Top-100 a chosen setting may cost, on T and on B.")] = 0.01,
     out: Annotated[Path, typer.Option()] = Path("benchmarks/results/rating_fold_in.json"),
+    weight: Annotated[list[float], typer.Option(help="User bias weights to try (0.001, the current, always is).")] = [  # noqa: B006
+        *BIAS_PENALTIES
+    ],
 ) -> None:
     """Fit the default per seed on validation and on test ratings; choose on the first, report the second."""
     started = time.time()
-    results: dict[str, Any] = {"machine": machine(), "settings": setting_names(), "seeds": {}}
+    results: dict[str, Any] = {"machine": machine(), "settings": setting_names(weight), "seeds": {}}
     for s in seed:
-        per_seed: dict[str, Any] = dict(per_split(s, data_dir, study_fold))
+        per_seed: dict[str, Any] = dict(per_split(s, data_dir, functools.partial(study_fold, weights=weight)))
         per_seed["chosen"] = chosen(per_seed["validation"], tolerance)
         results["seeds"][str(s)] = per_seed
         for name in dict.fromkeys((CURRENT, per_seed["chosen"])):
