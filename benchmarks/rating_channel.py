@@ -33,7 +33,7 @@ import typer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.machine import machine
 from benchmarks.results_file import write_results
-from benchmarks.seed_study import mean_over_seeds, per_split
+from benchmarks.seed_study import mean_over_seeds, per_split, split_cell
 from training.config import TrainConfig
 from training.evaluate import protocol_tables, served_vectors
 from training.fit import fit
@@ -79,21 +79,20 @@ def chosen_beta(validation: dict[str, dict[str, Any]], variant: str, tolerance: 
     return max(ok)
 
 
+def row(label: str, tables: dict[str, Any], variant: str, beta: float) -> str:
+    """One printed line: `label`, then each protocol's all / liked / disliked figures for the variant at beta."""
+    cells = [label] + [split_cell(protocol, tables[protocol][variant][str(beta)]) for protocol in PROTOCOLS]
+    return " | ".join(cells)
+
+
 def summary(results: dict[str, Any], tolerance: float) -> dict[str, Any]:
     """beta chosen by the rule on the seeds' mean validation figures, per variant, and the mean test tables."""
     validation, test = mean_over_seeds(results, "validation"), mean_over_seeds(results, "test")
     chosen = {v: chosen_beta(validation, v, tolerance) for v in VARIANTS}
     for variant, beta in chosen.items():
         for shown in sorted({0.0, beta, 0.5}):
-            row = [f"mean of {len(results['seeds'])} seeds {variant:9} beta {shown:<4}"]
-            for protocol in PROTOCOLS:
-                t = test[protocol][variant][str(shown)]
-                row.append(
-                    f"{protocol} all {t['_all']['top_10']:.3f}/{t['_all']['top_100']:.3f} "
-                    f"liked {t['_liked']['top_10']:.3f}/{t['_liked']['top_100']:.3f} "
-                    f"disliked {t['_disliked']['top_10']:.3f}/{t['_disliked']['top_100']:.3f}"
-                )
-            print(" | ".join(row), flush=True)
+            label = f"mean of {len(results['seeds'])} seeds {variant:9} beta {shown:<4}"
+            print(row(label, test, variant, shown), flush=True)
     return {"chosen_on_mean_validation": chosen, "mean_validation": validation, "mean_test": test}
 
 
@@ -118,15 +117,7 @@ def main(
         results["seeds"][str(s)] = per_seed
         for variant, beta in per_seed["chosen"].items():
             for shown in sorted({0.0, beta, 0.5}):
-                row = [f"seed {s} {variant:9} beta {shown:<4}"]
-                for protocol in PROTOCOLS:
-                    t = per_seed["test"][protocol][variant][str(shown)]
-                    row.append(
-                        f"{protocol} all {t['_all']['top_10']:.3f}/{t['_all']['top_100']:.3f} "
-                        f"liked {t['_liked']['top_10']:.3f}/{t['_liked']['top_100']:.3f} "
-                        f"disliked {t['_disliked']['top_10']:.3f}/{t['_disliked']['top_100']:.3f}"
-                    )
-                print(" | ".join(row), flush=True)
+                print(row(f"seed {s} {variant:9} beta {shown:<4}", per_seed["test"], variant, shown), flush=True)
     results["seconds"] = round(time.time() - started, 1)
     results["summary"] = summary(results, tolerance)
     write_results(out, results)
