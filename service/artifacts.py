@@ -37,6 +37,7 @@ from contract.query_tower import (
 )
 from contract.rating_model import RatingModel, served_candidates
 from contract.user_ratings import UserRatings, known_at, newest_first, read_as_taste
+from service.at_now import AtNow, UserState
 from service.errors import VersionRejectedError
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,8 @@ class SearchPlan:
 
 @dataclass(eq=False)
 class ModelVersion:
-    """Everything one version serves from, held in memory; immutable once loaded, but for the served queries it
-    keeps for known users at now (`now_key`), which only a request fills."""
+    """Everything one version serves from, held in memory; immutable once loaded, but for what it keeps for
+    known users at now (`now_key`, service/at_now.py), which only requests fill."""
 
     name: str
     manifest: Manifest
@@ -121,10 +122,11 @@ class ModelVersion:
     served_candidates: np.ndarray = field(init=False, repr=False)
     _all_true: np.ndarray = field(init=False, repr=False)
     _term_columns: np.ndarray = field(init=False, repr=False)  # served_candidates' rating-term columns (rerank)
-    # A known user's served query at now, with nothing stored since the version and nothing in the request,
-    # filled as users ask: every input is fixed then (the timestamp past the clamp range, every rating
-    # known), and most traffic asks at now. At most one row per known user (ML-100K: 943 x 241 floats).
-    _now_queries: dict[int, np.ndarray] = field(init=False, repr=False, default_factory=dict)
+    # A known user's state, served query and plain answers at now, with nothing stored since the version and
+    # nothing in the request, filled as users ask: every input is fixed then. A catalogue change serves a new
+    # object (service/live_version.py), so nothing kept outlives the movies it was ranked from. At most one per
+    # known user (ML-100K: 943 x (241 floats of query + 100 rows and scores + the state)).
+    _at_now: dict[int, AtNow] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._all_true = np.ones(len(self.movies), dtype=bool)
@@ -207,14 +209,14 @@ class ModelVersion:
             return None
         return user_row if len(rating_times) == 0 or rating_times[-1] < bound else None
 
-    def query_at_now(self, key: int | None) -> np.ndarray | None:
-        """The served query kept under `key` (`now_key`), if any."""
-        return None if key is None else self._now_queries.get(key)
+    def at_now(self, key: int) -> AtNow | None:
+        """What is kept under `key` (`now_key`), if a request has kept it."""
+        return self._at_now.get(key)
 
-    def keep_query_at_now(self, key: int | None, query: np.ndarray) -> None:
-        """Keep a served query computed for `key` (`now_key`; None keeps nothing)."""
-        if key is not None:
-            self._now_queries[key] = query
+    def keep_at_now(self, key: int, state: UserState) -> AtNow:
+        """Start keeping what requests compute for `key` (`now_key`) from the user's `state`."""
+        kept = self._at_now[key] = AtNow(state)
+        return kept
 
     @property
     def rerank_pool(self) -> int:

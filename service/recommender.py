@@ -4,7 +4,6 @@ import asyncio
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,6 +11,7 @@ import numpy as np
 from contract.ratings import StoredRating
 from contract.user_ratings import NO_VALUE, known_bound
 from service.artifacts import ModelVersion
+from service.at_now import AtNow, UserState
 from service.batcher import Batcher, Neighbours
 from service.config import Settings
 from service.errors import InvalidRequestError, NotInCatalogueError, ServiceError, UnknownUserError
@@ -41,18 +41,6 @@ def _genre_mask(version: ModelVersion, genres: list[str]) -> np.ndarray | None:
     return mask
 
 
-@dataclass(frozen=True)
-class UserState:
-    """What the service knows about the asking user at the asked time."""
-
-    seen: np.ndarray  # movie rows the user rated (any time): excluded by default
-    history: list[str]  # movie ids rated before the query time (and the request's own), newest first
-    history_ratings: list[float]  # the stars of each history movie (NO_VALUE for the request's own ids)
-    known_user: bool  # the version was trained on this user_id
-    rating_part: np.ndarray | None = None  # the user's part of the rating term (None: the version has none)
-    now_key: int | None = None  # the version keeps this user's served query under it (ModelVersion.now_key)
-
-
 def _rows(version: ModelVersion, movie_ids: Sequence[str]) -> np.ndarray:
     # movie_ids the catalogue does not know cannot be recommended anyway, so they are simply ignored.
     return np.array([version.row_of_movie[m] for m in movie_ids if m in version.row_of_movie], dtype=np.int64)
@@ -65,13 +53,17 @@ def user_state(
     the version's ratings, the ratings stored since and the request.
 
     `stored` holds the user's ratings that reached the ratings store after the version's data was taken, so a
-    rating counts the moment it is stored, on every replica, and again once a retrain has learnt from it.
+    rating counts the moment it is stored, on every replica, and again once a retrain has learnt from it. A
+    known user's state at now is computed once and kept by the version (service/at_now.py).
     """
     user_row = version.user_rows.get(request.user_id)  # None: a user the version was not trained on
     rows, times, values = version.ratings_of(request.user_id)
     now_key = None
     if request.timestamp is None and not stored and not request.history:
         now_key = version.now_key(user_row, timestamp, times, bound)
+        kept = None if now_key is None else version.at_now(now_key)
+        if kept is not None:
+            return kept.state
     if stored:
         stored_rows = np.array([version.row_of_movie.get(r.movie_id, -1) for r in stored], dtype=np.int64)
         keep = stored_rows >= 0
@@ -90,7 +82,10 @@ def user_state(
         history = [*(version.movies[row]["movie_id"] for row in own), *history][:length]
         history_ratings = [*[NO_VALUE] * len(own), *history_ratings][:length]
         rows = np.concatenate([rows, own])
-    return UserState(rows, history, history_ratings, user_row is not None, rating_part, now_key)
+    state = UserState(rows, history, history_ratings, user_row is not None, rating_part, now_key)
+    if now_key is not None:
+        version.keep_at_now(now_key, state)
+    return state
 
 
 def _excluded_rows(version: ModelVersion, request: RecommendRequest, seen: np.ndarray) -> np.ndarray:
@@ -152,14 +147,20 @@ def _allowed(version: ModelVersion, request: RecommendRequest, seen: np.ndarray)
 
 
 async def _search(
-    version: ModelVersion, batcher: Batcher, request: RecommendRequest, timestamp: int, state: UserState, depth: int
+    version: ModelVersion,
+    batcher: Batcher,
+    request: RecommendRequest,
+    timestamp: int,
+    state: UserState,
+    depth: int,
+    kept: AtNow | None,
 ) -> Neighbours:
-    kept = version.query_at_now(state.now_key)
+    query = None if kept is None else kept.query
     hits = await batcher.search(
-        version, request.user_id, timestamp, state.history, depth, state.history_ratings, state.rating_part, kept
+        version, request.user_id, timestamp, state.history, depth, state.history_ratings, state.rating_part, query
     )
-    if kept is None:
-        version.keep_query_at_now(state.now_key, hits.query)
+    if kept is not None:
+        kept.query = hits.query
     return hits
 
 
@@ -171,24 +172,31 @@ async def _model_top_k(
     The best `version.rerank_pool` allowed movies (at least k) are found first, then re-ordered by the rating
     term (contract/rating_model.py: those the user is predicted to dislike go last among them).
     """
+    k = request.k
+    wanted = max(k, version.rerank_pool)
+    kept = None if state.now_key is None else version.at_now(state.now_key)
+    plain = not (request.genres or request.exclude or not request.exclude_seen)
+    answer = None if kept is None or kept.query is None or not plain else kept.answer(wanted, version.rerank_pool == 0)
+    if answer is not None and kept is not None and kept.query is not None:
+        return answer[0][:k], answer[1][:k], kept.query
     allowed, num_excluded, genre_count = _allowed(version, request, state.seen)
     available = int(np.count_nonzero(allowed))
     if available == 0:
         return _NO_ROWS, None, None
-    k = request.k
-    wanted = max(k, version.rerank_pool)
     depth = search_depth(wanted, version.num_movies, genre_count, num_excluded)
     if available <= depth:
         # The filters leave fewer movies than the search would have to look at (a rare genre in a large
         # catalogue): scoring just those is exact and cheaper, so the batcher only embeds the query.
-        hits = await _search(version, batcher, request, timestamp, state, 0)
+        hits = await _search(version, batcher, request, timestamp, state, 0, kept)
         rows, scores = exact_top_k(version, hits.query, allowed, wanted)
     else:
-        hits = await _search(version, batcher, request, timestamp, state, depth)
+        hits = await _search(version, batcher, request, timestamp, state, depth, kept)
         rows, scores = best_allowed(hits, allowed, wanted)
         if len(rows) < min(wanted, available):  # the filters left too few hits: search all allowed movies
             rows, scores = exact_top_k(version, hits.query, allowed, wanted)
     rows, scores = version.rerank(hits.query, rows, scores)
+    if kept is not None and plain:  # the same answer to every plain request of this user from now on
+        kept.answers[wanted] = (rows, scores)
     return rows[:k], scores[:k], hits.query
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from fastapi.testclient import TestClient
 
+from service import recommender
 from tests.service.conftest import TS, V1, assert_same_ranking, serving
 from tests.service.version_factory import Oracle
 
@@ -121,6 +123,39 @@ def test_a_known_users_query_at_now_is_kept_until_they_rate(
     assert first["items"] == again["items"] and past["effective_timestamp"] == TS
     assert_same_ranking(again, oracle.top_k("2", end + 1, 5, oracle.seen_rows("2")))
     assert len(embedded) == 3 and top not in [item["movie_id"] for item in rated["items"]]
+    assert_same_ranking(
+        rated,
+        oracle.top_k(
+            "2", end + 1, 5, oracle.seen_rows("2") | {int(top) - 1}, history=[top, *oracle.history("2", end + 1)]
+        ),
+    )
+
+
+def test_a_known_users_answer_at_now_is_kept_until_they_rate_on_another_replica(
+    models_dir: Path, oracles: dict[str, Oracle], tmp_path: Path
+) -> None:
+    """A plain request at now is answered from what the version kept (no search), whatever k up to what was
+    ranked; a filtered one is searched; a rating stored through another replica is read at once."""
+    oracle = oracles[V1]
+    end = 890_000_000  # the factory's training range ends here
+    url = f"sqlite:///{tmp_path}/ratings.db"
+    with serving(models_dir, ratings_url=url) as first, serving(models_dir, ratings_url=url) as second:
+        ranked = mock.patch.object(recommender, "_allowed", wraps=recommender._allowed)  # each answer ranked afresh
+        with ranked as searched:
+            first_answer = second.get("/recommend", params={"user_id": "2", "k": 5}).json()
+            again = second.get("/recommend", params={"user_id": "2", "k": 5}).json()
+            shorter = second.get("/recommend", params={"user_id": "2", "k": 3}).json()
+            assert searched.call_count == 1
+            genre = first_answer["items"][0]["genres"][0]
+            filtered = second.get("/recommend", params={"user_id": "2", "k": 5, "genres": genre}).json()
+            assert searched.call_count == 2 and all(genre in item["genres"] for item in filtered["items"])
+            top = first_answer["items"][0]["movie_id"]
+            _rate(first, "2", top, end + 5)
+            rated = second.get("/recommend", params={"user_id": "2", "k": 5}).json()
+            assert searched.call_count == 3
+    assert again["items"] == first_answer["items"] and shorter["items"] == first_answer["items"][:3]
+    assert_same_ranking(again, oracle.top_k("2", end + 1, 5, oracle.seen_rows("2")))
+    assert top not in [item["movie_id"] for item in rated["items"]]
     assert_same_ranking(
         rated,
         oracle.top_k(
