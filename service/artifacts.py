@@ -125,7 +125,7 @@ class ModelVersion:
     # A known user's state, served query and plain answers at now, with nothing stored since the version and
     # nothing in the request, filled as users ask: every input is fixed then. A catalogue change serves a new
     # object (service/live_version.py), so nothing kept outlives the movies it was ranked from. At most one per
-    # known user (ML-100K: 943 x (241 floats of query + 100 rows and scores + the state)).
+    # known user, and at most RECSYS_AT_NOW_USERS (ML-100K: about 5 KB each).
     _at_now: dict[int, AtNow] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -213,10 +213,14 @@ class ModelVersion:
         """What is kept under `key` (`now_key`), if a request has kept it."""
         return self._at_now.get(key)
 
-    def keep_at_now(self, key: int, state: UserState) -> AtNow:
-        """Start keeping what requests compute for `key` (`now_key`) from the user's `state`."""
-        kept = self._at_now[key] = AtNow(state)
-        return kept
+    def keep_at_now(self, key: int, state: UserState, most: int) -> None:
+        """Start keeping what requests compute for `key` (`now_key`) from the user's `state`, dropping the
+        oldest kept beyond `most` users (0: keep nothing)."""
+        if most <= 0:
+            return
+        while len(self._at_now) >= most:
+            del self._at_now[next(iter(self._at_now))]
+        self._at_now[key] = AtNow(state)
 
     @property
     def rerank_pool(self) -> int:

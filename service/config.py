@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     max_ratings_per_request: int = Field(default=1000, ge=1, le=100_000)
     # Most queued requests the batcher sends through one query_model call and one search.
     max_batch: int = Field(default=256, ge=1, le=4096)
+    # Most known users whose state and answer at now a version keeps (service/at_now.py; about 5 KB each,
+    # measured on ML-100K); past it the oldest kept is dropped. 0 keeps none: every request computes afresh.
+    at_now_users: int = Field(default=100_000, ge=0)
     # Run each batch in a worker thread instead of on the event loop; measured slower on 2 cores (the GIL).
     batch_in_thread: bool = False
     # A user unknown to the model: answer from the popularity ranking, or 404.

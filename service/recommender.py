@@ -47,14 +47,20 @@ def _rows(version: ModelVersion, movie_ids: Sequence[str]) -> np.ndarray:
 
 
 def user_state(
-    version: ModelVersion, request: RecommendRequest, bound: int, stored: Sequence[StoredRating], timestamp: int
+    version: ModelVersion,
+    request: RecommendRequest,
+    bound: int,
+    stored: Sequence[StoredRating],
+    timestamp: int,
+    keep_at_now: int = 0,
 ) -> UserState:
     """The user's seen movies and history (their ratings below `bound`, contract.user_ratings.known_bound) from
     the version's ratings, the ratings stored since and the request.
 
     `stored` holds the user's ratings that reached the ratings store after the version's data was taken, so a
     rating counts the moment it is stored, on every replica, and again once a retrain has learnt from it. A
-    known user's state at now is computed once and kept by the version (service/at_now.py).
+    known user's state at now is computed once and kept by the version (service/at_now.py), for at most
+    `keep_at_now` users.
     """
     user_row = version.user_rows.get(request.user_id)  # None: a user the version was not trained on
     rows, times, values = version.ratings_of(request.user_id)
@@ -84,7 +90,7 @@ def user_state(
         rows = np.concatenate([rows, own])
     state = UserState(rows, history, history_ratings, user_row is not None, rating_part, now_key)
     if now_key is not None:
-        version.keep_at_now(now_key, state)
+        version.keep_at_now(now_key, state, keep_at_now)
     return state
 
 
@@ -176,9 +182,10 @@ async def _model_top_k(
     wanted = max(k, version.rerank_pool)
     kept = None if state.now_key is None else version.at_now(state.now_key)
     plain = not (request.genres or request.exclude or not request.exclude_seen)
-    answer = None if kept is None or kept.query is None or not plain else kept.answer(wanted, version.rerank_pool == 0)
-    if answer is not None and kept is not None and kept.query is not None:
-        return answer[0][:k], answer[1][:k], kept.query
+    if kept is not None and kept.query is not None and plain:
+        answer = kept.answer(wanted, version.rerank_pool == 0)
+        if answer is not None:
+            return answer[0][:k], answer[1][:k], kept.query
     allowed, num_excluded, genre_count = _allowed(version, request, state.seen)
     available = int(np.count_nonzero(allowed))
     if available == 0:
@@ -224,7 +231,8 @@ async def recommend(
     """
     check_k(request.k, settings.max_k)
     timestamp = request.timestamp if request.timestamp is not None else int(time.time())
-    state = user_state(version, request, known_bound(timestamp, at_now=request.timestamp is None), stored, timestamp)
+    bound = known_bound(timestamp, at_now=request.timestamp is None)
+    state = user_state(version, request, bound, stored, timestamp, settings.at_now_users)
     personalised = state.known_user or bool(state.history)
     because = None
     if personalised:

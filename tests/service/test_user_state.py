@@ -162,3 +162,19 @@ def test_a_known_users_answer_at_now_is_kept_until_they_rate_on_another_replica(
             "2", end + 1, 5, oracle.seen_rows("2") | {int(top) - 1}, history=[top, *oracle.history("2", end + 1)]
         ),
     )
+
+
+@pytest.mark.parametrize(("most", "ranked"), [(2, 2), (1, 4), (0, 4)])
+def test_at_most_at_now_users_are_kept(
+    shared_models_dir: Path, oracles: dict[str, Oracle], most: int, ranked: int
+) -> None:
+    """RECSYS_AT_NOW_USERS bounds what a version keeps: past it the oldest kept user is dropped (asked again, they
+    are ranked afresh); 0 keeps nobody. The answers are the same either way."""
+    oracle = oracles[V1]
+    end = 890_000_000  # the factory's training range ends here
+    ranked_afresh = mock.patch.object(recommender, "_allowed", wraps=recommender._allowed)
+    with serving(shared_models_dir, at_now_users=most) as client, ranked_afresh as searched:
+        answers = [client.get("/recommend", params={"user_id": u, "k": 5}).json() for u in ("1", "2", "1", "2")]
+    assert searched.call_count == ranked
+    for user, answer in zip(("1", "2", "1", "2"), answers, strict=True):
+        assert_same_ranking(answer, oracle.top_k(user, end + 1, 5, oracle.seen_rows(user)))
