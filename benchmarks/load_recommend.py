@@ -2,7 +2,7 @@
 
 Starts both servers as subprocesses on 127.0.0.1 (one uvicorn worker each, uvloop + httptools), drives
 each at several concurrencies with a rotating set of known user_ids (every other request at now, the others
-at a moment inside ML-100K), and reports req/s, p50, p99, errors
+at a moment inside ML-100K; `--asked now` or `past` asks all alike), and reports req/s, p50, p99, errors
 (non-2xx and socket errors), server CPU per request and mean batch size. Writes
 benchmarks/results/load_recommend.json and a Markdown table beside it. Needs `wrk` (apt-get install -y wrk).
 
@@ -26,6 +26,7 @@ import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,13 +43,24 @@ TARGET_P99_MS_AT_8 = 10.0
 ADMIN_TOKEN = "load-benchmark"
 ADDED_IDS = 10_000_000  # the first added movie's id, past every MovieLens id
 
+
+class Asked(StrEnum):
+    """Which requests ask at TIMESTAMP, the others at now: the targets are measured on `mixed`."""
+
+    mixed = "mixed"  # every other request
+    now = "now"
+    past = "past"
+
+
+PAST_WHEN = {Asked.mixed: "i % 2 == 0", Asked.now: "false", Asked.past: "true"}  # the Lua condition
+
 LUA = """
 local ids = {%(ids)s}
 local i = 0
 request = function()
   i = i + 1
   local at = ""
-  if i %% 2 == 0 then at = "&timestamp=%(ts)d" end  -- every other request at now (no timestamp)
+  if %(past)s then at = "&timestamp=%(ts)d" end  -- by default every other request at now (no timestamp)
   return wrk.format("GET", "/recommend?user_id=" .. ids[(i %% #ids) + 1] .. at .. "&k=10%(extra)s")
 end
 done = function(summary, latency, requests)
@@ -258,6 +270,7 @@ def main(
     compare_impressions: Annotated[
         bool, typer.Option(help="Also run the service with RECSYS_IMPRESSIONS=false (answers not recorded)")
     ] = False,
+    asked: Annotated[Asked, typer.Option(help="Which requests ask at a moment inside ML-100K")] = Asked.mixed,
     out: Annotated[Path, typer.Option(help="Results JSON")] = ROOT / "benchmarks" / "results" / "load_recommend.json",
 ) -> None:
     """Measure /recommend against a bare FastAPI endpoint on this machine, in one run."""
@@ -273,7 +286,8 @@ def main(
     with tempfile.TemporaryDirectory(prefix="load_recommend_") as tmp:
         script = Path(tmp) / "recommend.lua"
         extra = "&explain=true" if explain else ""
-        script.write_text(LUA % {"ids": ", ".join(f'"{u}"' for u in user_ids), "ts": TIMESTAMP, "extra": extra})
+        ids = ", ".join(f'"{u}"' for u in user_ids)
+        script.write_text(LUA % {"ids": ids, "ts": TIMESTAMP, "extra": extra, "past": PAST_WHEN[asked]})
         uvicorn_options = ["--host", "127.0.0.1", "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
         bare = [sys.executable, "-m", "uvicorn", "--app-dir", "benchmarks", "load_bare_app:app",
                 "--log-level", "warning", *uvicorn_options]  # fmt: skip
@@ -323,6 +337,7 @@ def main(
         "rounds": rounds,
         "wrk": "1 thread, keep-alive, GET /recommend?user_id=<rotating known user>[&timestamp=879024327]&k=10",
         "movies_added": add_movies,
+        "asked": asked.value,
         "results": results,
         "runs": runs,
         "targets": {"share": TARGET_SHARE, "p99_ms_at_8": TARGET_P99_MS_AT_8},
