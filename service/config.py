@@ -79,12 +79,17 @@ class Settings(BaseSettings):
     # Record each /recommend answer (an impression) in the ratings database, written behind the request.
     impressions: bool = True
     # Impressions waiting to be written at most; beyond it (a slow or down store) they are dropped and counted.
-    impression_queue: int = Field(default=10_000, ge=1)
-    # Impressions written per transaction at most: each commit costs the writer about a millisecond of CPU,
-    # so one transaction per flush (2,500 answers at 5,000 req/s) costs it 5 us an answer, batches of 500 9 us.
-    impression_batch: int = Field(default=5_000, ge=1)
-    # How often the writer thread stores what has queued: a batch per interval, not a write per answer.
-    impression_flush_seconds: float = Field(default=0.5, gt=0)
+    # At least a flush interval's answers at the highest rate served (25,000 req/s here).
+    impression_queue: int = Field(default=50_000, ge=1)
+    # Impressions written per transaction at most: one transaction per flush. Most of a row's cost is the
+    # (user_id, shown_at) index, whose inserts land on random pages, each written whole at commit, so larger
+    # transactions cost less a row: 25 / 20 / 15 us of CPU an answer at 1,500 / 5,000 / 20,000 a transaction
+    # (SQLite, 200k stored; benchmarks/impression_writer.py, docs/serving-speed.md).
+    impression_batch: int = Field(default=20_000, ge=1)
+    # How often the writer thread stores what has queued: a batch per interval, not a write per answer. Under
+    # load the writer's CPU fell from 15-17 to 10-11 us a request going from 0.5 to 2 s. Keep it well below
+    # credit_settle_seconds: a rating is credited only once the impressions before it are written.
+    impression_flush_seconds: float = Field(default=2.0, gt=0)
     # Impressions recorded longer ago than this are deleted; the online tallies they fed stay.
     impression_retention_days: float = Field(default=30.0, gt=0)
     # A rating is credited to the newest impression that showed its movie to its user this long before it.
