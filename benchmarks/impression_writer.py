@@ -13,12 +13,12 @@ CPU is `time.thread_time` of the calling thread (what the writer takes from the 
 
 from __future__ import annotations
 
-import itertools
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,24 +31,25 @@ from benchmarks.machine import machine
 from benchmarks.results_file import write_results
 from contract.impressions import Impression, ImpressionStore
 from contract.ratings import RatingsStore
+from service.impressions import recommendation_ids
 
 USERS, MOVIES, SHOWN = 943, 1682, 10
 PER_ROUND = 60_000  # answers stored per size and round: whole transactions of that size
 
 
-def answers(count: int, rng: np.random.Generator, ids: itertools.count[int]) -> list[Impression]:
-    """`count` answers as the writer would queue them, with time-ordered ids as the service makes them."""
+def answers(count: int, rng: np.random.Generator, ids: Iterator[str]) -> list[Impression]:
+    """`count` answers as the writer would queue them, with the service's own time-ordered ids."""
     users = rng.integers(1, USERS + 1, count).tolist()
     movies = rng.integers(1, MOVIES + 1, (count, SHOWN)).tolist()
     now = int(time.time())
     return [
-        Impression(f"{time.time_ns():016x}{next(ids):016x}", str(u), "20261207T000000Z", now, tuple(map(str, m)), True)
+        Impression(next(ids), str(u), "20261207T000000Z", now, tuple(map(str, m)), True)
         for u, m in zip(users, movies, strict=True)
     ]
 
 
 def measure(sizes: list[int], stored: int, rounds: int, seed: int) -> dict[int, dict[str, float]]:
-    rng, ids = np.random.default_rng(seed), itertools.count()
+    rng, ids = np.random.default_rng(seed), recommendation_ids()
     spent: dict[int, list[tuple[float, float]]] = {size: [] for size in sizes}
     with tempfile.TemporaryDirectory(prefix="impression_writer_") as tmp:
         store = ImpressionStore(RatingsStore(f"sqlite:///{tmp}/ratings.db"))

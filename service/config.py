@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     impression_queue: int = Field(default=50_000, ge=1)
     # Impressions written per transaction at most: one transaction per flush. Most of a row's cost is the
     # (user_id, shown_at) index, whose inserts land on random pages, each written whole at commit, so larger
-    # transactions cost less a row: 25 / 20 / 15 us of CPU an answer at 1,500 / 5,000 / 20,000 a transaction
+    # transactions cost less a row: 25 / 17 / 13 us of CPU an answer at 1,500 / 5,000 / 20,000 a transaction
     # (SQLite, 200k stored; benchmarks/impression_writer.py, docs/serving-speed.md).
     impression_batch: int = Field(default=20_000, ge=1)
     # How often the writer thread stores what has queued: a batch per interval, not a write per answer. Under
