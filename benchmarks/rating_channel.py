@@ -22,6 +22,7 @@ rule: the largest beta whose T and B top-100 over all ratings stay within `--tol
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import time
@@ -33,7 +34,7 @@ import typer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.machine import machine
 from benchmarks.results_file import write_results
-from benchmarks.seed_study import mean_over_seeds, per_split, split_cell
+from benchmarks.seed_study import mean_over_seeds, per_split, split_cell, write_study
 from training.config import TrainConfig
 from training.evaluate import protocol_tables, served_vectors
 from training.fit import fit
@@ -118,10 +119,7 @@ def main(
         for variant, beta in per_seed["chosen"].items():
             for shown in sorted({0.0, beta, 0.5}):
                 print(row(f"seed {s} {variant:9} beta {shown:<4}", per_seed["test"], variant, shown), flush=True)
-    results["seconds"] = round(time.time() - started, 1)
-    results["summary"] = summary(results, tolerance)
-    write_results(out, results)
-    print(f"wrote {out} ({results['seconds']} s)")
+    write_study(out, results, started, functools.partial(summary, tolerance=tolerance))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ times the term's scale per star past it. Every top-k with k >= pool keeps its mo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import sys
 import time
@@ -30,8 +31,7 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.machine import machine
-from benchmarks.results_file import write_results
-from benchmarks.seed_study import mean_over_seeds, per_split, split_cell
+from benchmarks.seed_study import mean_over_seeds, per_split, split_cell, write_study
 from training.config import TrainConfig
 from training.evaluate import protocol_tables, served_vectors
 from training.fit import fit
@@ -110,10 +110,7 @@ def main(
         results["seeds"][str(s)] = per_seed
         for name in (NONE, per_seed["chosen"]):
             print(row(f"seed {s}, test, {name}", per_seed["test"], name), flush=True)
-    results["seconds"] = round(time.time() - started, 1)
-    results["summary"] = summary(results, tolerance)
-    write_results(out, results)
-    print(f"wrote {out} ({results['seconds']} s)")
+    write_study(out, results, started, functools.partial(summary, tolerance=tolerance))
 
 
 if __name__ == "__main__":

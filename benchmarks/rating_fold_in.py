@@ -36,8 +36,7 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.machine import machine
-from benchmarks.results_file import write_results
-from benchmarks.seed_study import mean_over_seeds, per_split, split_cell
+from benchmarks.seed_study import mean_over_seeds, per_split, split_cell, write_study
 from training.config import TrainConfig
 from training.evaluate import accuracy_table, model_ranks, served_vectors, split_tables
 from training.fit import fit
@@ -138,10 +137,7 @@ def main(
         results["seeds"][str(s)] = per_seed
         for name in dict.fromkeys((CURRENT, per_seed["chosen"])):
             print(row(f"seed {s}, test, {name}", per_seed["test"], name), flush=True)
-    results["seconds"] = round(time.time() - started, 1)
-    results["summary"] = summary(results, tolerance)
-    write_results(out, results)
-    print(f"wrote {out} ({results['seconds']} s)")
+    write_study(out, results, started, functools.partial(summary, tolerance=tolerance))
 
 
 if __name__ == "__main__":

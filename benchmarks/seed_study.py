@@ -1,14 +1,17 @@
 """What the rating benchmarks share (rating_channel.py, rating_demotion.py, rating_fold_in.py): the default
-fitted on each split and protocol fold of a seed, figures averaged over seeds, and a printed row's cells."""
+fitted on each split and protocol fold of a seed, figures averaged over seeds, a printed row's cells, and the
+results file written with its run time and summary."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
+from benchmarks.results_file import write_results
 from training.config import TrainConfig
 from training.folds import Fold, prepare
 
@@ -49,3 +52,13 @@ def split_cell(protocol: str, tables: dict[str, Any]) -> str:
         f"{label} {tables[key]['top_10']:.3f}/{tables[key]['top_100']:.3f}"
         for label, key in ((f"{protocol} all", "_all"), ("liked", "_liked"), ("disliked", "_disliked"))
     )
+
+
+def write_study(
+    out: Path, results: dict[str, Any], started: float, summarise: Callable[[dict[str, Any]], dict[str, Any]]
+) -> None:
+    """Stamp `results` with the seconds since `started` and `summarise(results)`, write them to `out`, say where."""
+    results["seconds"] = round(time.time() - started, 1)
+    results["summary"] = summarise(results)
+    write_results(out, results)
+    print(f"wrote {out} ({results['seconds']} s)")
