@@ -30,7 +30,8 @@ async def similar_movies(
         Query(description="Keep only movies with at least one of these genres (repeat it: genres=Drama&genres=War)."),
     ] = None,
 ) -> Response:
-    """The k movies most similar to this one: embedding cosine blended with item-kNN (service/similar.py)."""
+    """The k movies most similar to this one: embedding cosine blended with item-kNN and genre overlap
+    (service/similar.py)."""
     return JSONBytes(similar.similar(version, movie_id, k, service.settings, genres))
 
 

@@ -149,7 +149,7 @@ class SimilarResponse(BaseModel):
     model_version: str
     items: list[RecommendedMovie] = Field(
         description="Most similar first: 0.5 x cosine of the candidate embeddings + 0.5 x item-kNN over the "
-        "version's ratings (service/similar.py)."
+        "version's ratings + 0.1 x the overlap of the two movies' genres (service/similar.py)."
     )
 
 

@@ -319,7 +319,7 @@ def test_batch_errors(client: TestClient) -> None:
 # --- /movies/{movie_id}/similar -----------------------------------------------------------------------------
 
 
-def test_similar_movies_blend_embedding_cosine_and_item_knn(client: TestClient, oracle: Oracle) -> None:
+def test_similar_movies_blend_embedding_cosine_item_knn_and_genres(client: TestClient, oracle: Oracle) -> None:
     response = client.get("/movies/3/similar", params={"k": 4})
     assert response.status_code == 200
     body = SimilarResponse.model_validate(response.json())
@@ -330,7 +330,13 @@ def test_similar_movies_blend_embedding_cosine_and_item_knn(client: TestClient, 
     raters = rated.sum(axis=0)
     knn = rated.T @ rated[:, 2] / np.sqrt(raters * raters[2] + 1.0)
     unit = oracle.candidate_embeddings / np.linalg.norm(oracle.candidate_embeddings, axis=1, keepdims=True)
-    scores = similar.EMBEDDING_WEIGHT * unit @ unit[2] + (1 - similar.EMBEDDING_WEIGHT) * knn
+    genres = [set(movie["genres"]) for movie in oracle.movies]
+    overlap = np.array([len(g & genres[2]) / max(len(g | genres[2]), 1) for g in genres])
+    scores = (
+        similar.EMBEDDING_WEIGHT * unit @ unit[2]
+        + (1 - similar.EMBEDDING_WEIGHT) * knn
+        + similar.GENRE_WEIGHT * overlap
+    )
     scores[2] = -np.inf
     best = np.argsort(-scores)[:4]
     assert [item.movie_id for item in body.items] == [oracle.movies[row]["movie_id"] for row in best]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from fastapi.testclient import TestClient
 
+from service import similar
 from service.borrowed_prior import with_borrowed_prior
 from service.config import Settings
 from service.live_version import base_of
@@ -98,6 +99,13 @@ def test_an_added_movie_is_rated_recommended_changed_withdrawn_and_restored(
         # Changed: its new title is searched and shown.
         client.patch("/movies/990001", json={"title": "Zyzzyva Mornings"}, headers=ADMIN)
         assert searched(client, "mornings") == ["990001"] and searched(client, "nights") == []
+        # Its new genres are what its similar list reads: it now overlaps Drama, not Comedy.
+        client.patch("/movies/990001", json={"genres": ["Drama"]}, headers=ADMIN)
+        served = client.app.state.service.registry.current  # type: ignore[attr-defined]
+        overlap = similar.prepare(served).genre_overlap(served.row_of_movie["990001"])
+        expected = [1 / len(m["genres"]) if "Drama" in m["genres"] else 0.0 for m in served.movies]
+        np.testing.assert_allclose(overlap, expected, rtol=1e-6)
+        assert overlap[served.row_of_movie["990001"]] == 1.0
 
         # Withdrawn, it leaves every answer at once; so does a MovieLens movie.
         for movie_id in ("990001", "1"):
