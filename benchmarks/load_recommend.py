@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -238,7 +239,26 @@ def markdown(results: dict[str, list[dict[str, Any]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def verdict(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def paired(with_runs: list[dict[str, Any]], without_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Impressions' cost at one level, round by round: the two services ran back to back in each round, so the
+    ratio of their req/s within a round cancels most of the machine's drift from one minute to the next, which
+    a ratio of medians taken over the whole run does not. Also the ratio of the server's CPU per request (every
+    thread, the writer's included), which does not depend on how fast the machine was in that round."""
+    speed = sorted(a["req_per_s"] / b["req_per_s"] for a, b in zip(with_runs, without_runs, strict=True))
+    cpu = sorted(
+        a["server_cpu_us_per_req"] / b["server_cpu_us_per_req"] for a, b in zip(with_runs, without_runs, strict=True)
+    )
+    return {
+        "req_per_s_ratio_median": round(statistics.median(speed), 3),
+        "req_per_s_ratios": [round(r, 3) for r in speed],
+        "cpu_per_req_ratio_median": round(statistics.median(cpu), 3),
+        "cpu_per_req_ratios": [round(r, 3) for r in cpu],
+    }
+
+
+def verdict(
+    results: dict[str, list[dict[str, Any]]], runs: dict[str, dict[int, list[dict[str, Any]]]]
+) -> dict[str, Any]:
     service = {row["concurrency"]: row for row in results["recommend"]}
     checks: dict[str, Any] = {"zero_errors": all(row["errors"] == 0 for rows in results.values() for row in rows)}
     for concurrency, target in TARGET_SHARE.items():
@@ -252,6 +272,9 @@ def verdict(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             c: round(row["share_of_bare"] / without[c]["share_of_bare"], 3)
             for c, row in service.items()
             if c in without
+        }
+        checks["with_impressions_paired"] = {
+            c: paired(runs["recommend"][c], runs["recommend-no-impressions"][c]) for c in runs["recommend"]
         }
     if 8 in service:
         checks["p99_ms_at_8"] = service[8]["p99_ms"]
@@ -341,7 +364,7 @@ def main(
         "results": results,
         "runs": runs,
         "targets": {"share": TARGET_SHARE, "p99_ms_at_8": TARGET_P99_MS_AT_8},
-        "verdict": verdict(results),
+        "verdict": verdict(results, runs),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

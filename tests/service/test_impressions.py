@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 import time
@@ -11,9 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from contract.impressions import ImpressionStore, ImpressionStoreError
+from contract.impressions import Impression, ImpressionStore, ImpressionStoreError
 from contract.ratings import RatingsStore
-from service.impressions import recommendation_ids
+from service.impressions import ImpressionWriter, recommendation_ids
 from tests.service.conftest import TS, V1, serving, wait_until
 
 
@@ -148,3 +149,30 @@ def test_recommendation_ids_are_unique_time_ordered_and_differ_between_processes
     assert len(set(ids)) == len(ids) and ids == sorted(ids)  # the index grows at its right edge
     other = [next(second) for _ in range(1000)]
     assert {i[16:24] for i in other} != {i[16:24] for i in ids} and not set(other) & set(ids)
+
+
+def test_queued_impressions_leave_the_collectors_watch_and_are_written_whole(tmp_path: Path) -> None:
+    """What waits in the queue for a flush must not be walked by every pass of the garbage collector (it cost
+    the server a tenth of its CPU per request at concurrency 64); what the writer stores is the answer."""
+    store = ImpressionStore(RatingsStore(f"sqlite:///{tmp_path / 'ratings.db'}"))
+    store.create_schema()
+    writer = ImpressionWriter(100, 10, 60.0, lambda reason, count: None, lambda count: None)
+    writer.start(store)
+    try:
+        items = [{"movie_id": str(m), "title": f"Movie {m}"} for m in range(10)]
+        answers = [
+            {"user_id": str(u), "model_version": V1, "timestamp": TS + u, "personalised": True, "items": items}
+            for u in range(5)
+        ]
+        answers.append({"user_id": "9", "model_version": V1, "timestamp": TS, "personalised": False, "items": []})
+        stamped = [writer.stamp(answer) for answer in answers]
+        gc.collect()
+        assert writer.queued() == 6
+        assert not any(gc.is_tracked(queued) for queued in writer._queue)
+    finally:
+        writer.stop()
+    stored = store.impression(stamped[3]["recommendation_id"])
+    assert stored == Impression(stamped[3]["recommendation_id"], "3", V1, TS + 3, tuple(map(str, range(10))), True)
+    assert store.impression(stamped[5]["recommendation_id"]) == Impression(
+        stamped[5]["recommendation_id"], "9", V1, TS, (), False
+    )
