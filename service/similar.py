@@ -247,17 +247,13 @@ def extend(version: ModelVersion, base: ModelVersion) -> SimilarIndex:
     else:
         extra_content = _centred(_content_columns(extra, version.manifest.item_item_dim), index.content_mean)
         content = np.concatenate([index.content, extra_content])
-    extended = SimilarIndex(
+    # The ratings' arrays, the content mean and the genres carry over; only what has a row per movie grows.
+    extended = dataclasses.replace(
+        index,
         unit=unit,
         content=content,
-        content_mean=index.content_mean,
-        user_indptr=index.user_indptr,
-        user_movies=index.user_movies,
         movie_indptr=np.concatenate([index.movie_indptr, np.full(len(extra), index.movie_indptr[-1])]),
-        movie_users=index.movie_users,
         raters=np.concatenate([index.raters, np.zeros(len(extra), dtype=np.float32)]),
-        genres=index.genres,
-        genre_weight=index.genre_weight,
     )
     _indexes[version] = extended
     return extended
