@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, requests_in_flight: Callable[[]
         service.registry.derive = service.catalogue.apply
         service.canary.registry.derive = service.catalogue.apply  # canary users see the same catalogue
         impressions = open_impressions(service.ratings.store)
-        service.impressions.start(impressions)
+        service.impressions.start(settings.ratings_url)
         service.batcher.start()
         # A version is counted for the fallback in its loading thread, so it never serves the 1998 totals.
         service.registry.on_load = lambda version: service.popularity.refresh(version, service.ratings.store)

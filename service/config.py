@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     # transactions cost less a row: 25 / 17 / 13 us of CPU an answer at 1,500 / 5,000 / 20,000 a transaction
     # (SQLite, 200k stored; benchmarks/impression_writer.py, docs/serving-speed.md).
     impression_batch: int = Field(default=20_000, ge=1)
-    # How often the writer thread stores what has queued: a batch per interval, not a write per answer. Under
+    # How often the writer thread hands what has queued to the writer process: a transaction per interval, not
+    # a write per answer (answers queued during a write wait for the next interval: service/impressions.py). Under
     # load the writer's CPU fell from 15-17 to 10-11 us a request going from 0.5 to 2 s. Keep it well below
     # credit_settle_seconds: a rating is credited only once the impressions before it are written.
     impression_flush_seconds: float = Field(default=2.0, gt=0)

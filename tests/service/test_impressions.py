@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
+import os
 import re
-import threading
+import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from contract.impressions import Impression, ImpressionStore, ImpressionStoreError
+from contract.impressions import Impression, ImpressionStore
 from contract.ratings import RatingsStore
 from service.impressions import ImpressionWriter, recommendation_ids
 from tests.service.conftest import TS, V1, serving, wait_until
@@ -65,45 +67,59 @@ def test_every_answer_is_recorded_under_its_recommendation_id(models_dir: Path, 
         assert not bodies[-1]["personalised"]  # the popularity answer is recorded too
 
 
-def test_a_failing_store_drops_and_counts_without_touching_answers(
-    models_dir: Path, url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def down(self: ImpressionStore, *args: Any, **kwargs: Any) -> None:
-        raise ImpressionStoreError("cannot store impressions (OperationalError: database is locked)")
+def sqlite_path(url: str) -> str:
+    return url.removeprefix("sqlite:///")
 
-    with serving(models_dir, ratings_url=url) as client:
+
+def test_a_failing_store_drops_and_counts_without_touching_answers(models_dir: Path, url: str) -> None:
+    with serving(models_dir, ratings_url=url, impression_flush_seconds=0.2) as client:
         healthy = answers(client)
         wait_until(lambda: metric(client, "recsys_impressions_written_total") == 4)
-        monkeypatch.setattr(ImpressionStore, "add", down)
+        with sqlite3.connect(sqlite_path(url)) as db:  # the store refuses every write to the table
+            db.execute("ALTER TABLE impressions RENAME TO impressions_away")
         during = answers(client)
         wait_until(lambda: metric(client, "recsys_impressions_dropped_total", reason="store_error") == 4)
         assert [b["items"] for b in during[:1]] == [b["items"] for b in healthy[:1]]  # the asked moment: same answer
-        monkeypatch.undo()
+        with sqlite3.connect(sqlite_path(url)) as db:
+            db.execute("ALTER TABLE impressions_away RENAME TO impressions")
         answers(client)
         wait_until(lambda: metric(client, "recsys_impressions_written_total") == 8)
 
 
-def test_a_stuck_store_fills_the_queue_and_requests_stay_fast(
-    models_dir: Path, url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    release = threading.Event()
-    real_add = ImpressionStore.add
+def test_a_stuck_store_fills_the_queue_and_requests_stay_fast(models_dir: Path, url: str) -> None:
+    settings = {"impression_queue": 4, "impression_batch": 1, "impression_flush_seconds": 0.1}
+    with serving(models_dir, ratings_url=url, **settings) as client:
+        assert client.get("/recommend", params={"user_id": "1", "k": 3}).status_code == 200
+        wait_until(lambda: metric(client, "recsys_impressions_written_total") == 1)  # the writer process is up
+        lock = sqlite3.connect(sqlite_path(url), isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # holds the write lock: the writer waits on it (up to SQLite's timeout)
+        try:
+            slowest = 0.0
+            for _ in range(20):
+                started = time.perf_counter()
+                assert client.get("/recommend", params={"user_id": "1", "k": 3, "timestamp": TS}).status_code == 200
+                slowest = max(slowest, time.perf_counter() - started)
+                time.sleep(0.02)
+            dropped = metric(client, "recsys_impressions_dropped_total", reason="queue_full")
+            assert dropped >= 20 - 4 - 1 and slowest < 1.0  # one in the writer's hands, four queued: the rest dropped
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        wait_until(lambda: metric(client, "recsys_impressions_written_total") == 1 + 20 - dropped)
 
-    def stuck(self: ImpressionStore, *args: Any, **kwargs: Any) -> None:
-        release.wait(60)
-        real_add(self, *args, **kwargs)
 
-    with serving(models_dir, ratings_url=url, impression_queue=4, impression_batch=1) as client:
-        monkeypatch.setattr(ImpressionStore, "add", stuck)
-        slowest = 0.0
-        for _ in range(20):
-            started = time.perf_counter()
-            assert client.get("/recommend", params={"user_id": "1", "k": 3, "timestamp": TS}).status_code == 200
-            slowest = max(slowest, time.perf_counter() - started)
-        dropped = metric(client, "recsys_impressions_dropped_total", reason="queue_full")
-        assert dropped >= 20 - 4 - 1 and slowest < 1.0  # one in the writer's hands, four queued: the rest dropped
-        release.set()
-        wait_until(lambda: metric(client, "recsys_impressions_written_total") == 20 - dropped)
+def test_a_writer_process_that_dies_is_started_again(models_dir: Path, url: str) -> None:
+    with serving(models_dir, ratings_url=url, impression_flush_seconds=0.1) as client:
+        answers(client)
+        wait_until(lambda: metric(client, "recsys_impressions_written_total") == 4)
+        writer = client.app.state.service.impressions  # type: ignore[attr-defined]
+        first = writer.process_id
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        answers(client)
+        wait_until(lambda: metric(client, "recsys_impressions_written_total") == 8)
+        assert writer.process_id not in (None, first)
+        assert metric(client, "recsys_impressions_dropped_total", reason="store_error") == 0
 
 
 def test_ratings_after_answers_are_credited_per_version(models_dir: Path, url: str) -> None:
@@ -154,10 +170,11 @@ def test_recommendation_ids_are_unique_time_ordered_and_differ_between_processes
 def test_queued_impressions_leave_the_collectors_watch_and_are_written_whole(tmp_path: Path) -> None:
     """What waits in the queue for a flush must not be walked by every pass of the garbage collector (it cost
     the server a tenth of its CPU per request at concurrency 64); what the writer stores is the answer."""
-    store = ImpressionStore(RatingsStore(f"sqlite:///{tmp_path / 'ratings.db'}"))
+    url = f"sqlite:///{tmp_path / 'ratings.db'}"
+    store = ImpressionStore(RatingsStore(url))
     store.create_schema()
     writer = ImpressionWriter(100, 10, 60.0, lambda reason, count: None, lambda count: None)
-    writer.start(store)
+    writer.start(url)
     try:
         items = [{"movie_id": str(m), "title": f"Movie {m}"} for m in range(10)]
         answers = [
@@ -176,3 +193,40 @@ def test_queued_impressions_leave_the_collectors_watch_and_are_written_whole(tmp
     assert store.impression(stamped[5]["recommendation_id"]) == Impression(
         stamped[5]["recommendation_id"], "9", V1, TS, (), False
     )
+
+
+def test_answers_queued_during_a_write_wait_for_the_next_flush(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One transaction a flush: answers that arrive while a batch is being stored are not written at once in a
+    small transaction of their own (a stream of those cost ten times the CPU an answer under load)."""
+    writes: list[tuple[float, int]] = []
+    flush = 0.2
+
+    class SlowProcess:
+        def __init__(self, url: str) -> None:
+            self.pid = None
+
+        def store(self, batch: list[Any]) -> int:
+            if not writes:  # answers keep arriving while the first batch is stored
+                for answer in late:
+                    writer.stamp(answer)
+            writes.append((time.monotonic(), len(batch)))
+            return len(batch)
+
+        def close(self, seconds: float = 5.0) -> None:
+            pass
+
+    monkeypatch.setattr("service.impressions.WriterProcess", SlowProcess)
+    writer = ImpressionWriter(100, 50, flush, lambda reason, count: None, lambda count: None)
+    items = [{"movie_id": "1", "title": "One"}]
+    late = [{"user_id": "9", "model_version": V1, "timestamp": TS, "personalised": True, "items": items}] * 3
+    writer.start("sqlite:///unused.db")
+    try:
+        for u in range(5):
+            answer = {"user_id": str(u), "model_version": V1, "timestamp": TS, "personalised": True, "items": items}
+            writer.stamp(answer)
+        wait_until(lambda: len(writes) == 2)
+    finally:
+        writer.stop()
+    (first_at, first), (second_at, second) = writes
+    assert (first, second) == (5, 3)
+    assert second_at - first_at >= flush * 0.9  # the late three waited for the next flush
