@@ -1,7 +1,8 @@
 """Benchmark: the impression writer's CPU per answer, by how many answers one transaction stores.
 
-`ImpressionStore.add` is what the writer thread runs once per flush (service/impressions.py), with every answer
-queued since the last one; at a given request rate the flush interval sets the transaction's size. The store
+`ImpressionStore.add` is what the server's writer process runs once per flush (service/impression_process.py),
+with every answer queued since the last one; at a given request rate the flush interval sets the transaction's
+size. The store
 is the service's own (contract/impressions.py) on SQLite with its tuning, first filled with `--stored`
 impressions, then `add` is timed in transactions of each size, alternating the sizes for `--rounds` rounds. Users
 are drawn uniformly from ML-100K's 943 and each answer shows 10 of its 1,682 movies, as under the load benchmark.
