@@ -2,10 +2,10 @@
 
 `ImpressionStore.add` is what the server's writer process runs once per flush (service/impression_process.py),
 with every answer queued since the last one; at a given request rate the flush interval sets the transaction's
-size. The store
-is the service's own (contract/impressions.py) on SQLite with its tuning, first filled with `--stored`
-impressions, then `add` is timed in transactions of each size, alternating the sizes for `--rounds` rounds. Users
-are drawn uniformly from ML-100K's 943 and each answer shows 10 of its 1,682 movies, as under the load benchmark.
+size. The store is the service's own (contract/impressions.py) on SQLite with its tuning, first filled with
+`--stored` impressions, then `add` is timed in transactions of each size, alternating the sizes for `--rounds`
+rounds. Users are drawn uniformly from ML-100K's 943 and each answer shows 10 of its 1,682 movies, as under the
+load benchmark.
 CPU is `time.thread_time` of the calling thread (what the writer takes from the two cores), wall time beside it.
 
     python benchmarks/impression_writer.py [--sizes 1500,5000,20000] [--stored 200000] [--rounds 3]

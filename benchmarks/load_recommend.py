@@ -259,10 +259,9 @@ def paired(with_runs: list[dict[str, Any]], without_runs: list[dict[str, Any]]) 
     ratio of their req/s within a round cancels most of the machine's drift from one minute to the next, which
     a ratio of medians taken over the whole run does not. Also the ratio of the server's CPU per request (every
     thread, the writer's included), which does not depend on how fast the machine was in that round."""
-    speed = sorted(a["req_per_s"] / b["req_per_s"] for a, b in zip(with_runs, without_runs, strict=True))
-    cpu = sorted(
-        a["server_cpu_us_per_req"] / b["server_cpu_us_per_req"] for a, b in zip(with_runs, without_runs, strict=True)
-    )
+    pairs = list(zip(with_runs, without_runs, strict=True))
+    speed = sorted(a["req_per_s"] / b["req_per_s"] for a, b in pairs)
+    cpu = sorted(a["server_cpu_us_per_req"] / b["server_cpu_us_per_req"] for a, b in pairs)
     return {
         "req_per_s_ratio_median": round(statistics.median(speed), 3),
         "req_per_s_ratios": [round(r, 3) for r in speed],

@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     impression_batch: int = Field(default=20_000, ge=1)
     # How often the writer thread hands what has queued to the writer process: a transaction per interval, not
     # a write per answer (answers queued during a write wait for the next interval: service/impressions.py). Under
-    # load the writer's CPU fell from 15-17 to 10-11 us a request going from 0.5 to 2 s. Keep it well below
+    # load the writer thread's CPU fell from 15-17 to 10-11 us a request going from 0.5 to 2 s (measured before a
+    # flush wrote only what had queued and before the writer process). Keep it well below
     # credit_settle_seconds: a rating is credited only once the impressions before it are written.
     impression_flush_seconds: float = Field(default=2.0, gt=0)
     # Impressions recorded longer ago than this are deleted; the online tallies they fed stay.

@@ -135,7 +135,7 @@ class ImpressionWriter:
         Answers queued while a batch is written wait for the next flush. Draining until empty instead never let
         the writer rest under load: each write let a few more answers queue, written at once in a transaction of
         their own, so it wrote a stream of small transactions (about 90 a second at concurrency 8, each with its
-        commit's sync) at ten times the CPU an answer of one transaction per flush.
+        commit's sync): in the writer process, 91-94 µs of CPU an answer against 13.5 with one per flush.
         """
         due = len(self._queue)
         while self._queue and (everything or due > 0):

@@ -197,7 +197,7 @@ def test_queued_impressions_leave_the_collectors_watch_and_are_written_whole(tmp
 
 def test_answers_queued_during_a_write_wait_for_the_next_flush(monkeypatch: pytest.MonkeyPatch) -> None:
     """One transaction a flush: answers that arrive while a batch is being stored are not written at once in a
-    small transaction of their own (a stream of those cost ten times the CPU an answer under load)."""
+    small transaction of their own (a stream of those cost about seven times the CPU an answer under load)."""
     writes: list[tuple[float, int]] = []
     flush = 0.2
 
