@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.schema import CreateIndex, CreateTable
 
-from contract.ratings import _tune_sqlite, driver_errors
+from contract.database import SqlStore
 
-_WRITE_LOCK = 0x4341_5447  # PostgreSQL advisory lock key ("CATG") that serializes writers, as for ratings
 GENRE_SEPARATOR = "|"  # genres are stored joined, as MovieLens writes them
 
 metadata = sa.MetaData()
@@ -162,28 +157,19 @@ def fold(entries: dict[str, CatalogueEntry], changes: Iterable[CatalogueChange])
     return entries
 
 
-class CatalogueStore:
+class CatalogueStore(SqlStore):
     """Appends catalogue changes and reads them back; safe to share between threads and between processes."""
 
-    def __init__(self, url: str) -> None:
-        self._url: sa.URL | None = None
-        with self._errors("open the catalogue database"):
-            self._url = sa.make_url(url)
-            if self._url.get_backend_name() == "sqlite" and self._url.database not in (None, "", ":memory:"):
-                Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
-            self._engine = sa.create_engine(self._url, pool_pre_ping=True, hide_parameters=True)
-            if self._url.get_backend_name() == "sqlite":
-                sa.event.listen(self._engine, "connect", _tune_sqlite)
-            with self._engine.connect():  # fail at startup rather than on the first request
-                pass
+    what = "catalogue"
+    error = CatalogueStoreError
+    # As for ratings: without it a change with a smaller id could commit after a replica or a retrain read past
+    # it, and be skipped forever.
+    write_lock = 0x4341_5447  # PostgreSQL advisory lock key ("CATG") that serializes writers
+    passthrough = (IntegrityError,)  # a duplicate add: `add` answers it with DuplicateMovieError
 
     def create_schema(self) -> None:
         """Creates the table and its indexes unless present; several replicas may call this at once."""
-        with self._errors("create the catalogue table"), self._engine.begin() as conn:
-            self._serialize_writers(conn)
-            conn.execute(CreateTable(changes_table, if_not_exists=True))
-            for index in changes_table.indexes:
-                conn.execute(CreateIndex(index, if_not_exists=True))
+        self._create_tables([changes_table], "create the catalogue table")
 
     def add(self, movies: Sequence[NewMovie]) -> list[int]:
         """Adds all movies in one transaction; their change ids (input order) only once committed.
@@ -251,17 +237,6 @@ class CatalogueStore:
         query = sa.select(sa.func.coalesce(sa.func.max(changes_table.c.id), 0))
         return int(self._read(query, "read the last change id")[0][0])
 
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
-
     def _insert(self, rows: list[dict[str, Any]], doing: str) -> list[int]:
         changed_at = int(time.time())
         statement = sa.insert(changes_table).returning(changes_table.c.id, sort_by_parameter_order=True)
@@ -273,16 +248,6 @@ class CatalogueStore:
     def _read(self, query: sa.Select[Any], doing: str) -> Sequence[sa.Row[Any]]:
         with self._errors(doing), self._engine.connect() as conn:
             return conn.execute(query).all()
-
-    def _serialize_writers(self, conn: sa.Connection) -> None:
-        # As in the ratings store: without it a change with a smaller id could commit after a replica or a
-        # retrain read past it, and be skipped forever.
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_WRITE_LOCK)))
-
-    def _errors(self, doing: str) -> AbstractContextManager[None]:
-        """Turns driver failures into CatalogueStoreError, without the password; IntegrityError passes."""
-        return driver_errors(lambda: self._url, doing, CatalogueStoreError, passthrough=(IntegrityError,))
 
 
 def _change(row: sa.Row[Any]) -> CatalogueChange:
@@ -297,14 +262,3 @@ def _change(row: sa.Row[Any]) -> CatalogueChange:
         available=None if row.available is None else bool(row.available),
         changed_at=int(row.changed_at),
     )
-
-
-@contextmanager
-def opened_catalogue(url: str | None) -> Iterator[CatalogueStore | None]:
-    """The store at `url`, its schema created, closed on exit; None without a URL."""
-    if url is None:
-        yield None
-        return
-    with CatalogueStore(url) as store:
-        store.create_schema()
-        yield store

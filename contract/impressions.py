@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.schema import CreateIndex, CreateTable
 
+from contract.database import create_tables
 from contract.ratings import RatingsStore, RatingsStoreError, ratings_table
 
 LIKED_MIN_RATING = 4.0  # a "liked" rating, as offline (results.md's liked rows): 4 stars or more
@@ -175,10 +175,7 @@ class ImpressionStore:
     def create_schema(self) -> None:
         """Creates the tables and indexes unless present; several replicas may call this at once."""
         with self._errors("create the impressions tables"), self._engine.begin() as conn:
-            for table in metadata.sorted_tables:
-                conn.execute(CreateTable(table, if_not_exists=True))
-                for index in table.indexes:
-                    conn.execute(CreateIndex(index, if_not_exists=True))
+            create_tables(conn, metadata.sorted_tables)
             insert = _insert(conn, progress_table).on_conflict_do_nothing(index_elements=["id"])
             conn.execute(insert, {"id": 1, "last_rating_id": 0})
 

@@ -10,23 +10,19 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.schema import CreateIndex, CreateTable
 
-BUSY_TIMEOUT_MS = 5000  # how long a SQLite writer waits for another process's write lock before failing
+from contract.database import SqlStore
+
 FETCH_CHUNK = 50_000  # rows per round trip when retraining streams millions of ratings
-_WRITE_LOCK = 0x5241_5447  # PostgreSQL advisory lock key ("RATG") that serializes writers
-URL_EXAMPLES = "sqlite:///path/to/ratings.db or postgresql+psycopg://user@host:5432/db"
 
 metadata = sa.MetaData()
 ratings_table = sa.Table(
@@ -78,25 +74,19 @@ class RatingColumns:
         return len(self.id)
 
 
-class RatingsStore:
+class RatingsStore(SqlStore):
     """Appends ratings and reads them back; safe to share between threads and between processes."""
 
+    what = "ratings"
+    error = RatingsStoreError
+    write_lock = 0x5241_5447  # PostgreSQL advisory lock key ("RATG") that serializes writers
+
     def __init__(self, url: str) -> None:
-        self._url: sa.URL | None = None
         self._readers = threading.local()  # each thread's kept read connection (see _fetch)
         self._readers_lock = threading.Lock()
         self._open_readers: list[sa.Connection] = []
         self._since: _DriverStatement | None = None  # compiled on first use, for this engine's dialect
-        with self._errors("open the ratings database"):
-            self._url = sa.make_url(url)
-            if self._url.get_backend_name() == "sqlite" and self._url.database not in (None, "", ":memory:"):
-                Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
-            # hide_parameters: a failed statement's message would otherwise carry users' ratings.
-            self._engine = sa.create_engine(self._url, pool_pre_ping=True, hide_parameters=True)
-            if self._url.get_backend_name() == "sqlite":
-                sa.event.listen(self._engine, "connect", _tune_sqlite)
-            with self._engine.connect():  # fail at startup rather than on the first request
-                pass
+        super().__init__(url)
 
     @property
     def url(self) -> str:
@@ -105,13 +95,8 @@ class RatingsStore:
         return self._url.render_as_string(hide_password=False)
 
     def create_schema(self) -> None:
-        """Creates the table and its index unless present; several replicas may call this at once."""
-        with self._errors("create the ratings table"), self._engine.begin() as conn:
-            self._serialize_writers(conn)
-            # IF NOT EXISTS rather than create_all's check-then-create, which races between processes on SQLite.
-            conn.execute(CreateTable(ratings_table, if_not_exists=True))
-            for index in ratings_table.indexes:
-                conn.execute(CreateIndex(index, if_not_exists=True))
+        """Creates the table and its indexes unless present; several replicas may call this at once."""
+        self._create_tables([ratings_table], "create the ratings table")
 
     def add(self, ratings: Sequence[Rating]) -> list[int]:
         """Stores all ratings in one transaction; returns their ids (in input order) only once committed."""
@@ -198,11 +183,6 @@ class RatingsStore:
             **{f.name: np.concatenate([getattr(c, f.name) for c in chunks]) for f in fields(chunks[0])}
         )
 
-    @property
-    def engine(self) -> sa.Engine:
-        """The store's engine, for the tables that live beside the ratings (contract/impressions.py)."""
-        return self._engine
-
     def close(self) -> None:
         """Closes the readers' and the pooled connections; call on shutdown so PostgreSQL sees the sessions end."""
         with self._readers_lock:
@@ -210,15 +190,7 @@ class RatingsStore:
         for conn in readers:
             with contextlib.suppress(SQLAlchemyError):
                 conn.close()
-        self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
+        super().close()
 
     def _reader(self) -> sa.Connection:
         """This thread's read connection, kept open between reads (opened on first use or after a failure).
@@ -269,16 +241,6 @@ class RatingsStore:
                 conn.invalidate()
                 raise sa.exc.DBAPIError(statement.sql, None, error) from error
 
-    def _serialize_writers(self, conn: sa.Connection) -> None:
-        # SQLite writers already queue on its one write lock. PostgreSQL hands out sequence values before commit,
-        # so without this a rating with a smaller id could commit after a cutoff was read, and be skipped forever.
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_WRITE_LOCK)))
-
-    def _errors(self, doing: str) -> contextlib.AbstractContextManager[None]:
-        """Turns driver failures into RatingsStoreError, without the password or the rows being written."""
-        return driver_errors(lambda: self._url, doing, RatingsStoreError)
-
 
 _SINCE = (
     sa.select(ratings_table)
@@ -297,49 +259,6 @@ class _DriverStatement:
 
     def parameters(self, values: dict[str, Any]) -> tuple[Any, ...] | dict[str, Any]:
         return tuple(values[name] for name in self._positions) if self._positions is not None else values
-
-
-@contextmanager
-def driver_errors(
-    url: Callable[[], sa.URL | None],
-    doing: str,
-    error: type[Exception],
-    passthrough: tuple[type[Exception], ...] = (),
-) -> Iterator[None]:
-    """Turns a store's driver failures into `error`, naming what failed and where without the password, and
-    what to check; `url` is read when one fails (opening sets it inside the block). `passthrough` exceptions
-    (a unique-index violation the caller answers) pass unchanged. The ratings and catalogue stores share it."""
-    try:
-        yield
-    except passthrough:
-        raise
-    except (SQLAlchemyError, OSError, ImportError) as exc:
-        message = str(getattr(exc, "orig", None) or exc).strip()
-        reason = message.splitlines()[0] if message else "no detail"
-        where, known = "the given URL", url()
-        if known is not None:
-            where = known.render_as_string(hide_password=True)
-            if known.password:
-                reason = reason.replace(str(known.password), "***")
-        raise error(
-            f"cannot {doing} at {where} ({type(exc).__name__}: {reason}); check that the URL looks like "
-            f"{URL_EXAMPLES}, that the server is running and reachable, and that the user may connect"
-        ) from None  # the chained driver exception could carry credentials into logs
-
-
-def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
-    """Per connection: WAL lets readers run beside a writer, FULL makes an acknowledged rating survive power loss."""
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")  # first: switching to WAL may wait for a lock
-        (mode,) = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
-        if mode.lower() != "wal":
-            raise RatingsStoreError(
-                f"SQLite refused WAL mode (got {mode!r}); put the database in a file on a local filesystem"
-            )
-        cursor.execute("PRAGMA synchronous = FULL")
-    finally:
-        cursor.close()
 
 
 def _before(query: sa.Select[Any], before: int | None) -> sa.Select[Any]:
@@ -367,6 +286,5 @@ def opened_store(url: str | None) -> Iterator[RatingsStore | None]:
     if url is None:
         yield None
         return
-    with RatingsStore(url) as store:
-        store.create_schema()
+    with RatingsStore.with_schema(url) as store:
         yield store

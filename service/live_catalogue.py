@@ -98,13 +98,7 @@ class LiveCatalogue:
         Raises:
             CatalogueStoreError: the database cannot be reached or written; the message says what to fix.
         """
-        store = CatalogueStore(self.url)
-        try:
-            store.create_schema()
-        except CatalogueStoreError:
-            store.close()
-            raise
-        self._store = store
+        self._store = CatalogueStore.with_schema(self.url)
         self.read()
 
     def close(self) -> None:

@@ -38,13 +38,7 @@ class RatingsWriter:
         Raises:
             RatingsStoreError: the database cannot be reached or written; the message says what to fix.
         """
-        store = RatingsStore(self.url)
-        try:
-            store.create_schema()
-        except RatingsStoreError:
-            store.close()
-            raise
-        self._store = store
+        self._store = RatingsStore.with_schema(self.url)
 
     def close(self) -> None:
         if self._store is not None:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from contract import ratings as ratings_module
+from contract.database import BUSY_TIMEOUT_MS
 from contract.ratings import Rating, RatingsStore, RatingsStoreError
 
 
@@ -176,7 +177,7 @@ def test_sqlite_replicas_share_one_file_in_wal_mode(tmp_path: Path) -> None:
         with store._engine.connect() as conn:  # the per-connection settings, as every pooled connection has them
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
-            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == ratings_module.BUSY_TIMEOUT_MS
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == BUSY_TIMEOUT_MS
 
         # Two API processes writing the same file at once, one rating per request.
         spawn = multiprocessing.get_context("spawn")
