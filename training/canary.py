@@ -23,7 +23,6 @@ liked share of 0.1 and a tolerance of 0.01, about 6,900 each. ``min_impressions`
 from __future__ import annotations
 
 import math
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
@@ -31,11 +30,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from contract.impressions import ImpressionStore, OnlineStats
-from contract.pointers import CANARY, CURRENT, TMP_PREFIX, clear_canary, promote, read_pointer, set_canary
+from contract.pointers import CANARY, CURRENT, clear_canary, promote, read_pointer, set_canary
 from contract.popularity import DAY_SECONDS
 from contract.ratings import RatingsStore
-
-GATE_RECORDS = "gate"  # the same folder as the offline gate's records (training/retrain.py)
+from training.gate import GATE_RECORDS, write_gate_record
 
 
 class CanaryConfig(BaseModel):
@@ -118,14 +116,8 @@ def _age(since: str, now: str) -> timedelta:
 
 
 def write_canary_record(models_dir: Path, decision: CanaryDecision, suffix: str = "canary") -> Path:
-    """models/gate/<canary>.<suffix>.json, atomically (temp file, then rename)."""
-    records = models_dir / GATE_RECORDS
-    records.mkdir(exist_ok=True)
-    path = records / f"{decision.canary}.{suffix}.json"
-    temp = records / f"{TMP_PREFIX}{decision.canary}-{suffix}-{os.getpid()}.json"
-    temp.write_text(decision.model_dump_json(indent=2) + "\n")
-    os.replace(temp, path)
-    return path
+    """models/gate/<canary>.<suffix>.json, atomically."""
+    return write_gate_record(models_dir, f"{decision.canary}.{suffix}", decision)
 
 
 def start_canary(models_dir: Path, candidate: str, store: RatingsStore, config: CanaryConfig) -> Path:

@@ -38,6 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contract.checksums import file_problems
 from contract.manifest import Manifest, Table, VersionError, read_manifest
+from contract.pointers import TMP_PREFIX
+
+GATE_RECORDS = "gate"  # models/gate/: every gate and canary decision with its figures, one JSON file each
 
 # Manifest fields that must be equal for two versions' metrics to describe the same held-out ratings.
 SAME_HELD_OUT: dict[str, Callable[[Manifest], object]] = {
@@ -333,3 +336,14 @@ def decide(
         gate=config,
         decided_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+
+
+def write_gate_record(models_dir: Path, name: str, record: BaseModel) -> Path:
+    """models/gate/<name>.json, atomically (a temp file, then a rename): a reader never sees half a decision."""
+    records = models_dir / GATE_RECORDS
+    records.mkdir(exist_ok=True)
+    path = records / f"{name}.json"
+    temp = records / f"{TMP_PREFIX}{name}-{os.getpid()}.json"
+    temp.write_text(record.model_dump_json(indent=2) + "\n")
+    os.replace(temp, path)
+    return path

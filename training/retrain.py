@@ -36,14 +36,13 @@ from contract.pointers import (
 )
 from contract.ratings import RatingsStore, opened_store
 from training.canary import CanaryConfig, judge_canary, start_canary
-from training.gate import GateConfig, GateDecision, decide
+from training.gate import GateConfig, decide, write_gate_record
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
-GATE_RECORDS = "gate"
 LOCK_FILE = ".retrain.lock"
 # A half-written export or an interrupted prune older than this belongs to no live process.
 STALE_TEMP_SECONDS = 3600
@@ -66,17 +65,6 @@ class RetrainResult(BaseModel):
     pruned: list[str]
     canary: str | None = None  # the version on canary after the cycle (canary mode)
     canary_action: str | None = None  # canary mode: start, wait, promote or withdraw (training/canary.py)
-
-
-def write_record(models_dir: Path, decision: GateDecision) -> Path:
-    """Write the gate decision to models/gate/<candidate>.json atomically (temp file, then rename)."""
-    records = models_dir / GATE_RECORDS
-    records.mkdir(exist_ok=True)
-    path = records / f"{decision.candidate}.json"
-    temp = records / f"{TMP_PREFIX}{decision.candidate}-{os.getpid()}.json"
-    temp.write_text(decision.model_dump_json(indent=2) + "\n")
-    os.replace(temp, path)
-    return path
 
 
 def prune(
@@ -238,7 +226,7 @@ def retrain(
                     "reasons": [f"CURRENT changed during the cycle ({previous} -> {now_current}); not overwriting it"],
                 }
             )
-        record = write_record(models_dir, decision)
+        record = write_gate_record(models_dir, decision.candidate, decision)
         if decision.promoted and canary is not None and store is not None and previous is not None:
             start_canary(models_dir, candidate_dir.name, store, canary)
             log.info("put %s on canary beside %s; a later cycle judges it", candidate_dir.name, previous)
