@@ -2,7 +2,7 @@
 
 SQLAlchemy Core over SQLite in WAL mode (several API processes on one host) or PostgreSQL (a bigger deployment).
 The autoincrement `id` is the store's clock: a retraining cutoff means "every stored rating with id <= cutoff",
-so ids are handed out in commit order on both backends (see `_serialize_writers`).
+so ids are handed out in commit order on both backends (`SqlStore._serialize_writers`, contract/database.py).
 """
 
 from __future__ import annotations
