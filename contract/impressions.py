@@ -18,16 +18,15 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import SQLAlchemyError
 
-from contract.database import create_tables
+from contract.database import create_tables, driver_errors
 from contract.ratings import RatingsStore, RatingsStoreError, ratings_table
 
 LIKED_MIN_RATING = 4.0  # a "liked" rating, as offline (results.md's liked rows): 4 stars or more
@@ -326,14 +325,8 @@ class ImpressionStore:
         with self._errors("prune impressions"), self._engine.begin() as conn:
             return int(conn.execute(sa.delete(t).where(t.c.recorded_at < older_than)).rowcount)
 
-    @contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except (SQLAlchemyError, OSError) as exc:
-            message = str(getattr(exc, "orig", None) or exc).strip()
-            reason = message.splitlines()[0] if message else "no detail"
-            raise ImpressionStoreError(f"cannot {doing} ({type(exc).__name__}: {reason})") from None
+    def _errors(self, doing: str) -> AbstractContextManager[None]:
+        return driver_errors(lambda: self._engine.url, doing, ImpressionStoreError)
 
 
 def _credit_one(conn: sa.Connection, rating: Any, window: int) -> Credit | None:

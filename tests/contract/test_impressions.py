@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from contract.impressions import INSERT_CHUNK, Impression, ImpressionStore
+from contract.impressions import INSERT_CHUNK, Impression, ImpressionStore, ImpressionStoreError
 from contract.ratings import Rating, RatingsStore
 
 DAY = 86_400
@@ -112,3 +112,13 @@ def test_retention_prunes_old_impressions_but_keeps_the_tallies(
     rate(store, "1", "10", T0)  # its impression is gone: nothing to credit it to
     assert impressions.credit(WEEK) == []
     assert impressions.online_stats()["v1"].impressions == 2
+
+
+def test_a_store_failure_says_what_failed_and_where(store: RatingsStore, impressions: ImpressionStore) -> None:
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE impressions")
+    with pytest.raises(ImpressionStoreError) as failed:
+        impressions.add([shown("a" * 32, "7", "v1", T0, "50")])
+    message = str(failed.value)
+    assert message.startswith("cannot store impressions at ") and "impressions" in message.split("(", 1)[1]
+    assert store.engine.url.render_as_string(hide_password=True) in message
