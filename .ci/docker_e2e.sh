@@ -157,16 +157,23 @@ assert summary["versions"].get(before) and summary["versions"].get(after), "traf
 PY
 pass "no failed request among $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["requests"])' "$WORK/loop.json") during retraining and the swap"
 
-# Each replica's impressions writer process (service/impression_process.py) stored what that replica answered.
-sleep 3  # a flush interval (2 s) and more
+# Each replica's impressions writer process (service/impression_process.py) stored what that replica answered,
+# within a few flush intervals (2 s each).
 for i in $(seq "$REPLICAS"); do
   docker compose exec -T --index "$i" api python - <<'PY' || fail "api replica $i did not store its impressions"
+import time
 import urllib.request
-text = urllib.request.urlopen("http://127.0.0.1:8000/metrics", timeout=5).read().decode()
-values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-          if line.startswith("recsys_impressions_")}
-written = values.get("recsys_impressions_written_total", 0.0)
-failed = values.get('recsys_impressions_dropped_total{reason="store_error"}', 0.0)
+
+deadline = time.monotonic() + 30
+while True:
+    text = urllib.request.urlopen("http://127.0.0.1:8000/metrics", timeout=5).read().decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("recsys_impressions_")}
+    written = values.get("recsys_impressions_written_total", 0.0)
+    failed = values.get('recsys_impressions_dropped_total{reason="store_error"}', 0.0)
+    if written > 0 or failed > 0 or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
 print(f"impressions written {written:.0f}, dropped for store errors {failed:.0f}")
 assert written > 0 and failed == 0, values
 PY
