@@ -55,18 +55,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_served() {  # every api replica serves version $1 within SWAP_TIMEOUT_SECONDS
+wait_model() {  # every api replica's /model gives $2 for the Python expression $1 (of m) within SWAP_TIMEOUT_SECONDS
   local t0 served
   t0=$(date +%s)
   for i in $(seq "$REPLICAS"); do
     until served=$(docker compose exec -T --index "$i" api python -c \
-        "import json, urllib.request; m = json.load(urllib.request.urlopen('http://127.0.0.1:8000/model')); print(m.get('version') or m.get('model_version'))") \
-        && [ "$served" = "$1" ]; do
-      [ "$(seconds_since "$t0")" -lt "$SWAP_TIMEOUT_SECONDS" ] || fail "api replica $i still serves ${served:-nothing}, not $1"
+        "import json, urllib.request; m = json.load(urllib.request.urlopen('http://127.0.0.1:8000/model')); print($1)") \
+        && [ "$served" = "$2" ]; do
+      [ "$(seconds_since "$t0")" -lt "$SWAP_TIMEOUT_SECONDS" ] || fail "api replica $i has $1 = ${served:-?}, not $2"
       sleep 1
     done
   done
 }
+wait_served() { wait_model "m.get('version') or m.get('model_version')" "$1"; }  # every replica serves version $1
 
 log "starting the Docker engine ($ENGINE start)"
 t0=$(date +%s)
@@ -182,18 +183,7 @@ pass "every api replica's writer process stored the impressions of its answers"
 
 # The canary through the admin API: one replica writes models/CANARY (the api mounts models writable), every
 # replica follows, half the users (by a hash of the id) get the previous version, then it is cleared.
-wait_canary() {  # every api replica serves canary $1 ("None": none) within SWAP_TIMEOUT_SECONDS
-  local t0 served
-  t0=$(date +%s)
-  for i in $(seq "$REPLICAS"); do
-    until served=$(docker compose exec -T --index "$i" api python -c \
-        "import json, urllib.request; print(json.load(urllib.request.urlopen('http://127.0.0.1:8000/model'))['canary']['version'])") \
-        && [ "$served" = "$1" ]; do
-      [ "$(seconds_since "$t0")" -lt "$SWAP_TIMEOUT_SECONDS" ] || fail "api replica $i has canary ${served:-?}, not $1"
-      sleep 1
-    done
-  done
-}
+wait_canary() { wait_model "m['canary']['version']" "$1"; }  # every replica has canary $1 ("None": none)
 t0=$(date +%s)
 set_to=$(python3 deploy/probe.py canary "$BASE" --token "$RECSYS_ADMIN_TOKEN" --version "$before") \
   || fail "POST /admin/canary through the proxy"

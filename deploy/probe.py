@@ -119,10 +119,18 @@ def cmd_loop(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_version(args: argparse.Namespace) -> int:
-    status, body = get(f"{loopback(args.url)}/model")
+def model_card(url: str) -> dict[str, Any] | None:
+    """GET /model's body, or None (said on stderr) when it is not a 200 with a JSON object."""
+    status, body = get(f"{loopback(url)}/model")
     if status != 200 or not isinstance(body, dict):
         print(f"/model: status {status}", file=sys.stderr)
+        return None
+    return body
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    body = model_card(args.url)
+    if body is None:
         return 1
     print(served_version(body))
     return 0
@@ -151,9 +159,8 @@ def cmd_rate(args: argparse.Namespace) -> int:
 
 
 def cmd_stored(args: argparse.Namespace) -> int:
-    status, body = get(f"{loopback(args.url)}/model")
-    if status != 200 or not isinstance(body, dict):
-        print(f"/model: status {status}", file=sys.stderr)
+    body = model_card(args.url)
+    if body is None:
         return 1
     print(body["data"].get("num_stored_ratings", 0))
     return 0
