@@ -156,7 +156,7 @@ def serve(reader: IO[bytes], writer: IO[bytes]) -> None:
                 store = ImpressionStore(RatingsStore(url))
             store.add([queued_impression(row) for row in rows])
             reply = {"written": len(rows)}
-        except (ImpressionStoreError, RatingsStoreError) as e:
+        except RatingsStoreError as e:  # ImpressionStoreError is one: the store refused or is down
             reply = {"error": str(e)}
         except Exception as e:  # anything else costs this batch, never the process
             log.exception("storing %d impressions failed", len(rows))
