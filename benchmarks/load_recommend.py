@@ -88,15 +88,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _stat_cpu_seconds(stat: Path) -> float:
+    """User + system CPU from a /proc .../stat file; 0 when the process or thread has gone since it was listed."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and of its running child processes (the service's impressions writer):
     req/s moves with whatever else runs on the box, this much less."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:  # a child that exited since it was listed
-        return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = _stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
     return own + sum(cpu_seconds(child) for child in child_pids(pid))
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process's first thread alone: the server's event loop, which runs every request's
+    Python; when it is busy all the time, it is the bottleneck whatever the other cores do."""
+    return _stat_cpu_seconds(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(idle, total) ticks of all the machine's cores since boot, from /proc/stat (idle counts iowait too)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
 
 
 def child_pids(pid: int) -> set[int]:
@@ -208,10 +225,16 @@ def run_wrk(base_url: str, script: Path, concurrency: int, duration: int) -> dic
 def measure_level(
     process: subprocess.Popen[bytes], base_url: str, script: Path, concurrency: int, duration: int
 ) -> dict[str, Any]:
-    """One wrk run at one concurrency, with the server's CPU time and mean batch size over it."""
-    cpu, batches = cpu_seconds(process.pid), batch_stats(base_url)
+    """One wrk run at one concurrency, with the server's CPU time (all of it, and its event loop's), the share
+    of the machine's cores left idle, and the mean batch size over it."""
+    cpu, loop, ticks = cpu_seconds(process.pid), main_thread_cpu_seconds(process.pid), cpu_ticks()
+    batches = batch_stats(base_url)
     row = run_wrk(base_url, script, concurrency, duration)
-    row["server_cpu_us_per_req"] = round((cpu_seconds(process.pid) - cpu) / max(row["requests"], 1) * 1e6, 1)
+    requests = max(row["requests"], 1)
+    row["server_cpu_us_per_req"] = round((cpu_seconds(process.pid) - cpu) / requests * 1e6, 1)
+    row["event_loop_cpu_us_per_req"] = round((main_thread_cpu_seconds(process.pid) - loop) / requests * 1e6, 1)
+    idle, total = (after - before for after, before in zip(cpu_ticks(), ticks, strict=True))
+    row["idle_share"] = round(idle / max(total, 1), 3)
     after = batch_stats(base_url)
     if batches and after and after[1] > batches[1]:
         row["mean_batch"] = round((after[0] - batches[0]) / (after[1] - batches[1]), 1)
@@ -236,8 +259,8 @@ def median_rows(runs: list[dict[str, Any]], ceilings: list[dict[str, Any]]) -> d
 def markdown(results: dict[str, list[dict[str, Any]]]) -> str:
     lines = [
         "| server | concurrency | req/s | % of bare (min–max over rounds) | p50 ms | p99 ms | errors "
-        "| server CPU µs/req | mean batch |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server CPU µs/req | event loop µs/req | cores idle | mean batch |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, rows in results.items():
         for row in rows:
@@ -249,7 +272,7 @@ def markdown(results: dict[str, list[dict[str, Any]]]) -> str:
             lines.append(
                 f"| {name} | {row['concurrency']} | {row['req_per_s']:.0f} | {share} | {row['p50_ms']:.2f} "
                 f"| {row['p99_ms']:.2f} | {row['errors']} | {row['server_cpu_us_per_req']:.0f} "
-                f"| {row.get('mean_batch', '')} |"
+                f"| {row['event_loop_cpu_us_per_req']:.0f} | {row['idle_share']:.0%} | {row.get('mean_batch', '')} |"
             )
     return "\n".join(lines) + "\n"
 
