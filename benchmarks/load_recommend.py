@@ -3,7 +3,8 @@
 Starts both servers as subprocesses on 127.0.0.1 (one uvicorn worker each, uvloop + httptools), drives
 each at several concurrencies with a rotating set of known user_ids (every other request at now, the others
 at a moment inside ML-100K; `--asked now` or `past` asks all alike), and reports req/s, p50, p99, errors
-(non-2xx and socket errors), server CPU per request and mean batch size. Writes
+(non-2xx and socket errors), server CPU per request (all of it, and its event loop thread's alone), the share
+of the machine's cores left idle, and the mean batch size. Writes
 benchmarks/results/load_recommend.json and a Markdown table beside it. Needs `wrk` (apt-get install -y wrk).
 
     python benchmarks/load_recommend.py [--models-dir models] [--duration 10] [--concurrency 1,8,64]
